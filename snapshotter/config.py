@@ -1,0 +1,79 @@
+"""Settings from the environment (each also a CLI option) and secret handling."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+DEFAULT_DATABASE_URL = "sqlite:///snapshotter.db"
+SAMPLE_DIR = Path(__file__).parent / "sample_data"
+SAMPLE_PRICES_DIR = SAMPLE_DIR / "prices"
+
+# Environment variables whose values must never reach a log line.
+SECRET_ENV = ("ALPHAVANTAGE_API_KEY", "POLYGON_API_KEY", "ALERT_WEBHOOK_URL", "HEALTHCHECK_URL")
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the ``postgres://`` / ``postgresql://`` forms hosting platforms hand out."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def mask_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database url>"
+
+
+def secrets_in_env(env: dict[str, str] | None = None) -> list[str]:
+    """The secret strings to redact: API keys, webhook URLs and the DB password."""
+    env = dict(os.environ) if env is None else env
+    found = [env[k] for k in SECRET_ENV if env.get(k)]
+    db = env.get("DATABASE_URL")
+    if db:
+        try:
+            pw = make_url(normalize_database_url(db)).password
+            if pw:
+                found.append(str(pw))
+        except Exception:
+            pass
+    return [s for s in found if len(s) >= 4]
+
+
+@dataclass
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    provider: str = "csv"
+    prices_dir: Path = SAMPLE_PRICES_DIR
+    alphavantage_api_key: str | None = None
+    alphavantage_base_url: str = "https://www.alphavantage.co/query"
+    polygon_api_key: str | None = None
+    polygon_base_url: str = "https://api.polygon.io"
+    alert_webhook_url: str | None = None
+    healthcheck_url: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        env = dict(os.environ) if env is None else env
+        s = cls(
+            database_url=normalize_database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
+            provider=env.get("SNAPSHOTTER_PROVIDER") or "csv",
+            prices_dir=Path(env["SNAPSHOTTER_PRICES_DIR"]) if env.get("SNAPSHOTTER_PRICES_DIR") else SAMPLE_PRICES_DIR,
+            alphavantage_api_key=env.get("ALPHAVANTAGE_API_KEY") or None,
+            alphavantage_base_url=env.get("ALPHAVANTAGE_BASE_URL") or cls.alphavantage_base_url,
+            polygon_api_key=env.get("POLYGON_API_KEY") or None,
+            polygon_base_url=env.get("POLYGON_BASE_URL") or cls.polygon_base_url,
+            alert_webhook_url=env.get("ALERT_WEBHOOK_URL") or None,
+            healthcheck_url=env.get("HEALTHCHECK_URL") or None,
+        )
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(s, k, normalize_database_url(v) if k == "database_url" else v)
+        return s

@@ -1,0 +1,281 @@
+"""Exact decimal arithmetic inside the database, on PostgreSQL and SQLite alike.
+
+PostgreSQL has NUMERIC; SQLite has no decimal type and would silently turn money
+into binary floats. So money columns are stored as canonical decimal TEXT on
+SQLite, and the few operations the snapshot engine needs (multiply, subtract,
+divide, sum, half-even rounding, sign, a sorted list aggregate) are SQL
+expression classes that compile to plain operators on PostgreSQL and to
+Python ``decimal`` functions registered on every SQLite connection. The engine
+is written once against these classes and runs unchanged on both backends.
+"""
+
+from __future__ import annotations
+
+import decimal
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeDecorator
+
+_CTX = decimal.Context(prec=80, rounding=ROUND_HALF_EVEN, traps=[decimal.InvalidOperation, decimal.DivisionByZero])
+
+
+def dec_text(value) -> str | None:
+    """Canonical decimal text (no exponent) of a Decimal/int/str."""
+    if value is None:
+        return None
+    d = value if isinstance(value, Decimal) else Decimal(str(value))
+    if not d.is_finite():
+        raise ValueError(f"not a finite decimal: {value!r}")
+    return format(d, "f")
+
+
+class Money(TypeDecorator):
+    """NUMERIC(p, s) on PostgreSQL, exact decimal TEXT on SQLite; Decimal in Python."""
+
+    impl = sa.Numeric
+    cache_ok = True
+
+    def __init__(self, precision: int, scale: int):
+        super().__init__(precision=precision, scale=scale, asdecimal=True)
+        self.precision = precision
+        self.scale = scale
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.Text())
+        return dialect.type_descriptor(sa.Numeric(self.precision, self.scale, asdecimal=True))
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return dec_text(value)
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+# --- SQL expression classes ----------------------------------------------------
+
+
+class _DecFn(FunctionElement):
+    inherit_cache = True
+
+    def __init__(self, *args):
+        super().__init__(*args)
+
+    @property
+    def type(self):  # results are text on SQLite, NUMERIC on PostgreSQL; Decimal either way
+        return Money(60, 30)
+
+
+class dmul(_DecFn):
+    name = "dec_mul"
+    inherit_cache = True
+
+
+class dsub(_DecFn):
+    name = "dec_sub"
+    inherit_cache = True
+
+
+class dadd(_DecFn):
+    name = "dec_add"
+    inherit_cache = True
+
+
+class ddiv(_DecFn):
+    """a / b with enough scale that a following 6-digit rounding is exact."""
+
+    name = "dec_div"
+    inherit_cache = True
+
+
+class dsum(_DecFn):
+    name = "dec_sum"
+    inherit_cache = True
+
+
+class dround(_DecFn):
+    """Round half-even to ``scale`` digits; fails when more than ``int_digits`` remain left of the point."""
+
+    name = "dec_round"
+    inherit_cache = True
+
+
+class dsign(_DecFn):
+    name = "dec_sign"
+    inherit_cache = True
+
+    @property
+    def type(self):
+        return sa.Integer()
+
+
+class sorted_csv(FunctionElement):
+    """Aggregate: distinct non-null strings, sorted, comma-joined; NULL when none."""
+
+    name = "sorted_csv"
+    inherit_cache = True
+    type = sa.Text()
+
+
+def _args(compiler, element, **kw):
+    return [compiler.process(a, **kw) for a in element.clauses]
+
+
+@compiles(dmul, "postgresql")
+def _pg_mul(el, c, **kw):
+    a, b = _args(c, el, **kw)
+    return f"({a} * {b})"
+
+
+@compiles(dsub, "postgresql")
+def _pg_sub(el, c, **kw):
+    a, b = _args(c, el, **kw)
+    return f"({a} - {b})"
+
+
+@compiles(dadd, "postgresql")
+def _pg_add(el, c, **kw):
+    a, b = _args(c, el, **kw)
+    return f"({a} + {b})"
+
+
+@compiles(ddiv, "postgresql")
+def _pg_div(el, c, **kw):
+    a, b = _args(c, el, **kw)
+    # The cast gives the quotient 30 decimals, so the 6-digit rounding after it is exact.
+    return f"(CAST({a} AS NUMERIC(70, 30)) / {b})"
+
+
+@compiles(dsum, "postgresql")
+def _pg_sum(el, c, **kw):
+    (a,) = _args(c, el, **kw)
+    return f"sum({a})"
+
+
+@compiles(dround, "postgresql")
+def _pg_round(el, c, **kw):
+    value, scale, _int_digits = list(el.clauses)
+    a, scale = c.process(value, **kw), c.process(scale, **kw)
+    # snapshotter_round_half_even is created by migration 0001; the target column's
+    # NUMERIC(p, s) type raises the overflow, as dec_round does on SQLite.
+    return f"snapshotter_round_half_even({a}, {scale})"
+
+
+@compiles(dsign, "postgresql")
+def _pg_sign(el, c, **kw):
+    (a,) = _args(c, el, **kw)
+    return f"CAST(sign({a}) AS INTEGER)"
+
+
+@compiles(sorted_csv, "postgresql")
+def _pg_csv(el, c, **kw):
+    (a,) = _args(c, el, **kw)
+    return f"string_agg(DISTINCT {a}, ',' ORDER BY {a})"
+
+
+def _default(el, c, **kw):
+    """SQLite (and any other dialect): call the registered function by name."""
+    return f"{el.name}({', '.join(_args(c, el, **kw))})"
+
+
+for _cls in (dmul, dsub, dadd, ddiv, dsum, dround, dsign, sorted_csv):
+    compiles(_cls)(_default)
+
+
+PG_ROUND_HALF_EVEN = """
+CREATE OR REPLACE FUNCTION snapshotter_round_half_even(v numeric, s integer)
+RETURNS numeric LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN abs(v - trunc(v, s)) * power(10::numeric, s) = 0.5
+     AND mod(trunc(v, s) * power(10::numeric, s), 2) = 0
+    THEN trunc(v, s)
+    ELSE round(v, s)
+  END
+$$
+"""
+
+
+# --- SQLite implementations ----------------------------------------------------
+
+
+def _d(x) -> Decimal:
+    return x if isinstance(x, Decimal) else _CTX.create_decimal(str(x))
+
+
+def _mul(a, b):
+    return None if a is None or b is None else format(_CTX.multiply(_d(a), _d(b)), "f")
+
+
+def _sub(a, b):
+    return None if a is None or b is None else format(_CTX.subtract(_d(a), _d(b)), "f")
+
+
+def _add(a, b):
+    return None if a is None or b is None else format(_CTX.add(_d(a), _d(b)), "f")
+
+
+def _div(a, b):
+    if a is None or b is None:
+        return None
+    return format(_CTX.divide(_d(a), _d(b)), "f")
+
+
+def _round(a, scale, int_digits):
+    if a is None:
+        return None
+    q = _CTX.quantize(_d(a), Decimal(1).scaleb(-int(scale)))
+    if q.adjusted() >= int(int_digits):
+        raise OverflowError(f"numeric field overflow: {q} has more than {int_digits} integer digits")
+    return format(q, "f")
+
+
+def _sign(a):
+    if a is None:
+        return None
+    d = _d(a)
+    return (d > 0) - (d < 0)
+
+
+class _Sum:
+    def __init__(self):
+        self.total = None
+
+    def step(self, v):
+        if v is not None:
+            self.total = _d(v) if self.total is None else _CTX.add(self.total, _d(v))
+
+    def finalize(self):
+        return None if self.total is None else format(self.total, "f")
+
+
+class _SortedCsv:
+    def __init__(self):
+        self.items = set()
+
+    def step(self, v):
+        if v is not None:
+            self.items.add(str(v))
+
+    def finalize(self):
+        return ",".join(sorted(self.items)) if self.items else None
+
+
+def register_sqlite_functions(dbapi_conn) -> None:
+    det = {"deterministic": True}
+    dbapi_conn.create_function("dec_mul", 2, _mul, **det)
+    dbapi_conn.create_function("dec_sub", 2, _sub, **det)
+    dbapi_conn.create_function("dec_add", 2, _add, **det)
+    dbapi_conn.create_function("dec_div", 2, _div, **det)
+    dbapi_conn.create_function("dec_round", 3, _round, **det)
+    dbapi_conn.create_function("dec_sign", 1, _sign, **det)
+    dbapi_conn.create_aggregate("dec_sum", 1, _Sum)
+    dbapi_conn.create_aggregate("sorted_csv", 1, _SortedCsv)

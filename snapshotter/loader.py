@@ -1,0 +1,190 @@
+"""``snapshotter load``: import portfolios, positions, cash, watchlist and prices from CSV.
+
+Each file is validated completely before anything is written, then upserted in one
+transaction: a file with any bad row is rejected whole, with every bad row reported
+as ``file:line: reason``. Loading the same file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Callable
+
+import sqlalchemy as sa
+
+from snapshotter import schema
+from snapshotter.config import SAMPLE_DIR
+from snapshotter.errors import InputError
+from snapshotter.store import upsert, utcnow
+
+MAX_REPORTED = 20
+
+
+def _uuid(v: str) -> uuid.UUID:
+    return uuid.UUID(v)
+
+
+def _date(v: str) -> date:
+    return date.fromisoformat(v)
+
+
+def _ts(v: str) -> datetime:
+    d = datetime.fromisoformat(v)
+    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+
+
+def _dec(v: str) -> Decimal:
+    try:
+        d = Decimal(v)
+    except InvalidOperation:
+        raise ValueError(f"not a decimal: {v!r}") from None
+    if not d.is_finite():
+        raise ValueError(f"not a finite decimal: {v!r}")
+    return d
+
+
+def _positive(v: str) -> Decimal:
+    d = _dec(v)
+    if d <= 0:
+        raise ValueError(f"must be positive: {v!r}")
+    return d
+
+
+def _symbol(v: str) -> str:
+    s = v.strip().upper()
+    if not s or len(s) > 20 or any(c.isspace() for c in s):
+        raise ValueError(f"bad symbol {v!r}")
+    return s
+
+
+def _currency(v: str) -> str:
+    if len(v) != 3 or not v.isalpha():
+        raise ValueError(f"bad currency {v!r}")
+    return v.upper()
+
+
+def _int(v: str) -> int:
+    return int(v)
+
+
+@dataclass(frozen=True)
+class Kind:
+    table: sa.Table
+    key: tuple[str, ...]
+    required: dict[str, Callable]
+    optional: dict[str, Callable]
+    defaults: Callable[[], dict] = dict
+
+
+KINDS: dict[str, Kind] = {
+    "portfolios": Kind(
+        schema.portfolios,
+        ("id",),
+        {"id": _uuid, "name": str},
+        {"owner_id": str, "base_currency": _currency, "created_at": _ts, "deleted_at": _ts},
+        lambda: {"owner_id": None, "base_currency": "USD", "created_at": utcnow(), "deleted_at": None},
+    ),
+    "positions": Kind(
+        schema.positions,
+        ("id",),
+        {"id": _uuid, "portfolio_id": _uuid, "symbol": _symbol, "quantity": _positive, "entry_price": _positive, "entry_date": _date},
+        {"exit_date": _date, "exit_price": _positive, "deleted_at": _ts},
+        lambda: {"exit_date": None, "exit_price": None, "deleted_at": None},
+    ),
+    "cash": Kind(
+        schema.cash_transactions,
+        ("id",),
+        {"id": _uuid, "portfolio_id": _uuid, "txn_date": _date, "amount": _dec},
+        {},
+    ),
+    "watchlist": Kind(schema.watchlist, ("symbol",), {"symbol": _symbol}, {"added_at": _ts}, lambda: {"added_at": utcnow()}),
+    "prices": Kind(
+        schema.symbol_prices_daily,
+        ("symbol", "price_date"),
+        {"symbol": _symbol, "price_date": _date, "close": _positive},
+        {"open": _positive, "high": _positive, "low": _positive, "volume": _int},
+        lambda: {"open": None, "high": None, "low": None, "volume": None, "source": "csv-import", "fetched_at": utcnow()},
+    ),
+}
+ORDER = ["portfolios", "positions", "cash", "watchlist", "prices"]
+
+
+def parse_file(kind_name: str, path: Path) -> list[dict]:
+    """Parse and validate one file; raise InputError listing every bad row."""
+    kind = KINDS[kind_name]
+    errors: list[str] = []
+    rows: list[dict] = []
+    seen: dict[tuple, int] = {}
+    try:
+        fh = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    with fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        missing = [c for c in kind.required if c not in header]
+        if missing:
+            raise InputError(f"{path}:1: missing column(s) {', '.join(missing)} for {kind_name}")
+        for lineno, raw in enumerate(reader, start=2):
+            try:
+                row = kind.defaults()
+                for col, parse in {**kind.required, **kind.optional}.items():
+                    val = (raw.get(col) or "").strip()
+                    if val:
+                        row[col] = parse(val)
+                    elif col in kind.required:
+                        raise ValueError(f"{col} is empty")
+                if kind_name == "positions":
+                    if row["exit_date"] and row["exit_date"] < row["entry_date"]:
+                        raise ValueError("exit_date before entry_date")
+                if kind_name == "prices" and row["price_date"] > date.today():
+                    raise ValueError("price_date is in the future")
+                k = tuple(row[c] for c in kind.key)
+                if k in seen:
+                    raise ValueError(f"duplicate key, first on line {seen[k]}")
+                seen[k] = lineno
+                rows.append(row)
+            except (ValueError, KeyError) as exc:
+                errors.append(f"{path}:{lineno}: {exc}")
+    if errors:
+        more = f" (and {len(errors) - MAX_REPORTED} more)" if len(errors) > MAX_REPORTED else ""
+        raise InputError("\n".join(errors[:MAX_REPORTED]) + more)
+    return rows
+
+
+def _check_portfolios_exist(conn: sa.Connection, path: Path, rows: list[dict]) -> None:
+    ids = {r["portfolio_id"] for r in rows}
+    known: set = set()
+    id_list = list(ids)
+    for i in range(0, len(id_list), 1000):
+        known |= set(
+            conn.execute(sa.select(schema.portfolios.c.id).where(schema.portfolios.c.id.in_(id_list[i : i + 1000]))).scalars()
+        )
+    unknown = ids - known
+    if unknown:
+        bad = next(n for n, r in enumerate(rows, start=2) if r["portfolio_id"] in unknown)
+        raise InputError(f"{path}:{bad}: unknown portfolio_id {sorted(map(str, unknown))[0]} ({len(unknown)} unknown)")
+
+
+def load_files(engine: sa.Engine, files: dict[str, Path]) -> dict[str, int]:
+    """Load files in dependency order; each file is its own transaction."""
+    parsed = {k: parse_file(k, files[k]) for k in ORDER if k in files}
+    counts = {}
+    for kind_name, rows in parsed.items():
+        kind = KINDS[kind_name]
+        with engine.begin() as conn:
+            if kind_name in ("positions", "cash"):
+                _check_portfolios_exist(conn, files[kind_name], rows)
+            keep = set(kind.key) | {"created_at", "added_at"}  # first-seen times survive a reload
+            update = [c for c in rows[0] if c not in keep] if rows else []
+            counts[kind_name] = upsert(conn, kind.table, rows, kind.key, update)
+    return counts
+
+
+def sample_files() -> dict[str, Path]:
+    return {k: SAMPLE_DIR / f"{k}.csv" for k in ("portfolios", "positions", "cash", "watchlist")}

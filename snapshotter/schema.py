@@ -1,0 +1,133 @@
+"""The tables of SPEC.md as SQLAlchemy Core metadata, shared by every command.
+
+Additions beyond SPEC.md (documented in README): ``batch_run_tracking.run_id``
+(the id sent with monitoring pings) and the indexes the set-based engine needs.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from snapshotter.decimal_sql import Money
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+TZ = sa.DateTime(timezone=True)
+# BIGINT identity on PostgreSQL, INTEGER PRIMARY KEY (rowid) on SQLite.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+portfolios = sa.Table(
+    "portfolios",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("owner_id", sa.Text, nullable=True),
+    sa.Column("base_currency", sa.CHAR(3), nullable=False, server_default="USD"),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.current_timestamp()),
+    sa.Column("deleted_at", TZ, nullable=True),
+)
+
+positions = sa.Table(
+    "positions",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("portfolio_id", sa.Uuid, sa.ForeignKey("portfolios.id"), nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("quantity", Money(28, 10), nullable=False),
+    sa.Column("entry_price", Money(20, 6), nullable=False),
+    sa.Column("entry_date", sa.Date, nullable=False),
+    sa.Column("exit_date", sa.Date, nullable=True),
+    sa.Column("exit_price", Money(20, 6), nullable=True),
+    sa.Column("deleted_at", TZ, nullable=True),
+    sa.Column("last_price", Money(20, 6), nullable=True),
+    sa.Column("market_value", Money(28, 6), nullable=True),
+    sa.Column("market_value_date", sa.Date, nullable=True),
+    sa.Index(None, "portfolio_id", "entry_date"),
+    sa.Index(None, "symbol"),
+)
+
+cash_transactions = sa.Table(
+    "cash_transactions",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("portfolio_id", sa.Uuid, sa.ForeignKey("portfolios.id"), nullable=False),
+    sa.Column("txn_date", sa.Date, nullable=False),
+    sa.Column("amount", Money(28, 6), nullable=False),
+    sa.Index(None, "portfolio_id", "txn_date"),
+)
+
+watchlist = sa.Table(
+    "watchlist",
+    metadata,
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("added_at", TZ, nullable=False, server_default=sa.func.current_timestamp()),
+)
+
+symbol_prices_daily = sa.Table(
+    "symbol_prices_daily",
+    metadata,
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("price_date", sa.Date, primary_key=True),
+    sa.Column("open", Money(20, 6), nullable=True),
+    sa.Column("high", Money(20, 6), nullable=True),
+    sa.Column("low", Money(20, 6), nullable=True),
+    sa.Column("close", Money(20, 6), nullable=False),
+    sa.Column("volume", sa.BigInteger, nullable=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("fetched_at", TZ, nullable=False),
+    sa.Index(None, "price_date"),
+)
+
+portfolio_snapshots = sa.Table(
+    "portfolio_snapshots",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("portfolio_id", sa.Uuid, sa.ForeignKey("portfolios.id"), nullable=False),
+    sa.Column("snapshot_date", sa.Date, nullable=False),
+    sa.Column("holdings_value", Money(28, 6), nullable=False),
+    sa.Column("cash_balance", Money(28, 6), nullable=False),
+    sa.Column("total_value", Money(28, 6), nullable=False),
+    sa.Column("total_cost", Money(28, 6), nullable=False),
+    sa.Column("total_pnl", Money(28, 6), nullable=False),
+    sa.Column("pnl_percent", Money(28, 6), nullable=False),
+    sa.Column("position_count", sa.Integer, nullable=False),
+    sa.Column("priced_position_count", sa.Integer, nullable=False),
+    sa.Column("is_partial", sa.Boolean, nullable=False),
+    sa.Column("missing_symbols", sa.Text, nullable=True),
+    sa.Column("created_at", TZ, nullable=False),
+    sa.Column("updated_at", TZ, nullable=False),
+    sa.UniqueConstraint("portfolio_id", "snapshot_date"),
+    sa.Index(None, "snapshot_date"),
+)
+
+batch_run_tracking = sa.Table(
+    "batch_run_tracking",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Text, nullable=False, unique=True),
+    sa.Column("batch_type", sa.Text, nullable=False),
+    sa.Column("target_date", sa.Date, nullable=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("started_at", TZ, nullable=False),
+    sa.Column("finished_at", TZ, nullable=True),
+    sa.Column("heartbeat_at", TZ, nullable=True),
+    sa.Column("host", sa.Text, nullable=True),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("stats", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.CheckConstraint(
+        "status IN ('running', 'completed', 'failed', 'aborted', 'interrupted')", name="status"
+    ),
+    sa.Index(None, "batch_type", "target_date", "status"),
+)
+
+MONEY_SCALE = 6
+MONEY_INT_DIGITS = 22  # NUMERIC(28, 6)

@@ -1,0 +1,137 @@
+"""Fixtures: every data-layer test runs on SQLite and on a real PostgreSQL server.
+
+The PostgreSQL side creates one uniquely named database per test session and drops
+it afterwards (the server is shared). Without a reachable server those cases skip,
+unless SNAPSHOTTER_REQUIRE_POSTGRES=1, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from snapshotter import db, schema
+
+PG_ADMIN_URLS = [
+    os.environ.get("SNAPSHOTTER_TEST_PG_URL", ""),
+    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+    "postgresql+psycopg://root@127.0.0.1:5432/postgres",
+]
+REQUIRE_PG = os.environ.get("SNAPSHOTTER_REQUIRE_POSTGRES") == "1"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _admin_engine():
+    errors = []
+    for url in filter(None, PG_ADMIN_URLS):
+        eng = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        try:
+            with eng.connect() as c:
+                c.execute(sa.text("SELECT 1"))
+            return eng, None
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{url}: {str(exc).splitlines()[0]}")
+            eng.dispose()
+    return None, "; ".join(errors)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url():
+    """URL of a fresh, uniquely named database on the PostgreSQL server (migrated)."""
+    admin, why = _admin_engine()
+    if admin is None:
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL required but unreachable: {why}")
+        pytest.skip(f"PostgreSQL unreachable: {why}")
+    name = f"snapshotter_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    eng = db.connect(url)
+    db.upgrade(eng)
+    eng.dispose()
+    yield url
+    with admin.connect() as c:
+        c.execute(
+            sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"),
+            {"n": name},
+        )
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+TABLES_IN_DELETE_ORDER = [
+    "portfolio_snapshots",
+    "positions",
+    "cash_transactions",
+    "portfolios",
+    "watchlist",
+    "symbol_prices_daily",
+    "batch_run_tracking",
+]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def db_url(backend, tmp_path, request):
+    """A migrated, empty database of the parametrised backend."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.db'}"
+        eng = db.connect(url)
+        db.upgrade(eng)
+        eng.dispose()
+        return url
+    url = request.getfixturevalue("pg_server_url")
+    eng = sa.create_engine(url)
+    with eng.begin() as c:
+        c.execute(sa.text("TRUNCATE " + ", ".join(TABLES_IN_DELETE_ORDER) + " RESTART IDENTITY CASCADE"))
+    eng.dispose()
+    return url
+
+
+@pytest.fixture
+def engine(db_url):
+    eng = db.connect(db_url)
+    yield eng
+    eng.dispose()
+
+
+def run_cli(*args: str, db_url: str | None = None, env: dict | None = None, timeout: float = 120, **kw):
+    """Run ``python -m snapshotter`` as a real subprocess (exit codes as cron sees them)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHAVANTAGE", "POLYGON", "ALERT_", "HEALTHCHECK", "SNAPSHOTTER_"))}
+    full_env.pop("DATABASE_URL", None)
+    if db_url:
+        full_env["DATABASE_URL"] = db_url
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "snapshotter", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=kw.pop("cwd", ROOT),
+        **kw,
+    )
+
+
+def table_rows(engine, table: sa.Table, order_by=None) -> list[dict]:
+    with engine.connect() as c:
+        q = sa.select(table)
+        if order_by is not None:
+            q = q.order_by(*order_by)
+        return [dict(r._mapping) for r in c.execute(q)]
+
+
+def row_counts(engine) -> dict[str, int]:
+    with engine.connect() as c:
+        return {t: c.execute(sa.select(sa.func.count()).select_from(schema.metadata.tables[t])).scalar_one() for t in TABLES_IN_DELETE_ORDER}

@@ -1,0 +1,119 @@
+"""The CLI as cron sees it: real subprocesses, exit codes and stored rows."""
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from snapshotter import schema
+from tests.conftest import row_counts, run_cli, table_rows
+
+EMPTY = {t: 0 for t in ("portfolio_snapshots", "positions", "cash_transactions", "portfolios", "watchlist", "symbol_prices_daily", "batch_run_tracking")}
+
+
+def test_help_on_every_command():
+    for args in ([], ["db"], ["db", "upgrade"], ["load"], ["status"]):
+        r = run_cli(*args, "--help")
+        assert r.returncode == 0, r.stderr
+        assert "Usage" in r.stdout
+
+
+def test_db_upgrade_then_status_json(db_url, engine):
+    r = run_cli("db", "upgrade", db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("status", "--json", db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["schema_revision"] == report["schema_head"] == "0001"
+    assert report["tables"] == EMPTY
+
+
+def test_fresh_sqlite_file_is_created_and_migrated(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    r = run_cli("load", "--sample", db_url=url)
+    assert r.returncode == 0, r.stderr
+    assert "portfolios: 5 rows" in r.stdout
+    r = run_cli("db", "current", db_url=url)
+    assert "current: 0001" in r.stdout
+
+
+def test_no_migrate_refuses_an_old_schema(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    r = run_cli("--no-migrate", "load", "--sample", db_url=url)
+    assert r.returncode == 78
+    assert "snapshotter db upgrade" in r.stderr
+
+
+def test_unreachable_database_exits_69_and_masks_the_password():
+    r = run_cli("status", db_url="postgresql+psycopg://app:hunter2secret@127.0.0.1:1/nowhere")
+    assert r.returncode == 69
+    assert "hunter2secret" not in r.stderr + r.stdout
+    lines = [l for l in r.stderr.splitlines() if l.startswith("snapshotter: error:")]
+    assert len(lines) == 1 and "app:***@127.0.0.1:1" in lines[0]
+
+
+def test_unknown_option_exits_64():
+    r = run_cli("status", "--bogus")
+    assert r.returncode == 64
+
+
+def test_unsupported_database_is_a_config_error():
+    r = run_cli("status", db_url="mysql://x@localhost/db")
+    assert r.returncode == 78
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_load_rejects_a_file_with_a_bad_row_whole(db_url, engine, tmp_path):
+    pf = write(tmp_path / "p.csv", "id,name\n11111111-1111-1111-1111-111111111111,A\n")
+    pos = write(
+        tmp_path / "pos.csv",
+        "id,portfolio_id,symbol,quantity,entry_price,entry_date\n"
+        "21111111-1111-1111-1111-111111111111,11111111-1111-1111-1111-111111111111,AAPL,10,100.5,2026-01-05\n"
+        "31111111-1111-1111-1111-111111111111,11111111-1111-1111-1111-111111111111,AAPL,ten,100.5,2026-01-05\n"
+        "41111111-1111-1111-1111-111111111111,11111111-1111-1111-1111-111111111111,MSFT,1,1,2026-13-05\n",
+    )
+    r = run_cli("load", "--portfolios", str(pf), "--positions", str(pos), db_url=db_url)
+    assert r.returncode == 64
+    assert f"{pos}:3: not a decimal: 'ten'" in r.stderr
+    assert f"{pos}:4:" in r.stderr
+    assert row_counts(engine) == EMPTY  # parsed everything before writing anything
+
+
+def test_load_unknown_portfolio_is_rejected(db_url, engine, tmp_path):
+    pos = write(
+        tmp_path / "pos.csv",
+        "id,portfolio_id,symbol,quantity,entry_price,entry_date\n"
+        "21111111-1111-1111-1111-111111111111,99999999-1111-1111-1111-111111111111,AAPL,10,100.5,2026-01-05\n",
+    )
+    r = run_cli("load", "--positions", str(pos), db_url=db_url)
+    assert r.returncode == 64
+    assert "unknown portfolio_id" in r.stderr
+    assert row_counts(engine)["positions"] == 0
+
+
+def test_load_is_idempotent_and_exact(db_url, engine, tmp_path):
+    pf = write(tmp_path / "p.csv", "id,name,base_currency\n11111111-1111-1111-1111-111111111111,A,usd\n")
+    cash = write(tmp_path / "c.csv", "id,portfolio_id,txn_date,amount\n51111111-1111-1111-1111-111111111111,11111111-1111-1111-1111-111111111111,2026-01-02,1000.123456\n")
+    prices = write(tmp_path / "px.csv", "symbol,price_date,close\naapl,2026-01-02,190.10\n")
+    for _ in range(2):
+        r = run_cli("load", "--portfolios", str(pf), "--cash", str(cash), "--prices", str(prices), db_url=db_url)
+        assert r.returncode == 0, r.stderr
+    counts = row_counts(engine)
+    assert (counts["portfolios"], counts["cash_transactions"], counts["symbol_prices_daily"]) == (1, 1, 1)
+    (p,) = table_rows(engine, schema.portfolios)
+    assert p["base_currency"] == "USD"
+    (c,) = table_rows(engine, schema.cash_transactions)
+    assert c["amount"] == Decimal("1000.123456")
+    (px,) = table_rows(engine, schema.symbol_prices_daily)
+    assert (px["symbol"], str(px["price_date"]), px["close"], px["source"]) == ("AAPL", "2026-01-02", Decimal("190.100000"), "csv-import")
+
+
+def test_load_sample(db_url, engine):
+    r = run_cli("load", "--sample", db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    counts = row_counts(engine)
+    assert counts["portfolios"] == 5 and counts["positions"] > 10 and counts["watchlist"] == 1
