@@ -107,6 +107,14 @@ portfolio_snapshots = sa.Table(
     sa.UniqueConstraint("portfolio_id", "snapshot_date"),
     sa.Index(None, "snapshot_date"),
 )
+# Partial snapshots are few; this index lets a run find them without a scan (migration 0002).
+sa.Index(
+    "ix_portfolio_snapshots_partial",
+    portfolio_snapshots.c.portfolio_id,
+    portfolio_snapshots.c.snapshot_date,
+    postgresql_where=portfolio_snapshots.c.is_partial,
+    sqlite_where=sa.text("is_partial = 1"),
+)
 
 batch_run_tracking = sa.Table(
     "batch_run_tracking",

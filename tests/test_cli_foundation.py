@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from snapshotter import schema
+from snapshotter import db, schema
 from tests.conftest import row_counts, run_cli, table_rows
 
 EMPTY = {t: 0 for t in ("portfolio_snapshots", "positions", "cash_transactions", "portfolios", "watchlist", "symbol_prices_daily", "batch_run_tracking")}
@@ -24,7 +24,7 @@ def test_db_upgrade_then_status_json(db_url, engine):
     r = run_cli("status", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert report["schema_revision"] == report["schema_head"] == "0001"
+    assert report["schema_revision"] == report["schema_head"] == db.head_revision()
     assert report["tables"] == EMPTY
 
 
@@ -34,7 +34,7 @@ def test_fresh_sqlite_file_is_created_and_migrated(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "portfolios: 5 rows" in r.stdout
     r = run_cli("db", "current", db_url=url)
-    assert "current: 0001" in r.stdout
+    assert f"current: {db.head_revision()}" in r.stdout
 
 
 def test_no_migrate_refuses_an_old_schema(tmp_path):

@@ -1,0 +1,370 @@
+"""portfolio-refresh, refresh --date and backfill: one engine, three scopes.
+
+The job is the imperative shell around :mod:`snapshotter.gaps` (what to do) and
+:mod:`snapshotter.valuation` (the set-based SQL). Portfolios are walked in id
+order in chunks (keyset pagination, constant memory); each chunk is one
+transaction that values every missing (portfolio, day) pair with one
+``INSERT ... SELECT ... GROUP BY ... ON CONFLICT``, heals partial snapshots and
+refreshes the open lots' market values. A crash loses at most the chunk in
+flight, and a rerun finds exactly what is still missing. A chunk that fails is
+split in halves and retried down to single portfolios, so one bad portfolio is
+reported while all the others are written.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+
+from snapshotter import gaps, tracking, valuation
+from snapshotter.config import Settings
+from snapshotter.errors import BatchNotReady, DatabaseUnavailable, ExitCode, Stopped, UsageError
+from snapshotter.locking import run_lock
+from snapshotter.logs import get_logger, redact
+from snapshotter.progress import progress_bar
+from snapshotter.schema import portfolios
+from snapshotter.shutdown import STOP, StopFlag
+from snapshotter.store import dialect_insert, utcnow
+from snapshotter.trading_calendar import effective_trading_date, is_trading_day, trading_days_between
+
+log = get_logger(__name__)
+MAX_REPORTED_FAILURES = 100
+PREVIEW_ROWS = 50
+
+
+@dataclass
+class Options:
+    chunk_size: int = 5000
+    max_backfill_days: int = gaps.DEFAULT_MAX_BACKFILL_DAYS
+    dry_run: bool = False
+    wait_for_lock: bool = False
+    wait_for_batch: bool = True
+    wait_timeout_s: float = 3600.0
+    poll_interval_s: float = 300.0
+    alert_failure_ratio: float = 0.10
+    progress: bool | None = None
+
+
+@dataclass
+class Result:
+    stats: dict
+    exit_code: ExitCode = ExitCode.OK
+    run_id: str | None = None
+    preview: list[dict] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"run_id": self.run_id, "exit_code": int(self.exit_code), **self.stats}
+
+
+# --- entry points --------------------------------------------------------------
+
+
+def portfolio_refresh(engine: sa.Engine, settings: Settings, target: date | None = None, opts: Options | None = None, stop: StopFlag = STOP) -> Result:
+    """Nightly: wait for the symbol batch, then fill every portfolio's gaps up to ``target``."""
+    opts = opts or Options()
+    target = target or effective_trading_date()
+    _check_day(target, "--date")
+
+    def plan_fn(conn):
+        start, end = gaps.window(target, opts.max_backfill_days)
+        priced = set(conn.execute(valuation.priced_days_between(start, end)).scalars())
+        bare = set(conn.execute(valuation.days_without_snapshots(start, end)).scalars())
+        return gaps.plan_gaps(target, opts.max_backfill_days, priced, bare)
+
+    return _run(engine, "portfolio_refresh", target, plan_fn, opts, stop, portfolio_id=None, require_active=True, wait=opts.wait_for_batch)
+
+
+def refresh_date(engine: sa.Engine, settings: Settings, day: date, force: bool = False, opts: Options | None = None, stop: StopFlag = STOP) -> Result:
+    """Redo one trading day for every active portfolio; --force recomputes existing snapshots."""
+    opts = opts or Options()
+    _check_day(day, "--date")
+
+    def plan_fn(conn):
+        priced = set(conn.execute(valuation.priced_days_between(day, day)).scalars())
+        return gaps.plan_dates([day], priced, force)
+
+    return _run(engine, "portfolio_refresh", day, plan_fn, opts, stop, portfolio_id=None, require_active=True, wait=False, mode_label="refresh")
+
+
+def backfill(
+    engine: sa.Engine,
+    settings: Settings,
+    portfolio_id: str,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    force: bool = False,
+    opts: Options | None = None,
+    stop: StopFlag = STOP,
+) -> Result:
+    """One portfolio over a range of trading days, from cached closes only."""
+    opts = opts or Options()
+    pid = _parse_portfolio_id(portfolio_id)
+    today = effective_trading_date()
+    date_to = date_to or today
+    if date_to > today:
+        raise UsageError(f"--to {date_to} is after the latest closed trading day {today}")
+    if date_from is None:
+        date_from = date_to - timedelta(days=opts.max_backfill_days - 1)
+    if date_from > date_to:
+        raise UsageError(f"--from {date_from} is after --to {date_to}")
+    span = (date_to - date_from).days + 1
+    if span > opts.max_backfill_days:
+        raise UsageError(f"range {date_from}..{date_to} is {span} days, over --max-backfill-days {opts.max_backfill_days}")
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(portfolios.c.deleted_at).where(portfolios.c.id == pid)).first()
+    if row is None:
+        raise UsageError(f"unknown portfolio {portfolio_id}")
+    if row.deleted_at is not None:
+        raise UsageError(f"portfolio {portfolio_id} is deleted")
+
+    def plan_fn(conn):
+        priced = set(conn.execute(valuation.priced_days_between(date_from, date_to)).scalars())
+        return gaps.plan_dates(trading_days_between(date_from, date_to), priced, force)
+
+    return _run(engine, "portfolio_backfill", date_to, plan_fn, opts, stop, portfolio_id=pid, require_active=False, wait=False, mode_label="backfill")
+
+
+def _check_day(day: date, option: str) -> None:
+    latest = effective_trading_date()
+    if day > latest:
+        raise UsageError(f"{option} {day} is in the future: the latest closed trading day is {latest}")
+    if not is_trading_day(day):
+        raise UsageError(f"{option} {day} is not an NYSE trading day")
+
+
+def _parse_portfolio_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise UsageError(f"unknown portfolio {value!r}: not a UUID") from None
+
+
+# --- the run -------------------------------------------------------------------
+
+
+def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, *, portfolio_id, require_active, wait, mode_label=None) -> Result:
+    started = time.monotonic()
+    if opts.dry_run:
+        with engine.connect() as conn:
+            plan = plan_fn(conn)
+            conn.rollback()
+        stats = _new_stats(plan, mode_label)
+        preview = _execute(engine, plan, stats, opts, stop, None, portfolio_id, require_active)
+        stats["duration_s"] = round(time.monotonic() - started, 3)
+        return Result(stats, ExitCode.OK, None, preview)
+
+    with run_lock(engine, wait=opts.wait_for_lock, stop=stop):
+        run = tracking.Run(engine, batch_type, target).start()
+        stats: dict = {"mode": mode_label or "gaps", "target_date": target.isoformat()}
+        try:
+            if wait and not _wait_for_symbol_batch(engine, target, opts, stop, run):
+                msg = (
+                    f"symbol batch for {target} not completed within {opts.wait_timeout_s:.0f}s; "
+                    "portfolio refresh aborted, nothing written; the next run backfills the day"
+                )
+                stats["duration_s"] = round(time.monotonic() - started, 3)
+                run.finish("aborted", stats, msg)
+                raise BatchNotReady(msg)
+            with engine.connect() as conn:
+                plan = plan_fn(conn)
+                conn.rollback()
+            stats = _new_stats(plan, mode_label)
+            if plan.unpriced:
+                log.warning("refresh.days_without_prices", days=[d.isoformat() for d in plan.unpriced], count=len(plan.unpriced))
+            _execute(engine, plan, stats, opts, stop, run, portfolio_id, require_active)
+        except Stopped as exc:
+            stats["duration_s"] = round(time.monotonic() - started, 3)
+            run.finish("interrupted", stats, str(exc))
+            raise
+        except BatchNotReady:
+            raise
+        except BaseException as exc:
+            stats["duration_s"] = round(time.monotonic() - started, 3)
+            run.finish("failed", stats, redact(f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            raise
+        stats["duration_s"] = round(time.monotonic() - started, 3)
+        failed = stats["portfolios_failed"]
+        result = Result(stats, ExitCode.PARTIAL if failed else ExitCode.OK, run.run_id)
+        if failed:
+            considered = stats["portfolios_active"] or 1
+            if failed / considered > opts.alert_failure_ratio:
+                result.alerts.append(
+                    f"portfolio refresh for {target}: {failed} of {stats['portfolios_active']} portfolios failed "
+                    f"({failed / considered:.0%}, threshold {opts.alert_failure_ratio:.0%})"
+                )
+        run.finish("failed" if failed else "completed", stats)
+        log.info("refresh.finished", **{k: v for k, v in stats.items() if k != "failed_portfolios"})
+        return result
+
+
+def _new_stats(plan: gaps.Plan, mode_label) -> dict:
+    return {
+        "mode": mode_label or plan.mode,
+        "target_date": plan.target.isoformat(),
+        "force": plan.mode == "force",
+        "candidate_days": len(plan.days),
+        "days_without_prices": [d.isoformat() for d in plan.unpriced],
+        "portfolios_active": 0,
+        "portfolios_processed": 0,
+        "portfolios_skipped": 0,
+        "portfolios_failed": 0,
+        "failed_portfolios": [],
+        "snapshots_created": 0,
+        "snapshots_recomputed": 0,
+        "days_backfilled": 0,
+        "positions_valued": 0,
+        "chunks": 0,
+    }
+
+
+def _wait_for_symbol_batch(engine, target: date, opts: Options, stop: StopFlag, run) -> bool:
+    """Poll batch_run_tracking until a completed symbol_batch for ``target`` or the deadline."""
+    deadline = utcnow() + timedelta(seconds=opts.wait_timeout_s)
+    polls = 0
+    while True:
+        with engine.connect() as conn:
+            if tracking.batch_completed(conn, tracking.SYMBOL_BATCH, target):
+                log.info("refresh.symbol_batch_ready", target_date=target.isoformat(), polls=polls)
+                return True
+        remaining = (deadline - utcnow()).total_seconds()
+        if remaining <= 0:
+            log.error("refresh.symbol_batch_timeout", target_date=target.isoformat(), waited_s=opts.wait_timeout_s)
+            return False
+        polls += 1
+        log.info("refresh.waiting_for_symbol_batch", target_date=target.isoformat(), remaining_s=round(remaining))
+        run.heartbeat(force=True)
+        stop.sleep(min(opts.poll_interval_s, remaining))
+
+
+def _iter_chunks(conn: sa.Connection, portfolio_id, size: int):
+    """Keyset pagination over live portfolio ids: constant memory at any N."""
+    if portfolio_id is not None:
+        yield [portfolio_id]
+        return
+    after = None
+    while True:
+        q = sa.select(portfolios.c.id).where(portfolios.c.deleted_at.is_(None)).order_by(portfolios.c.id).limit(size)
+        if after is not None:
+            q = q.where(portfolios.c.id > after)
+        with conn.begin():
+            ids = list(conn.execute(q).scalars())
+        if not ids:
+            return
+        yield ids
+        after = ids[-1]
+
+
+def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag, run, portfolio_id, require_active) -> list[dict]:
+    preview: list[dict] = []
+    backfilled: set[date] = set()
+    with engine.connect() as conn:
+        with conn.begin():
+            valuation.tmp.drop_all(conn, checkfirst=True)
+            valuation.tmp.create_all(conn)
+            if plan.days:
+                conn.execute(valuation.days_t.insert(), [{"d": d, "hole": d in plan.holes} for d in plan.days])
+            conn.execute(valuation.fill_latest_closes())
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("ANALYZE _snap_days"))
+                conn.execute(sa.text("ANALYZE _latest_close"))
+        total = None
+        if portfolio_id is None:
+            with conn.begin():
+                total = conn.execute(sa.select(sa.func.count()).where(portfolios.c.deleted_at.is_(None))).scalar_one()
+        try:
+            with progress_bar("snapshots", total, opts.progress) as bar:
+                for ids in _iter_chunks(conn, portfolio_id, opts.chunk_size):
+                    stop.check()
+                    _chunk_with_split(conn, ids, plan, stats, opts, require_active, backfilled, preview)
+                    stats["chunks"] += 1
+                    stats["days_backfilled"] = len(backfilled)
+                    bar.advance(len(ids))
+                    log.debug("refresh.chunk", first=str(ids[0]), last=str(ids[-1]), created=stats["snapshots_created"])
+                    if run is not None:
+                        run.heartbeat({k: v for k, v in stats.items()})
+        finally:
+            with conn.begin():
+                valuation.tmp.drop_all(conn, checkfirst=True)
+    stats["portfolios_skipped"] = stats["portfolios_active"] - stats["portfolios_processed"] - stats["portfolios_failed"]
+    return preview
+
+
+def _chunk_with_split(conn, ids, plan, stats, opts, require_active, backfilled, preview) -> None:
+    try:
+        _chunk(conn, ids[0], ids[-1], plan, stats, opts, require_active, backfilled, preview)
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise DatabaseUnavailable(f"database connection lost: {redact(str(exc.orig).splitlines()[0])}") from None
+        if len(ids) == 1:
+            error = redact(str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+            stats["portfolios_failed"] += 1
+            stats["portfolios_active"] += 1
+            if len(stats["failed_portfolios"]) < MAX_REPORTED_FAILURES:
+                stats["failed_portfolios"].append({"portfolio_id": str(ids[0]), "error": error})
+            log.error("refresh.portfolio_failed", portfolio_id=str(ids[0]), error=error)
+            return
+        log.warning("refresh.chunk_failed_splitting", size=len(ids), error=redact(str(exc.orig).splitlines()[0]))
+        for half in gaps.bisect(ids):
+            _chunk_with_split(conn, half, plan, stats, opts, require_active, backfilled, preview)
+
+
+def _chunk(conn: sa.Connection, lo, hi, plan: gaps.Plan, stats: dict, opts: Options, require_active: bool, backfilled: set, preview: list) -> None:
+    """One transaction: plan the chunk's pairs, value them, refresh market values."""
+    force = plan.mode == "force"
+    now = utcnow()
+    insert = lambda table: dialect_insert(conn, table)  # noqa: E731
+    trans = conn.begin()
+    run = lambda stmt: conn.execute(stmt.execution_options(preserve_rowcount=True))  # noqa: E731
+    try:
+        active = run(
+            valuation.fill_chunk(lo, hi, plan.target, require_active=require_active, ignore_existing=force)
+        ).rowcount
+        if plan.days:
+            conn.execute(valuation.fill_pairs_after_last())
+            if plan.holes and not force:
+                conn.execute(valuation.fill_pairs_holes())
+            if not force:
+                conn.execute(valuation.fill_pairs_heal())
+        counts = conn.execute(valuation.pair_counts(plan.target)).one()
+        days = set(conn.execute(valuation.backfilled_days(plan.target)).scalars())
+        if opts.dry_run:
+            room = PREVIEW_ROWS - len(preview)
+            if room > 0:
+                rows = conn.execute(valuation.valuation_select(False, now).limit(room)).all()
+                preview.extend(dict(zip(valuation.SNAPSHOT_COLUMNS[:-2], r[:-2])) for r in rows)
+            created, healed, valued = counts.new_pairs, counts.heal_pairs, 0
+            trans.rollback()
+        else:
+            existing = 0
+            if force:
+                existing = conn.execute(
+                    sa.select(sa.func.count()).select_from(valuation.pairs_t).where(
+                        sa.exists().where(
+                            valuation.snaps.c.portfolio_id == valuation.pairs_t.c.portfolio_id,
+                            valuation.snaps.c.snapshot_date == valuation.pairs_t.c.d,
+                        )
+                    )
+                ).scalar_one()
+            written = run(valuation.insert_snapshots(insert, heal=False, force=force, now=now)).rowcount
+            created, recomputed_forced = written - existing, existing
+            healed = run(valuation.insert_snapshots(insert, heal=True, force=False, now=now)).rowcount if not force else 0
+            healed += recomputed_forced
+            valued = run(valuation.update_market_values(lo, hi)).rowcount
+            conn.execute(valuation.pairs_t.delete())
+            conn.execute(valuation.chunk_t.delete())
+            trans.commit()
+    except BaseException:
+        if trans.is_active:
+            trans.rollback()
+        raise
+    stats["portfolios_active"] += active
+    stats["portfolios_processed"] += counts.portfolios
+    stats["snapshots_created"] += created
+    stats["snapshots_recomputed"] += healed
+    stats["positions_valued"] += valued
+    backfilled |= days

@@ -1,0 +1,280 @@
+"""The SPEC valuation rules as set-based SQL, built without I/O.
+
+Each statement works on a whole chunk of portfolios at once. The run's candidate
+days sit in a temporary table (``_snap_days``), the chunk's portfolios with their
+first active day and last snapshot in ``_snap_chunk``, and the (portfolio, day)
+pairs to value in ``_snap_pairs``; one ``INSERT ... SELECT ... GROUP BY ... ON
+CONFLICT`` then values every pair. The arithmetic goes through
+:mod:`snapshotter.decimal_sql`, so the same statements are exact on PostgreSQL
+(NUMERIC) and SQLite (decimal text).
+
+Rules (SPEC.md): a lot is held on D when entry_date <= D < exit_date (or no exit)
+and it is not deleted; cash on D is the sum of amounts with txn_date <= D; a held
+lot without a close on D is left out of holdings and cost, counted in
+position_count but not priced_position_count, and makes the snapshot partial
+with its symbol in missing_symbols (sorted, comma-separated, NULL when none);
+total_value = holdings + cash; total_pnl = holdings - cost; pnl_percent =
+pnl / cost x 100 (0 when cost is 0); every stored value rounded half-even to 6
+decimals from the exact intermediate values.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import sqlalchemy as sa
+
+from snapshotter.decimal_sql import Money, dadd, ddiv, dmul, dround, dsign, dsub, dsum, sorted_csv
+from snapshotter.schema import MONEY_INT_DIGITS, MONEY_SCALE
+from snapshotter.schema import cash_transactions as cash
+from snapshotter.schema import portfolio_snapshots as snaps
+from snapshotter.schema import portfolios, positions
+from snapshotter.schema import symbol_prices_daily as prices
+
+FLOOR_DAY = date(1900, 1, 1)
+
+tmp = sa.MetaData()
+days_t = sa.Table(
+    "_snap_days", tmp,
+    sa.Column("d", sa.Date, primary_key=True),
+    sa.Column("hole", sa.Boolean, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+chunk_t = sa.Table(
+    "_snap_chunk", tmp,
+    sa.Column("portfolio_id", sa.Uuid, primary_key=True),
+    sa.Column("start_day", sa.Date, nullable=True),
+    sa.Column("after_day", sa.Date, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+pairs_t = sa.Table(
+    "_snap_pairs", tmp,
+    sa.Column("portfolio_id", sa.Uuid, primary_key=True),
+    sa.Column("d", sa.Date, primary_key=True),
+    sa.Column("heal", sa.Boolean, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+latest_t = sa.Table(
+    "_latest_close", tmp,
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("close", Money(20, 6), nullable=False),
+    sa.Column("price_date", sa.Date, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+
+
+def money(expr):
+    return dround(expr, MONEY_SCALE, MONEY_INT_DIGITS)
+
+
+def held_on(day):
+    return sa.and_(
+        positions.c.deleted_at.is_(None),
+        positions.c.entry_date <= day,
+        sa.or_(positions.c.exit_date.is_(None), positions.c.exit_date > day),
+    )
+
+
+def is_active(p, target: date):
+    """SPEC: not deleted, and holds a lot or has a non-zero cash balance on ``target``."""
+    holds = sa.exists().where(positions.c.portfolio_id == p.c.id, held_on(target))
+    balance = (
+        sa.select(dsign(dsum(cash.c.amount)))
+        .where(cash.c.portfolio_id == p.c.id, cash.c.txn_date <= target)
+        .scalar_subquery()
+    )
+    return sa.and_(p.c.deleted_at.is_(None), sa.or_(holds, sa.func.coalesce(balance, 0) != 0))
+
+
+def fill_chunk(lo, hi, target: date, *, require_active: bool, ignore_existing: bool):
+    """_snap_chunk <- the chunk's portfolios, their first active day and last snapshot."""
+    p = portfolios
+    first = sa.union_all(
+        sa.select(sa.func.min(positions.c.entry_date).label("d")).where(
+            positions.c.portfolio_id == p.c.id, positions.c.deleted_at.is_(None)
+        ),
+        sa.select(sa.func.min(cash.c.txn_date).label("d")).where(cash.c.portfolio_id == p.c.id),
+    ).subquery()
+    start_day = sa.select(sa.func.min(first.c.d)).scalar_subquery()
+    if ignore_existing:
+        after_day = sa.literal(FLOOR_DAY, sa.Date)
+    else:
+        last = sa.select(sa.func.max(snaps.c.snapshot_date)).where(snaps.c.portfolio_id == p.c.id).scalar_subquery()
+        after_day = sa.func.coalesce(last, sa.literal(FLOOR_DAY, sa.Date))
+    cond = [p.c.id >= lo, p.c.id <= hi, p.c.deleted_at.is_(None)]
+    if require_active:
+        cond.append(is_active(p, target))
+    sel = sa.select(p.c.id, start_day, after_day).where(*cond)
+    return chunk_t.insert().from_select(["portfolio_id", "start_day", "after_day"], sel)
+
+
+def fill_pairs_after_last():
+    """Days after each portfolio's last snapshot (all days when it has none)."""
+    c, d = chunk_t, days_t
+    sel = sa.select(c.c.portfolio_id, d.c.d, sa.false()).select_from(
+        c.join(d, sa.and_(d.c.d > c.c.after_day, d.c.d >= c.c.start_day))
+    )
+    return pairs_t.insert().from_select(["portfolio_id", "d", "heal"], sel)
+
+
+def fill_pairs_holes():
+    """Hole days at or before the last snapshot that this portfolio still lacks."""
+    c, d = chunk_t, days_t
+    missing = ~sa.exists().where(snaps.c.portfolio_id == c.c.portfolio_id, snaps.c.snapshot_date == d.c.d)
+    sel = (
+        sa.select(c.c.portfolio_id, d.c.d, sa.false())
+        .select_from(c.join(d, sa.and_(d.c.hole == sa.true(), d.c.d <= c.c.after_day, d.c.d >= c.c.start_day)))
+        .where(missing)
+    )
+    return pairs_t.insert().from_select(["portfolio_id", "d", "heal"], sel)
+
+
+def fill_pairs_heal():
+    """Partial snapshots on the run's days: recomputed in case their closes arrived."""
+    c, d = chunk_t, days_t
+    sel = (
+        sa.select(snaps.c.portfolio_id, snaps.c.snapshot_date, sa.true())
+        .select_from(snaps.join(c, c.c.portfolio_id == snaps.c.portfolio_id).join(d, d.c.d == snaps.c.snapshot_date))
+        .where(snaps.c.is_partial == sa.true())
+    )
+    return pairs_t.insert().from_select(["portfolio_id", "d", "heal"], sel)
+
+
+def pair_counts(target: date):
+    pr = pairs_t
+    new = pr.c.heal == sa.false()
+    return sa.select(
+        sa.func.count(sa.distinct(sa.case((new, pr.c.portfolio_id)))).label("portfolios"),
+        sa.func.count(sa.case((new, 1))).label("new_pairs"),
+        sa.func.count(sa.case((pr.c.heal == sa.true(), 1))).label("heal_pairs"),
+    )
+
+
+def backfilled_days(target: date):
+    pr = pairs_t
+    return sa.select(pr.c.d).distinct().where(pr.c.heal == sa.false(), pr.c.d < target)
+
+
+SNAPSHOT_VALUE_COLUMNS = [
+    "holdings_value", "cash_balance", "total_value", "total_cost", "total_pnl", "pnl_percent",
+    "position_count", "priced_position_count", "is_partial", "missing_symbols",
+]
+SNAPSHOT_COLUMNS = ["portfolio_id", "snapshot_date", *SNAPSHOT_VALUE_COLUMNS, "created_at", "updated_at"]
+
+
+def valuation_select(heal: bool, now):
+    """One row per pair in _snap_pairs (heal or not), valued by the SPEC rules."""
+    pr = pairs_t
+    pick = pr.c.heal == (sa.true() if heal else sa.false())
+    priced = prices.c.close.is_not(None)
+    lots = (
+        sa.select(
+            pr.c.portfolio_id,
+            pr.c.d,
+            dsum(sa.case((priced, dmul(positions.c.quantity, prices.c.close)))).label("holdings"),
+            dsum(sa.case((priced, dmul(positions.c.quantity, positions.c.entry_price)))).label("cost"),
+            sa.func.count().label("n"),
+            sa.func.count(prices.c.close).label("priced"),
+            sorted_csv(sa.case((~priced, positions.c.symbol))).label("missing"),
+        )
+        .select_from(
+            pr.join(positions, sa.and_(positions.c.portfolio_id == pr.c.portfolio_id, held_on(pr.c.d))).outerjoin(
+                prices, sa.and_(prices.c.symbol == positions.c.symbol, prices.c.price_date == pr.c.d)
+            )
+        )
+        .where(pick)
+        .group_by(pr.c.portfolio_id, pr.c.d)
+        .subquery("lots")
+    )
+    balances = (
+        sa.select(pr.c.portfolio_id, pr.c.d, dsum(cash.c.amount).label("cash"))
+        .select_from(pr.join(cash, sa.and_(cash.c.portfolio_id == pr.c.portfolio_id, cash.c.txn_date <= pr.c.d)))
+        .where(pick)
+        .group_by(pr.c.portfolio_id, pr.c.d)
+        .subquery("balances")
+    )
+    holdings = sa.func.coalesce(lots.c.holdings, 0)
+    cost = sa.func.coalesce(lots.c.cost, 0)
+    cash_bal = sa.func.coalesce(balances.c.cash, 0)
+    n = sa.func.coalesce(lots.c.n, 0)
+    n_priced = sa.func.coalesce(lots.c.priced, 0)
+    pnl = dsub(holdings, cost)
+    now_param = sa.literal(now, sa.DateTime(timezone=True))
+    return (
+        sa.select(
+            pr.c.portfolio_id,
+            pr.c.d,
+            money(holdings),
+            money(cash_bal),
+            money(dadd(holdings, cash_bal)),
+            money(cost),
+            money(pnl),
+            money(sa.case((dsign(cost) == 0, 0), else_=ddiv(dmul(pnl, 100), cost))),
+            n,
+            n_priced,
+            n > n_priced,
+            lots.c.missing,
+            now_param,
+            now_param,
+        )
+        .select_from(
+            pr.outerjoin(lots, sa.and_(lots.c.portfolio_id == pr.c.portfolio_id, lots.c.d == pr.c.d)).outerjoin(
+                balances, sa.and_(balances.c.portfolio_id == pr.c.portfolio_id, balances.c.d == pr.c.d)
+            )
+        )
+        .where(pick)
+    )
+
+
+def insert_snapshots(insert_fn, heal: bool, force: bool, now):
+    """INSERT ... SELECT ... ON CONFLICT: new rows, healed partials, or forced recomputes."""
+    stmt = insert_fn(snaps).from_select(SNAPSHOT_COLUMNS, valuation_select(heal, now))
+    if not heal and not force:
+        return stmt.on_conflict_do_nothing(index_elements=["portfolio_id", "snapshot_date"])
+    set_ = {c: stmt.excluded[c] for c in [*SNAPSHOT_VALUE_COLUMNS, "updated_at"]}
+    where = None if force else stmt.excluded.priced_position_count > snaps.c.priced_position_count
+    return stmt.on_conflict_do_update(index_elements=["portfolio_id", "snapshot_date"], set_=set_, where=where)
+
+
+def fill_latest_closes():
+    """_latest_close <- each symbol's most recent cached close."""
+    newest = (
+        sa.select(prices.c.symbol, sa.func.max(prices.c.price_date).label("m")).group_by(prices.c.symbol).subquery()
+    )
+    sel = sa.select(prices.c.symbol, prices.c.close, prices.c.price_date).select_from(
+        prices.join(newest, sa.and_(newest.c.symbol == prices.c.symbol, newest.c.m == prices.c.price_date))
+    )
+    return latest_t.insert().from_select(["symbol", "close", "price_date"], sel)
+
+
+def update_market_values(lo, hi):
+    """Open lots of the chunk get last_price / market_value / market_value_date from the latest close."""
+    lp = latest_t
+    pos = positions
+    return (
+        pos.update()
+        .values(last_price=lp.c.close, market_value=money(dmul(pos.c.quantity, lp.c.close)), market_value_date=lp.c.price_date)
+        .where(
+            pos.c.symbol == lp.c.symbol,
+            pos.c.portfolio_id >= lo,
+            pos.c.portfolio_id <= hi,
+            pos.c.exit_date.is_(None),
+            pos.c.deleted_at.is_(None),
+            sa.or_(
+                pos.c.market_value_date.is_(None),
+                pos.c.market_value_date != lp.c.price_date,
+                pos.c.last_price.is_(None),
+                pos.c.last_price != lp.c.close,
+            ),
+        )
+    )
+
+
+def priced_days_between(start: date, end: date):
+    return sa.select(prices.c.price_date).distinct().where(prices.c.price_date >= start, prices.c.price_date <= end)
+
+
+def days_without_snapshots(start: date, end: date):
+    """Priced days in [start, end] with no snapshot for any portfolio (index probes)."""
+    d = prices.c.price_date
+    return sa.select(d).distinct().where(d >= start, d <= end, ~sa.exists().where(snaps.c.snapshot_date == d))
