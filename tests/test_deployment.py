@@ -1,0 +1,389 @@
+"""The deployment files: Railway config-as-code, crontab, Kubernetes CronJobs, Dockerfile.
+
+The schedules are checked by expanding them over a whole year (2026, both EDT and
+EST) and asking the questions that matter: does every NYSE trading day get a run
+of each job after its close, does that run pick that very day
+(effective_trading_date), and does nothing run at a time that would pick the
+wrong day?
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+
+from snapshotter.trading_calendar import NEW_YORK, close_time, effective_trading_date, is_trading_day, trading_days_between
+
+ROOT = Path(__file__).resolve().parent.parent
+UTC = timezone.utc
+YEAR = 2026
+JOBS = ("symbol-batch", "portfolio-refresh")
+NON_RETRYABLE = {64, 65, 78}
+
+# Keys documented in Railway's config-as-code reference (docs.railway.com/config-as-code/reference).
+# The JSON schema behind https://railway.com/railway.schema.json could not be fetched here,
+# so the files are checked against these documented names and values instead.
+RAILWAY_TOP = {"$schema", "build", "deploy", "environments"}
+RAILWAY_BUILD = {
+    "builder", "watchPatterns", "buildCommand", "dockerfilePath", "railpackVersion",
+    "nixpacksConfigPath", "nixpacksPlan", "nixpacksVersion",
+}
+RAILWAY_DEPLOY = {
+    "startCommand", "preDeployCommand", "multiRegionConfig", "numReplicas", "healthcheckPath",
+    "healthcheckTimeout", "restartPolicyType", "restartPolicyMaxRetries", "cronSchedule",
+    "overlapSeconds", "drainingSeconds", "sleepApplication", "region",
+}
+RAILWAY_BUILDERS = {"RAILPACK", "DOCKERFILE", "NIXPACKS"}
+RAILWAY_RESTART = {"ON_FAILURE", "ALWAYS", "NEVER"}
+RAILWAY_FILES = {"symbol-batch": ROOT / "railway.json", "portfolio-refresh": ROOT / "scripts/railway/portfolio-refresh.json"}
+
+
+# --- a small 5-field cron expander (minute hour day-of-month month day-of-week) ---
+
+FIELDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+
+
+def _field(text: str, lo: int, hi: int) -> tuple[set[int], bool]:
+    """Values of one field and whether it is restricted (not '*')."""
+    values: set[int] = set()
+    for part in text.split(","):
+        rng, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if rng == "*":
+            a, b = lo, hi
+        elif "-" in rng:
+            a, b = (int(x) for x in rng.split("-"))
+        else:
+            a = b = int(rng)
+            if step_text:
+                b = hi
+        if not (lo <= a <= b <= hi) or step < 1:
+            raise ValueError(f"bad cron field {text!r}")
+        values.update(range(a, b + 1, step))
+    return values, not text.startswith("*")
+
+
+class Cron:
+    def __init__(self, expr: str):
+        parts = expr.split()
+        if len(parts) != 5:
+            raise ValueError(f"not a 5-field cron expression: {expr!r}")
+        (self.minutes, _), (self.hours, _), (self.doms, self.dom_set), (self.months, _), (dows, self.dow_set) = (
+            _field(p, lo, hi) for p, (lo, hi) in zip(parts, FIELDS)
+        )
+        self.dows = {d % 7 for d in dows}  # 0 and 7 are Sunday
+
+    def day_matches(self, d: date) -> bool:
+        dow = d.isoweekday() % 7
+        if d.month not in self.months:
+            return False
+        if self.dom_set and self.dow_set:  # Vixie cron: either restricted field may match
+            return d.day in self.doms or dow in self.dows
+        return d.day in self.doms and dow in self.dows
+
+    def runs(self, start: date, end: date, tz) -> list[datetime]:
+        """Every firing in [start, end] as aware UTC datetimes, the schedule read in ``tz``."""
+        out = []
+        d = start
+        while d <= end:
+            if self.day_matches(d):
+                for h in sorted(self.hours):
+                    for m in sorted(self.minutes):
+                        out.append(datetime.combine(d, time(h, m), tzinfo=tz).astimezone(UTC))
+            d += timedelta(days=1)
+        return out
+
+
+def year_runs(expr: str, tz=UTC) -> list[datetime]:
+    # a few days past New Year so that Dec 31's close has its runs too
+    return Cron(expr).runs(date(YEAR, 1, 1), date(YEAR + 1, 1, 7), tz)
+
+
+def test_cron_expander_itself():
+    c = Cron("15 1,2 * * 2-6")
+    runs = c.runs(date(2026, 7, 6), date(2026, 7, 12), UTC)  # Mon..Sun
+    assert [r.strftime("%a %H:%M") for r in runs] == [
+        f"{day} {hm}" for day in ("Tue", "Wed", "Thu", "Fri", "Sat") for hm in ("01:15", "02:15")
+    ]
+    assert Cron("*/20 0 1 1 *").runs(date(2026, 1, 1), date(2026, 1, 2), UTC) == [
+        datetime(2026, 1, 1, 0, m, tzinfo=UTC) for m in (0, 20, 40)
+    ]
+    assert Cron("0 9 * * 7").day_matches(date(2026, 7, 12))  # 7 is Sunday too
+    assert Cron("0 0 13 * 5").day_matches(date(2026, 2, 13)) and Cron("0 0 13 * 5").day_matches(date(2026, 2, 20))
+    with pytest.raises(ValueError):
+        Cron("61 * * * *")
+
+
+def assert_each_trading_day_is_covered(runs: list[datetime], job: str) -> None:
+    """Every NYSE trading day of YEAR gets a run after its close, within 6 hours of 16:00
+    New York time, that picks that very day. Half days close at 13:00, so their runs come
+    later than 6 hours after the actual close; the regular 16:00 is the yardstick."""
+    for d in trading_days_between(date(YEAR, 1, 1), date(YEAR, 12, 31)):
+        regular_close = datetime.combine(d, time(16, 0), tzinfo=NEW_YORK)
+        hits = [t for t in runs if close_time(d) <= t <= regular_close + timedelta(hours=6)]
+        assert hits, f"{job}: no run within 6 h after the close of {d}"
+        assert any(effective_trading_date(t) == d for t in hits), f"{job}: runs after {d} pick another day"
+
+
+def assert_runs_fall_in_the_new_york_evening(runs: list[datetime], job: str) -> None:
+    """Every run falls after 16:00 New York time of its New York day; when that day is a
+    trading day, the run does that day (never a stale one, never one whose close is ahead)."""
+    for t in runs:
+        local = t.astimezone(NEW_YORK)
+        assert local.time() >= time(16, 0), f"{job}: {local} is before the close"
+        if is_trading_day(local.date()):
+            assert effective_trading_date(t) == local.date(), f"{job}: {local} does not pick its own day"
+
+
+# --- Railway ---------------------------------------------------------------------
+
+
+def railway(job: str) -> dict:
+    return json.loads(RAILWAY_FILES[job].read_text())
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_railway_config_uses_only_documented_keys_and_values(job):
+    cfg = railway(job)
+    assert cfg["$schema"] == "https://railway.com/railway.schema.json"
+    assert "crons" not in cfg  # Railway has no such key: one cron schedule per service
+    assert set(cfg) <= RAILWAY_TOP
+    assert set(cfg["build"]) <= RAILWAY_BUILD
+    assert set(cfg["deploy"]) <= RAILWAY_DEPLOY
+    assert cfg["build"]["builder"] in RAILWAY_BUILDERS
+    if cfg["build"]["builder"] == "DOCKERFILE":
+        assert (ROOT / cfg["build"]["dockerfilePath"]).is_file()
+    deploy = cfg["deploy"]
+    assert deploy["restartPolicyType"] in RAILWAY_RESTART
+    # a cron job must not be restarted forever: NEVER, or ON_FAILURE with a small bound
+    assert deploy["restartPolicyType"] != "ALWAYS"
+    if deploy["restartPolicyType"] == "ON_FAILURE":
+        assert isinstance(deploy.get("restartPolicyMaxRetries"), int) and 1 <= deploy["restartPolicyMaxRetries"] <= 3
+    assert isinstance(deploy["cronSchedule"], str)
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_railway_start_command_runs_the_job(job):
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    argv = shlex.split(railway(job)["deploy"]["startCommand"])
+    assert argv == ["snapshotter", job]
+    assert argv[0] in scripts  # the console script pip installs
+
+
+def test_railway_services_share_the_build():
+    assert railway("symbol-batch")["build"] == railway("portfolio-refresh")["build"]
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_railway_schedule_fires_only_tuesday_to_saturday_between_01_and_03_utc(job):
+    runs = year_runs(railway(job)["deploy"]["cronSchedule"])
+    assert runs
+    assert {t.isoweekday() for t in runs} == {2, 3, 4, 5, 6}
+    assert all(time(1, 0) <= t.time() < time(3, 0) for t in runs)
+    assert {t.hour for t in runs} == {1, 2}  # one run after the close in EDT and in EST
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_railway_schedule_covers_every_trading_day_of_the_year(job):
+    runs = year_runs(railway(job)["deploy"]["cronSchedule"])
+    assert_each_trading_day_is_covered(runs, job)
+    assert_runs_fall_in_the_new_york_evening(runs, job)
+
+
+@pytest.mark.parametrize("month, tzname", [(1, "EST"), (7, "EDT")])
+def test_railway_runs_fall_in_the_new_york_evening_in_both_seasons(month, tzname):
+    for job in JOBS:
+        runs = [t for t in year_runs(railway(job)["deploy"]["cronSchedule"]) if t.month == month]
+        local = [t.astimezone(NEW_YORK) for t in runs]
+        assert {t.tzname() for t in local} == {tzname}
+        assert all(time(20, 0) <= t.time() < time(23, 0) for t in local), job
+
+
+def test_railway_schedules_respect_the_five_minute_rule():
+    """Railway rejects schedules with two runs less than 5 minutes apart."""
+    for job in JOBS:
+        runs = year_runs(railway(job)["deploy"]["cronSchedule"])
+        assert min(b - a for a, b in zip(runs, runs[1:])) >= timedelta(minutes=5)
+
+
+def test_portfolio_refresh_starts_after_the_symbol_batch_each_night():
+    batch = year_runs(railway("symbol-batch")["deploy"]["cronSchedule"])
+    refresh = year_runs(railway("portfolio-refresh")["deploy"]["cronSchedule"])
+    for t in refresh:
+        assert any(timedelta(minutes=15) <= t - s <= timedelta(hours=1) for s in batch), t
+
+
+# --- crontab ---------------------------------------------------------------------
+
+ENV_LINE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def crontab_entries() -> tuple[dict[str, str], dict[str, tuple[str, list[str]]]]:
+    """Environment lines, and per job its schedule and the argv of its command."""
+    env, jobs = {}, {}
+    for line in (ROOT / "scripts/crontab.example").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if ENV_LINE.match(line):
+            k, _, v = line.partition("=")
+            env[k] = v
+            continue
+        fields = line.split(None, 5)
+        argv = shlex.split(fields[5])
+        inner = argv[7].split("; ")[-1]  # sh -c '...; exec .../snapshotter JOB'
+        jobs[inner.rsplit(" ", 1)[-1]] = (" ".join(fields[:5]), argv)
+    return env, jobs
+
+
+def test_crontab_lines_are_utc_without_cron_tz():
+    env, _ = crontab_entries()
+    assert "CRON_TZ" not in env and "TZ" not in env
+    assert "CRON_TZ=" not in (ROOT / "scripts/crontab.example").read_text()
+
+
+def test_crontab_runs_both_jobs_under_flock_with_their_own_lock():
+    _, jobs = crontab_entries()
+    assert set(jobs) == set(JOBS)
+    locks = set()
+    for job, (schedule, argv) in jobs.items():
+        assert argv[:4] == ["flock", "-n", "-E", "75"]  # a held lock skips the run with EX_TEMPFAIL
+        lock = argv[4]
+        assert lock.endswith(".lock") and not lock.startswith("/tmp/")
+        locks.add(lock)
+        assert argv[5:7] == ["sh", "-c"]
+        assert re.fullmatch(rf"exec /\S*/bin/snapshotter {job}", argv[7].split("; ")[-1])
+        assert argv[8:] == [f">>/var/log/snapshotter/{job}.log", "2>&1"]
+        # the same UTC schedule as the Railway service of that job
+        assert schedule == railway(job)["deploy"]["cronSchedule"]
+    assert len(locks) == 2
+
+
+def test_crontab_schedules_cover_every_trading_day():
+    _, jobs = crontab_entries()
+    for job, (schedule, _argv) in jobs.items():
+        runs = year_runs(schedule)
+        assert {t.isoweekday() for t in runs} == {2, 3, 4, 5, 6}
+        assert_each_trading_day_is_covered(runs, job)
+        assert_runs_fall_in_the_new_york_evening(runs, job)
+
+
+# --- Kubernetes ------------------------------------------------------------------
+
+
+def cronjobs() -> dict[str, dict]:
+    docs = [d for d in yaml.safe_load_all((ROOT / "scripts/k8s/cronjob.yaml").read_text()) if d]
+    assert all(d["apiVersion"] == "batch/v1" and d["kind"] == "CronJob" for d in docs)
+    return {d["metadata"]["name"].removeprefix("snapshotter-"): d for d in docs}
+
+
+def test_k8s_has_one_cronjob_per_job():
+    assert set(cronjobs()) == set(JOBS)
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_k8s_cronjob_spec(job):
+    spec = cronjobs()[job]["spec"]
+    assert spec["timeZone"] == "America/New_York"
+    ZoneInfo(spec["timeZone"])
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert isinstance(spec["startingDeadlineSeconds"], int) and 600 <= spec["startingDeadlineSeconds"] <= 6 * 3600
+
+    job_spec = spec["jobTemplate"]["spec"]
+    assert isinstance(job_spec["backoffLimit"], int) and 0 <= job_spec["backoffLimit"] <= 3
+    pod = job_spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"  # podFailurePolicy requires it
+    assert pod["terminationGracePeriodSeconds"] >= 60
+    (container,) = pod["containers"]
+    assert container["args"] == [job]
+    assert "command" not in container  # the image's ENTRYPOINT is snapshotter
+
+    rules = job_spec["podFailurePolicy"]["rules"]
+    fail = [r for r in rules if r["action"] == "FailJob" and "onExitCodes" in r]
+    assert len(fail) == 1
+    codes = fail[0]["onExitCodes"]
+    assert codes["operator"] == "In"
+    assert set(codes["values"]) == NON_RETRYABLE
+    assert codes.get("containerName", container["name"]) == container["name"]
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
+    # a FailJob rule must come before any rule that could match the same pod first
+    assert rules.index(fail[0]) == 0
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_k8s_secrets_come_from_a_secret(job):
+    container = cronjobs()[job]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    secret_names = {"DATABASE_URL", "ALPHAVANTAGE_API_KEY", "POLYGON_API_KEY", "ALERT_WEBHOOK_URL", "HEALTHCHECK_URL"}
+    assert "DATABASE_URL" in env
+    for name in secret_names & set(env):
+        assert "value" not in env[name], name
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "snapshotter"
+    if job == "symbol-batch":
+        assert {"ALPHAVANTAGE_API_KEY", "POLYGON_API_KEY"} <= set(env)
+    assert "optional" not in env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_k8s_pods_run_as_non_root(job):
+    pod = cronjobs()[job]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_k8s_schedule_covers_every_trading_day(job):
+    spec = cronjobs()[job]["spec"]
+    runs = year_runs(spec["schedule"], ZoneInfo(spec["timeZone"]))
+    assert {t.astimezone(NEW_YORK).isoweekday() for t in runs} == {1, 2, 3, 4, 5}
+    assert_each_trading_day_is_covered(runs, job)
+    assert_runs_fall_in_the_new_york_evening(runs, job)
+
+
+def test_k8s_portfolio_refresh_runs_after_the_symbol_batch():
+    jobs = cronjobs()
+    batch, refresh = (year_runs(jobs[j]["spec"]["schedule"], NEW_YORK) for j in JOBS)
+    assert all(timedelta(minutes=15) <= r - b <= timedelta(hours=1) for b, r in zip(batch, refresh))
+
+
+# --- Docker ------------------------------------------------------------------------
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            instr, _, rest = line.partition(" ")
+            out.append((instr.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_installs_the_package_and_runs_as_non_root():
+    instrs = dockerfile()
+    froms = [rest for i, rest in instrs if i == "FROM"]
+    assert froms == ["python:3.11-slim"] or froms == ["python:3.12-slim"]
+    runs = " ".join(rest for i, rest in instrs if i == "RUN")
+    assert re.search(r"pip install /src\b", runs)
+    copied = " ".join(rest for i, rest in instrs if i == "COPY")
+    for needed in ("pyproject.toml", "README.md", "snapshotter"):
+        assert needed in copied  # pyproject names README.md as the readme
+    users = [rest for i, rest in instrs if i == "USER"]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    assert json.loads(dict(instrs)["ENTRYPOINT"]) == ["snapshotter"]
+
+
+def test_dockerignore_keeps_local_state_out_of_the_image():
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "*.db", ".env", "tests"} <= ignored
+    assert "snapshotter" not in ignored and "pyproject.toml" not in ignored and "README.md" not in ignored
