@@ -234,7 +234,7 @@ def _round(a, scale, int_digits):
         return None
     q = _CTX.quantize(_d(a), Decimal(1).scaleb(-int(scale)))
     if q.adjusted() >= int(int_digits):
-        raise OverflowError(f"numeric field overflow: {q} has more than {int_digits} integer digits")
+        raise ValueError(f"numeric field overflow: {q} has more than {int_digits} integer digits")
     return format(q, "f")
 
 

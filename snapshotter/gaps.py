@@ -53,7 +53,9 @@ def plan_gaps(target: date, max_backfill_days: int, priced_days: set[date], unsn
     start, end = window(target, max_backfill_days)
     trading = trading_days_between(start, end)
     days = tuple(d for d in trading if d in priced_days)
-    unpriced = tuple(d for d in trading if d not in priced_days)
+    # Days before the cache's first close in the window are not "missing"; nothing was ever fetched there.
+    first = min(days) if days else end
+    unpriced = tuple(d for d in trading if d not in priced_days and d >= first)
     snapshotted = [d for d in days if d not in unsnapshotted_days]
     frontier = max(snapshotted) if snapshotted else None
     holes = frozenset(d for d in unsnapshotted_days if frontier is not None and d < frontier and d in days)

@@ -69,7 +69,10 @@ def _file_lock(engine, name, wait, stop, poll):
     if not path or path == ":memory:":
         yield
         return
-    fd = os.open(f"{os.path.abspath(path)}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    # One file per lock name (the snapshot lock keeps "<db>.lock"): portfolio-refresh holds
+    # its lock while it waits for the symbol batch, so the two must not share a file.
+    suffix = "lock" if name == LOCK_NAME else f"{name.rsplit('.', 1)[-1]}.lock"
+    fd = os.open(f"{os.path.abspath(path)}.{suffix}", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         while True:
             try:

@@ -90,10 +90,10 @@ def fill_chunk(lo, hi, target: date, *, require_active: bool, ignore_existing: b
     """_snap_chunk <- the chunk's portfolios, their first active day and last snapshot."""
     p = portfolios
     first = sa.union_all(
-        sa.select(sa.func.min(positions.c.entry_date).label("d")).where(
-            positions.c.portfolio_id == p.c.id, positions.c.deleted_at.is_(None)
-        ),
-        sa.select(sa.func.min(cash.c.txn_date).label("d")).where(cash.c.portfolio_id == p.c.id),
+        sa.select(sa.func.min(positions.c.entry_date).label("d"))
+        .where(positions.c.portfolio_id == p.c.id, positions.c.deleted_at.is_(None))
+        .correlate(p),
+        sa.select(sa.func.min(cash.c.txn_date).label("d")).where(cash.c.portfolio_id == p.c.id).correlate(p),
     ).subquery()
     start_day = sa.select(sa.func.min(first.c.d)).scalar_subquery()
     if ignore_existing:

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from snapshotter import db, schema
+from snapshotter import db, logs, schema
+
+logs.configure("json", "warning")  # in-process jobs log quietly; CLI subprocesses configure their own
 
 PG_ADMIN_URLS = [
     os.environ.get("SNAPSHOTTER_TEST_PG_URL", ""),

@@ -1,0 +1,86 @@
+"""Tiny builders for test data; every money value is a Decimal."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from snapshotter import schema
+from snapshotter.store import utcnow
+
+D = date.fromisoformat
+
+
+def add_portfolio(conn, name="p", pid=None, deleted=False) -> uuid.UUID:
+    pid = pid or uuid.uuid4()
+    conn.execute(schema.portfolios.insert().values(id=pid, name=name, deleted_at=utcnow() if deleted else None))
+    return pid
+
+
+def add_lot(conn, pid, symbol, qty, entry_price, entry_date, exit_date=None, deleted=False) -> uuid.UUID:
+    lid = uuid.uuid4()
+    conn.execute(
+        schema.positions.insert().values(
+            id=lid, portfolio_id=pid, symbol=symbol, quantity=Decimal(str(qty)), entry_price=Decimal(str(entry_price)),
+            entry_date=D(entry_date) if isinstance(entry_date, str) else entry_date,
+            exit_date=(D(exit_date) if isinstance(exit_date, str) else exit_date),
+            deleted_at=utcnow() if deleted else None,
+        )
+    )
+    return lid
+
+
+def add_cash(conn, pid, txn_date, amount):
+    conn.execute(
+        schema.cash_transactions.insert().values(
+            id=uuid.uuid4(), portfolio_id=pid, txn_date=D(txn_date) if isinstance(txn_date, str) else txn_date, amount=Decimal(str(amount))
+        )
+    )
+
+
+def add_close(conn, symbol, day, close):
+    conn.execute(
+        schema.symbol_prices_daily.insert().values(
+            symbol=symbol, price_date=D(day) if isinstance(day, str) else day, close=Decimal(str(close)), source="test",
+            fetched_at=utcnow(),
+        )
+    )
+
+
+def add_closes(conn, symbol, closes: dict):
+    for day, close in closes.items():
+        add_close(conn, symbol, day, close)
+
+
+def complete_symbol_batch(conn, target):
+    now = datetime.now(timezone.utc)
+    conn.execute(
+        schema.batch_run_tracking.insert().values(
+            run_id=uuid.uuid4().hex, batch_type="symbol_batch", target_date=D(target) if isinstance(target, str) else target,
+            status="completed", started_at=now, finished_at=now, heartbeat_at=now, stats={},
+        )
+    )
+
+
+def snapshots(engine, pid=None) -> list[dict]:
+    s = schema.portfolio_snapshots
+    q = sa.select(s).order_by(s.c.portfolio_id, s.c.snapshot_date)
+    if pid is not None:
+        q = q.where(s.c.portfolio_id == pid)
+    with engine.connect() as c:
+        return [dict(r._mapping) for r in c.execute(q)]
+
+
+def snapshot_dates(engine, pid) -> list[str]:
+    return [r["snapshot_date"].isoformat() for r in snapshots(engine, pid)]
+
+
+VALUE_KEYS = ("holdings_value", "cash_balance", "total_value", "total_cost", "total_pnl", "pnl_percent",
+              "position_count", "priced_position_count", "is_partial", "missing_symbols")
+
+
+def values(row: dict) -> tuple:
+    return tuple(row[k] for k in VALUE_KEYS)

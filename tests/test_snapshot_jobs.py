@@ -1,0 +1,359 @@
+"""portfolio-refresh, refresh --date and backfill on both backends: exact rows and exit codes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import date
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from snapshotter import schema
+from snapshotter.config import Settings
+from snapshotter.jobs import snapshots as job
+from snapshotter.locking import run_lock
+from snapshotter.trading_calendar import trading_days_between
+from tests.conftest import row_counts, run_cli, table_rows
+from tests.factories import (
+    D, add_cash, add_close, add_closes, add_lot, add_portfolio, complete_symbol_batch, snapshot_dates, snapshots, values,
+)
+
+NOW_OPTS = dict(progress=False, wait_for_batch=False)
+
+
+def opts(**kw):
+    return job.Options(**{**NOW_OPTS, **kw})
+
+
+def closes_for(days, start=Decimal("100"), step=Decimal("1")):
+    return {d: start + step * i for i, d in enumerate(days)}
+
+
+@pytest.fixture
+def sept(engine):
+    """One portfolio with one lot and cash; AAA priced every trading day of 2026-08-24..2026-09-18."""
+    days = trading_days_between(D("2026-08-24"), D("2026-09-18"))
+    with engine.begin() as c:
+        pid = add_portfolio(c, "sept")
+        add_lot(c, pid, "AAA", "10", "100", "2026-08-24")
+        add_cash(c, pid, "2026-08-24", "500.50")
+        add_closes(c, "AAA", closes_for(days))
+    return pid, days
+
+
+def test_backfills_missed_days_across_weekend_and_holiday(engine, sept):
+    pid, days = sept
+    r = job.portfolio_refresh(engine, Settings(), D("2026-09-04"), opts())
+    assert r.exit_code == 0 and r.stats["snapshots_created"] == 10
+    # Mon 2026-09-07 is Labor Day; the run on Wed 09-09 fills Tue 8 and Wed 9 only.
+    r = job.portfolio_refresh(engine, Settings(), D("2026-09-09"), opts())
+    assert r.exit_code == 0
+    assert snapshot_dates(engine, pid)[-3:] == ["2026-09-04", "2026-09-08", "2026-09-09"]
+    assert r.stats["snapshots_created"] == 2 and r.stats["days_backfilled"] == 1
+
+
+def test_missed_monday_and_tuesday_are_filled_on_wednesday(engine, sept):
+    pid, _ = sept
+    job.portfolio_refresh(engine, Settings(), D("2026-09-11"), opts())
+    r = job.portfolio_refresh(engine, Settings(), D("2026-09-16"), opts())
+    assert snapshot_dates(engine, pid)[-4:] == ["2026-09-11", "2026-09-14", "2026-09-15", "2026-09-16"]
+    assert (r.stats["snapshots_created"], r.stats["days_backfilled"]) == (3, 2)
+
+
+def test_new_portfolio_starts_at_its_first_activity_and_values_each_day_with_that_days_close(engine, sept):
+    pid, days = sept
+    r = job.portfolio_refresh(engine, Settings(), D("2026-08-28"), opts())
+    assert r.exit_code == 0
+    rows = snapshots(engine, pid)
+    assert [x["snapshot_date"] for x in rows] == trading_days_between(D("2026-08-24"), D("2026-08-28"))
+    # Day i: close 100 + i, 10 shares at cost 100, cash 500.50.
+    for i, row in enumerate(rows):
+        holdings = Decimal(10) * (100 + i)
+        assert values(row) == (
+            holdings, Decimal("500.500000"), holdings + Decimal("500.50"), Decimal("1000.000000"), holdings - 1000,
+            (holdings - 1000) / 10, 1, 1, False, None,
+        )
+
+
+def test_rerun_is_idempotent(engine, sept):
+    job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts())
+    before = snapshots(engine)
+    pos_before = table_rows(engine, schema.positions)
+    r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts())
+    assert r.stats["snapshots_created"] == 0 and r.stats["snapshots_recomputed"] == 0 and r.stats["positions_valued"] == 0
+    assert snapshots(engine) == before
+    assert table_rows(engine, schema.positions) == pos_before
+
+
+def test_max_backfill_days_caps_a_new_portfolio(engine, sept):
+    pid, _ = sept
+    job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(max_backfill_days=7))
+    assert snapshot_dates(engine, pid) == ["2026-09-14", "2026-09-15", "2026-09-16", "2026-09-17", "2026-09-18"]
+
+
+def test_partial_snapshot_is_healed_when_the_close_arrives(engine, sept):
+    pid, _ = sept
+    with engine.begin() as c:
+        add_lot(c, pid, "ZZZ", "2", "50", "2026-09-01")
+        add_closes(c, "ZZZ", {D("2026-09-01"): Decimal("55"), D("2026-09-03"): Decimal("56")})  # 09-02 missing
+    job.portfolio_refresh(engine, Settings(), D("2026-09-03"), opts())
+    partial = {r["snapshot_date"]: r for r in snapshots(engine, pid)}[D("2026-09-02")]
+    assert (partial["is_partial"], partial["missing_symbols"], partial["position_count"], partial["priced_position_count"]) == (True, "ZZZ", 2, 1)
+    assert partial["holdings_value"] == Decimal("1070")  # AAA only: 10 x 107
+    assert partial["total_cost"] == Decimal("1000")
+    with engine.begin() as c:
+        add_close(c, "ZZZ", "2026-09-02", "54.5")
+    r = job.portfolio_refresh(engine, Settings(), D("2026-09-03"), opts())
+    assert (r.stats["snapshots_created"], r.stats["snapshots_recomputed"]) == (0, 1)
+    healed = {r["snapshot_date"]: r for r in snapshots(engine, pid)}[D("2026-09-02")]
+    assert values(healed) == (Decimal("1179"), Decimal("500.5"), Decimal("1679.5"), Decimal("1100"), Decimal("79"),
+                              Decimal("7.181818"), 2, 2, False, None)
+    assert healed["created_at"] == partial["created_at"] and healed["updated_at"] >= partial["updated_at"]
+
+
+def test_day_without_any_close_is_skipped_then_filled_later(engine, sept):
+    pid, _ = sept
+    with engine.begin() as c:
+        c.execute(schema.symbol_prices_daily.delete().where(schema.symbol_prices_daily.c.price_date == D("2026-09-10")))
+    r = job.portfolio_refresh(engine, Settings(), D("2026-09-11"), opts(max_backfill_days=10))
+    assert "2026-09-10" in r.stats["days_without_prices"]
+    assert "2026-09-10" not in snapshot_dates(engine, pid)
+    with engine.begin() as c:
+        add_close(c, "AAA", "2026-09-10", "111")
+    r = job.portfolio_refresh(engine, Settings(), D("2026-09-11"), opts(max_backfill_days=10))
+    assert r.stats["snapshots_created"] == 1
+    assert "2026-09-10" in snapshot_dates(engine, pid)
+
+
+def test_lots_and_cash_as_of_each_day_not_today(engine):
+    days = trading_days_between(D("2026-10-01"), D("2026-10-09"))
+    with engine.begin() as c:
+        pid = add_portfolio(c)
+        add_lot(c, pid, "AAA", "1", "10", "2026-10-01", exit_date="2026-10-05")  # held 10-01, 10-02 only
+        add_lot(c, pid, "BBB", "3", "20", "2026-10-06")
+        add_lot(c, pid, "CCC", "100", "1", "2026-10-01", deleted=True)
+        add_cash(c, pid, "2026-10-01", "100")
+        add_cash(c, pid, "2026-10-07", "-40")
+        for s in ("AAA", "BBB", "CCC"):
+            add_closes(c, s, {d: Decimal("30") for d in days})
+    job.portfolio_refresh(engine, Settings(), D("2026-10-09"), opts())
+    got = {r["snapshot_date"].isoformat(): (r["holdings_value"], r["cash_balance"], r["position_count"]) for r in snapshots(engine, pid)}
+    assert got == {
+        "2026-10-01": (Decimal(30), Decimal(100), 1),
+        "2026-10-02": (Decimal(30), Decimal(100), 1),
+        "2026-10-05": (Decimal(0), Decimal(100), 0),
+        "2026-10-06": (Decimal(90), Decimal(100), 1),
+        "2026-10-07": (Decimal(90), Decimal(60), 1),
+        "2026-10-08": (Decimal(90), Decimal(60), 1),
+        "2026-10-09": (Decimal(90), Decimal(60), 1),
+    }
+
+
+def test_inactive_and_deleted_portfolios_get_nothing(engine, sept):
+    with engine.begin() as c:
+        gone = add_portfolio(c, "deleted", deleted=True)
+        add_lot(c, gone, "AAA", "1", "1", "2026-08-24")
+        empty = add_portfolio(c, "sold out")
+        add_lot(c, empty, "AAA", "1", "1", "2026-08-24", exit_date="2026-08-25")
+    r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts())
+    assert snapshot_dates(engine, gone) == [] and snapshot_dates(engine, empty) == []
+    assert r.stats["portfolios_active"] == 1
+
+
+def test_market_values_follow_the_latest_close(engine, sept):
+    pid, days = sept
+    with engine.begin() as c:
+        closed = add_lot(c, pid, "AAA", "5", "90", "2026-08-24", exit_date="2026-09-01")
+    job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts())
+    lots = {r["id"]: r for r in table_rows(engine, schema.positions)}
+    open_lot = next(r for k, r in lots.items() if k != closed)
+    last = Decimal(100 + len(days) - 1)
+    assert (open_lot["last_price"], open_lot["market_value"], open_lot["market_value_date"]) == (last, last * 10, D("2026-09-18"))
+    assert (lots[closed]["last_price"], lots[closed]["market_value"]) == (None, None)
+
+
+def test_one_bad_portfolio_is_reported_and_the_others_are_written(engine, sept):
+    good, _ = sept
+    with engine.begin() as c:
+        bad = add_portfolio(c, "overflow")
+        # 10^17 shares x 10^13 overflows NUMERIC(28, 6) on PostgreSQL and the same bound on SQLite.
+        add_lot(c, bad, "BIG", "100000000000000000", "1", "2026-09-14")
+        add_closes(c, "BIG", {d: Decimal("10000000000000") for d in trading_days_between(D("2026-09-14"), D("2026-09-18"))})
+        others = [add_portfolio(c, f"ok{i}") for i in range(5)]
+        for p in others:
+            add_lot(c, p, "AAA", "1", "100", "2026-09-14")
+    r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=3))
+    assert r.exit_code == 1
+    assert r.stats["portfolios_failed"] == 1
+    assert [f["portfolio_id"] for f in r.stats["failed_portfolios"]] == [str(bad)]
+    assert snapshot_dates(engine, bad) == []
+    for p in others:
+        assert snapshot_dates(engine, p) == ["2026-09-14", "2026-09-15", "2026-09-16", "2026-09-17", "2026-09-18"]
+    assert len(snapshot_dates(engine, good)) == 19
+    with engine.connect() as c:
+        row = c.execute(sa.select(schema.batch_run_tracking).where(schema.batch_run_tracking.c.batch_type == "portfolio_refresh")).one()
+    assert row.status == "failed" and row.stats["portfolios_failed"] == 1
+
+
+def test_refresh_date_keeps_existing_unless_forced(engine, sept):
+    pid, _ = sept
+    job.refresh_date(engine, Settings(), D("2026-09-15"), opts=opts())
+    (before,) = snapshots(engine, pid)
+    with engine.begin() as c:
+        c.execute(schema.symbol_prices_daily.update().where(schema.symbol_prices_daily.c.price_date == D("2026-09-15")).values(close=Decimal("200")))
+    r = job.refresh_date(engine, Settings(), D("2026-09-15"), opts=opts())
+    assert r.stats["snapshots_created"] == 0 and snapshots(engine, pid) == [before]
+    r = job.refresh_date(engine, Settings(), D("2026-09-15"), force=True, opts=opts())
+    assert (r.stats["snapshots_created"], r.stats["snapshots_recomputed"]) == (0, 1)
+    (after,) = snapshots(engine, pid)
+    assert after["holdings_value"] == Decimal("2000") and after["id"] == before["id"]
+
+
+def test_dry_run_writes_nothing(engine, sept):
+    pid, _ = sept
+    counts = row_counts(engine)
+    r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(dry_run=True))
+    assert r.stats["snapshots_created"] == 19
+    assert len(r.preview) == 19 and r.preview[0]["portfolio_id"] == pid
+    assert row_counts(engine) == counts
+
+
+def test_crash_safe_chunks_rerun_completes_without_duplicates(engine):
+    """Each chunk commits alone: simulate a crash after the first chunk, then rerun."""
+    days = trading_days_between(D("2026-09-14"), D("2026-09-18"))
+    with engine.begin() as c:
+        pids = [add_portfolio(c, f"p{i}") for i in range(6)]
+        for p in pids:
+            add_lot(c, p, "AAA", "1", "1", "2026-09-14")
+        add_closes(c, "AAA", closes_for(days))
+    calls = {"n": 0}
+    original = job._chunk
+
+    def crashing(*a, **kw):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated crash")
+        calls["n"] += 1
+        return original(*a, **kw)
+
+    job._chunk = crashing
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2))
+    finally:
+        job._chunk = original
+    assert len(snapshots(engine)) == 4 * 5
+    r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2))
+    assert r.stats["snapshots_created"] == 2 * 5
+    rows = snapshots(engine)
+    assert len(rows) == 30 and len({(x["portfolio_id"], x["snapshot_date"]) for x in rows}) == 30
+
+
+# --- CLI: exit codes, waiting, locking, bad input -----------------------------------------
+
+
+def test_wait_timeout_exits_75_and_writes_no_snapshot(db_url, engine, sept):
+    counts = row_counts(engine)
+    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "1s", "--poll-interval", "0.2s", db_url=db_url)
+    assert r.returncode == 75, r.stderr
+    assert "symbol batch for 2026-09-18 not completed" in r.stderr
+    after = row_counts(engine)
+    assert after["portfolio_snapshots"] == 0 and table_rows(engine, schema.positions)[0]["last_price"] is None
+    assert after["batch_run_tracking"] == counts["batch_run_tracking"] + 1
+    (run,) = table_rows(engine, schema.batch_run_tracking)
+    assert (run["batch_type"], run["status"]) == ("portfolio_refresh", "aborted")
+
+
+def test_waits_for_the_symbol_batch_then_runs(db_url, engine, sept):
+    def finish_batch():
+        time.sleep(1.0)
+        with engine.begin() as c:
+            complete_symbol_batch(c, "2026-09-18")
+
+    t = threading.Thread(target=finish_batch)
+    t.start()
+    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "30s", "--poll-interval", "0.2s", "--json", db_url=db_url)
+    t.join()
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["snapshots_created"] == 19 and summary["exit_code"] == 0
+
+
+def test_second_run_exits_75_while_the_lock_is_held(db_url, engine, sept):
+    with engine.begin() as c:
+        complete_symbol_batch(c, "2026-09-18")
+    with run_lock(engine):
+        r = run_cli("portfolio-refresh", "--date", "2026-09-18", db_url=db_url)
+        assert r.returncode == 75
+        assert "another run holds the lock" in r.stderr
+        assert row_counts(engine)["portfolio_snapshots"] == 0
+
+
+def test_wait_for_lock_waits_for_the_holder(db_url, engine, sept):
+    with engine.begin() as c:
+        complete_symbol_batch(c, "2026-09-18")
+    import subprocess
+    import sys
+
+    with run_lock(engine):
+        from tests.conftest import ROOT
+        import os
+
+        env = {**os.environ, "DATABASE_URL": db_url}
+        proc = subprocess.Popen([sys.executable, "-m", "snapshotter", "portfolio-refresh", "--date", "2026-09-18", "--wait-for-lock"],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2.0)
+        assert proc.poll() is None  # still waiting
+        assert row_counts(engine)["portfolio_snapshots"] == 0
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert row_counts(engine)["portfolio_snapshots"] == 19
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["refresh", "--date", "2026-09-07"], "not an NYSE trading day"),
+        (["refresh", "--date", "2099-01-02"], "in the future"),
+        (["refresh", "--date", "2026-13-01"], "not a date"),
+        (["backfill", "--portfolio", "00000000-0000-0000-0000-000000000000"], "unknown portfolio"),
+        (["backfill", "--portfolio", "nope"], "unknown portfolio"),
+        (["backfill", "--portfolio", "{pid}", "--from", "2026-09-10", "--to", "2026-09-01"], "is after --to"),
+        (["backfill", "--portfolio", "{pid}", "--from", "2024-01-02", "--to", "2026-09-01"], "over --max-backfill-days"),
+        (["portfolio-refresh", "--wait-timeout", "soon"], "not a duration"),
+    ],
+)
+def test_bad_arguments_exit_64_and_change_nothing(db_url, engine, sept, args, message):
+    pid, _ = sept
+    counts = row_counts(engine)
+    r = run_cli(*[a.format(pid=pid) for a in args], db_url=db_url)
+    assert r.returncode == 64, r.stderr
+    assert message in r.stderr
+    assert row_counts(engine) == counts
+
+
+def test_backfill_cli_dry_run_then_real(db_url, engine, sept):
+    pid, _ = sept
+    r = run_cli("backfill", "--portfolio", str(pid), "--from", "2026-09-01", "--to", "2026-09-04", "--dry-run", "--json", db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["snapshots_created"] == 4
+    assert row_counts(engine)["portfolio_snapshots"] == 0
+    r = run_cli("backfill", "--portfolio", str(pid), "--from", "2026-09-01", "--to", "2026-09-04", "--json", db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    assert snapshot_dates(engine, pid) == ["2026-09-01", "2026-09-02", "2026-09-03", "2026-09-04"]
+    # Past days use their own close (100 + index of the day), never today's.
+    assert [s["holdings_value"] for s in snapshots(engine, pid)] == [Decimal(1060), Decimal(1070), Decimal(1080), Decimal(1090)]
+
+
+def test_cli_one_bad_portfolio_exits_1_and_names_it(db_url, engine, sept):
+    with engine.begin() as c:
+        bad = add_portfolio(c, "overflow")
+        add_lot(c, bad, "BIG", "100000000000000000", "1", "2026-09-18")
+        add_close(c, "BIG", "2026-09-18", "10000000000000")
+    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--json", db_url=db_url)
+    assert r.returncode == 1
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["failed_portfolios"][0]["portfolio_id"] == str(bad)
+    assert summary["snapshots_created"] == 19
