@@ -57,6 +57,11 @@ class Settings:
     polygon_base_url: str = "https://api.polygon.io"
     alert_webhook_url: str | None = None
     healthcheck_url: str | None = None
+    # symbol-batch tuning (README "symbol-batch"); raw text, parsed by snapshotter.providers.base
+    # so a bad value is a ConfigError (exit 78) raised inside a command, not at start-up.
+    provider_timeout: str | float | None = None
+    calls_per_minute: str | float | None = None
+    calls_per_day: str | int | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -72,6 +77,9 @@ class Settings:
             polygon_base_url=env.get("POLYGON_BASE_URL") or cls.polygon_base_url,
             alert_webhook_url=env.get("ALERT_WEBHOOK_URL") or None,
             healthcheck_url=env.get("HEALTHCHECK_URL") or None,
+            provider_timeout=env.get("SNAPSHOTTER_PROVIDER_TIMEOUT") or None,
+            calls_per_minute=env.get("SNAPSHOTTER_CALLS_PER_MINUTE") or None,
+            calls_per_day=env.get("SNAPSHOTTER_CALLS_PER_DAY") or None,
         )
         for k, v in overrides.items():
             if v is not None:

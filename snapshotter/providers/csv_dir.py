@@ -1,0 +1,66 @@
+"""The ``csv`` provider: a directory of ``SYMBOL.csv`` files (date,open,high,low,close,volume).
+
+The embedded default (the sample prices shipped in the package) makes the demo
+and the tests work offline; pointed at another directory (SNAPSHOTTER_PRICES_DIR)
+it imports prices exported from anywhere. A file costs no quota, so there is no
+rate limit. Cells are parsed as text into Decimal; bad cells become bars that
+validation rejects with a reason, so one bad line never hides the others.
+"""
+
+from __future__ import annotations
+
+import csv
+from datetime import date
+from pathlib import Path
+
+from snapshotter.errors import BadProviderData, SymbolNotFound
+from snapshotter.providers.base import Bar, Capabilities, Provider, to_date, to_decimal
+from snapshotter.rate_limit import RateLimit
+
+COLUMNS = ("date", "open", "high", "low", "close", "volume")
+
+
+class CsvDirProvider(Provider):
+    name = "csv"
+    capabilities = Capabilities()
+    default_limit = RateLimit()  # unlimited
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def _path(self, symbol: str) -> Path:
+        if not symbol or any(c in symbol for c in "/\\\0") or symbol.startswith("."):
+            raise SymbolNotFound(f"csv: {symbol!r} is not a usable file name")
+        return self.directory / f"{symbol}.csv"
+
+    def daily_closes(self, symbol: str, start: date, end: date, *, size: str | None = None) -> list[Bar]:
+        path = self._path(symbol)
+        try:
+            fh = path.open(newline="", encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise SymbolNotFound(f"csv: no file {path.name} in {self.directory}") from None
+        except OSError as exc:
+            raise BadProviderData(f"csv: cannot read {path}: {exc.strerror}") from None
+        with fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip().lower() for h in (reader.fieldnames or [])]
+            if "date" not in header or "close" not in header:
+                raise BadProviderData(f"csv: {path}: header must have date and close columns, got {header}")
+            reader.fieldnames = header
+            bars = []
+            for row in reader:
+                d = to_date(row.get("date") or "")
+                if d is not None and not start <= d <= end:
+                    continue
+                bars.append(
+                    Bar(
+                        symbol=symbol,
+                        price_date=d,
+                        open=to_decimal(row.get("open")),
+                        high=to_decimal(row.get("high")),
+                        low=to_decimal(row.get("low")),
+                        close=to_decimal(row.get("close")),
+                        volume=to_decimal(row.get("volume")),
+                    )
+                )
+        return bars
