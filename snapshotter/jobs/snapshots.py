@@ -219,6 +219,8 @@ def _new_stats(plan: gaps.Plan, mode_label) -> dict:
         "days_backfilled": 0,
         "positions_valued": 0,
         "chunks": 0,
+        "snapshot_phase_s": 0.0,
+        "market_value_phase_s": 0.0,
     }
 
 
@@ -318,6 +320,8 @@ def _chunk(conn: sa.Connection, lo, hi, plan: gaps.Plan, stats: dict, opts: Opti
     force = plan.mode == "force"
     now = utcnow()
     insert = lambda table: dialect_insert(conn, table)  # noqa: E731
+    t_start = time.perf_counter()
+    market_s = 0.0
     trans = conn.begin()
     run = lambda stmt: conn.execute(stmt.execution_options(preserve_rowcount=True))  # noqa: E731
     try:
@@ -354,7 +358,9 @@ def _chunk(conn: sa.Connection, lo, hi, plan: gaps.Plan, stats: dict, opts: Opti
             created, recomputed_forced = written - existing, existing
             healed = run(valuation.insert_snapshots(insert, heal=True, force=False, now=now)).rowcount if not force else 0
             healed += recomputed_forced
+            t_values = time.perf_counter()
             valued = run(valuation.update_market_values(lo, hi)).rowcount
+            market_s = time.perf_counter() - t_values
             conn.execute(valuation.pairs_t.delete())
             conn.execute(valuation.chunk_t.delete())
             trans.commit()
@@ -367,4 +373,6 @@ def _chunk(conn: sa.Connection, lo, hi, plan: gaps.Plan, stats: dict, opts: Opti
     stats["snapshots_created"] += created
     stats["snapshots_recomputed"] += healed
     stats["positions_valued"] += valued
+    stats["market_value_phase_s"] = round(stats["market_value_phase_s"] + market_s, 3)
+    stats["snapshot_phase_s"] = round(stats["snapshot_phase_s"] + time.perf_counter() - t_start - market_s, 3)
     backfilled |= days

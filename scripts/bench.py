@@ -1,0 +1,286 @@
+"""Benchmark the snapshot engine against the physical limit of its own design.
+
+Run with `make bench` (PostgreSQL on 127.0.0.1:5432 or $BENCH_PG_URL). It builds
+scratch databases (dropped afterwards), then reports side by side:
+
+1. daily refresh of N portfolios x 10 lots over 2,000 symbols (PostgreSQL):
+   snapshots/s of `snapshotter portfolio-refresh` and its ratio to one hand-written
+   INSERT ... SELECT of the same snapshots in the same database; plus a seed-style
+   per-portfolio query loop on a sample, extrapolated;
+2. backfill of B portfolios x 1 year (PostgreSQL): snapshots/s;
+3. peak RSS of each snapshotter process;
+4. the same daily refresh on SQLite for S portfolios.
+
+Sizes: --portfolios (default 1,000,000), --backfill-portfolios (10,000),
+--sqlite-portfolios (100,000). Figures go to stdout as a table and to
+--json-out if given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+
+from snapshotter import db
+from snapshotter.trading_calendar import previous_trading_day, trading_days_between
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+SYMBOLS = 2000
+LOTS = 10
+TARGET = date(2026, 11, 20)
+YESTERDAY = previous_trading_day(TARGET)
+YEAR = trading_days_between(date(2025, 11, 21), TARGET)
+
+RUNNER = (
+    "import atexit, resource, sys\n"
+    "atexit.register(lambda: print('BENCH_MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
+    "from snapshotter.cli import main\n"
+    "sys.argv = ['snapshotter'] + sys.argv[1:]\n"
+    "main()\n"
+)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_snapshotter(url: str, *args: str) -> tuple[float, dict, int]:
+    env = {**os.environ, "DATABASE_URL": url}
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", RUNNER, "--log-format", "json", *args, "--json"], env=env, capture_output=True, text=True, cwd=ROOT)
+    elapsed = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"snapshotter {' '.join(args)} exited {p.returncode}:\n{p.stderr[-3000:]}")
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    rss = next(int(l.split()[1]) for l in p.stderr.splitlines() if l.startswith("BENCH_MAXRSS_KB"))
+    return elapsed, summary, rss
+
+
+class PgScratch:
+    def __init__(self, tag: str):
+        self.name = f"snapshotter_bench_{tag}_{uuid.uuid4().hex[:8]}"
+        self.admin = psycopg.connect(ADMIN_URL, autocommit=True)
+        self.admin.execute(f'CREATE DATABASE "{self.name}"')
+        base = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
+        base["dbname"] = self.name
+        self.conninfo = psycopg.conninfo.make_conninfo(**base)
+        user = base.get("user", "postgres")
+        self.url = f"postgresql+psycopg://{user}@{base.get('host', '127.0.0.1')}:{base.get('port', 5432)}/{self.name}"
+        engine = db.connect(self.url)
+        db.upgrade(engine)
+        engine.dispose()
+
+    def connect(self):
+        return psycopg.connect(self.conninfo, autocommit=True)
+
+    def drop(self):
+        self.admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        self.admin.close()
+
+
+def pg_generate(conn, n: int, price_days: list[date], entry: date, snapshot_day: date | None) -> None:
+    """Server-side generation: N portfolios x 10 lots, 2,000 symbols, closes for price_days."""
+    t0 = time.perf_counter()
+    conn.execute(
+        "INSERT INTO symbol_prices_daily (symbol, price_date, open, high, low, close, volume, source, fetched_at) "
+        "SELECT 'S' || lpad(s::text, 4, '0'), d, NULL, NULL, NULL, round((10 + (s %% 500) + random() * 5)::numeric, 2), 1000, 'bench', now() "
+        "FROM generate_series(0, %s - 1) s, unnest(%s::date[]) d",
+        (SYMBOLS, price_days),
+    )
+    conn.execute(
+        "INSERT INTO portfolios (id, name, base_currency, created_at) "
+        "SELECT md5('p' || i)::uuid, 'p' || i, 'USD', now() FROM generate_series(1, %s) i",
+        (n,),
+    )
+    conn.execute(
+        "INSERT INTO positions (id, portfolio_id, symbol, quantity, entry_price, entry_date) "
+        "SELECT md5('l' || i || '.' || j)::uuid, md5('p' || i)::uuid, 'S' || lpad(((i * 7 + j * 197) %% %s)::text, 4, '0'), "
+        "round((1 + random() * 100)::numeric, 4), round((10 + random() * 400)::numeric, 2), %s "
+        "FROM generate_series(1, %s) i, generate_series(1, %s) j",
+        (SYMBOLS, entry, n, LOTS),
+    )
+    conn.execute(
+        "INSERT INTO cash_transactions (id, portfolio_id, txn_date, amount) "
+        "SELECT md5('c' || i)::uuid, md5('p' || i)::uuid, %s, round((random() * 10000)::numeric, 2) FROM generate_series(1, %s) i",
+        (entry, n),
+    )
+    if snapshot_day:
+        # Steady state: everybody already has yesterday's snapshot.
+        conn.execute(
+            "INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, holdings_value, cash_balance, total_value, total_cost, "
+            "total_pnl, pnl_percent, position_count, priced_position_count, is_partial, created_at, updated_at) "
+            "SELECT id, %s, 0, 0, 0, 0, 0, 0, 10, 10, false, now(), now() FROM portfolios",
+            (snapshot_day,),
+        )
+    conn.execute("VACUUM ANALYZE")
+    log(f"generated {n:,} portfolios x {LOTS} lots, {SYMBOLS} symbols x {len(price_days)} days in {time.perf_counter() - t0:.1f}s")
+
+
+RAW_TABLE = "CREATE TABLE raw_snapshots (LIKE portfolio_snapshots INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+RAW_SQL = """
+INSERT INTO raw_snapshots (portfolio_id, snapshot_date, holdings_value, cash_balance, total_value, total_cost, total_pnl,
+                           pnl_percent, position_count, priced_position_count, is_partial, missing_symbols, created_at, updated_at)
+SELECT p.id, %(d)s,
+       round(coalesce(l.h, 0), 6), round(coalesce(c.cash, 0), 6), round(coalesce(l.h, 0) + coalesce(c.cash, 0), 6),
+       round(coalesce(l.cost, 0), 6), round(coalesce(l.h, 0) - coalesce(l.cost, 0), 6),
+       CASE WHEN coalesce(l.cost, 0) = 0 THEN 0 ELSE round((l.h - l.cost) * 100 / l.cost, 6) END,
+       coalesce(l.n, 0), coalesce(l.priced, 0), coalesce(l.n, 0) > coalesce(l.priced, 0), l.missing, now(), now()
+FROM portfolios p
+LEFT JOIN (
+  SELECT pos.portfolio_id, sum(pos.quantity * sp.close) AS h, sum(pos.quantity * pos.entry_price) FILTER (WHERE sp.close IS NOT NULL) AS cost,
+         count(*) AS n, count(sp.close) AS priced, string_agg(DISTINCT pos.symbol, ',') FILTER (WHERE sp.close IS NULL) AS missing
+  FROM positions pos LEFT JOIN symbol_prices_daily sp ON sp.symbol = pos.symbol AND sp.price_date = %(d)s
+  WHERE pos.deleted_at IS NULL AND pos.entry_date <= %(d)s AND (pos.exit_date IS NULL OR pos.exit_date > %(d)s)
+  GROUP BY pos.portfolio_id) l ON l.portfolio_id = p.id
+LEFT JOIN (SELECT portfolio_id, sum(amount) AS cash FROM cash_transactions WHERE txn_date <= %(d)s GROUP BY portfolio_id) c ON c.portfolio_id = p.id
+WHERE p.deleted_at IS NULL
+"""
+
+
+def seed_style_loop(conn, sample: int, day: date) -> float:
+    """The seed's shape: one query per portfolio, one per position, one insert per snapshot."""
+    ids = [r[0] for r in conn.execute("SELECT id FROM portfolios ORDER BY id LIMIT %s", (sample,))]
+    conn.execute("CREATE TEMP TABLE loop_snapshots (LIKE portfolio_snapshots INCLUDING DEFAULTS)")
+    t0 = time.perf_counter()
+    for pid in ids:
+        lots = conn.execute(
+            "SELECT symbol, quantity, entry_price FROM positions WHERE portfolio_id = %s AND exit_date IS NULL AND deleted_at IS NULL", (pid,)
+        ).fetchall()
+        value = cost = Decimal(0)
+        for sym, q, ep in lots:
+            row = conn.execute("SELECT close FROM symbol_prices_daily WHERE symbol = %s AND price_date = %s", (sym, day)).fetchone()
+            if row:
+                value += q * row[0]
+                cost += q * ep
+        conn.execute(
+            "INSERT INTO loop_snapshots (portfolio_id, snapshot_date, holdings_value, cash_balance, total_value, total_cost, total_pnl, "
+            "pnl_percent, position_count, priced_position_count, is_partial, created_at, updated_at) "
+            "VALUES (%s, %s, %s, 0, %s, %s, %s, 0, %s, %s, false, now(), now())",
+            (pid, day, value, value, cost, value - cost, len(lots), len(lots)),
+        )
+    return sample / (time.perf_counter() - t0)
+
+
+def bench_pg_daily(n: int) -> dict:
+    s = PgScratch("daily")
+    try:
+        with s.connect() as conn:
+            pg_generate(conn, n, [YESTERDAY, TARGET], YESTERDAY, YESTERDAY)
+            conn.execute(RAW_TABLE)
+            t0 = time.perf_counter()
+            conn.execute(RAW_SQL, {"d": TARGET})
+            raw_s = time.perf_counter() - t0
+            raw_rows = conn.execute("SELECT count(*) FROM raw_snapshots").fetchone()[0]
+            conn.execute("DROP TABLE raw_snapshots")
+            conn.execute("VACUUM ANALYZE")
+            log(f"raw INSERT ... SELECT: {raw_rows:,} snapshots in {raw_s:.1f}s")
+            loop_rate = seed_style_loop(conn, min(2000, n), TARGET)
+            log(f"seed-style loop: {loop_rate:.0f} portfolios/s")
+        elapsed, summary, rss = run_snapshotter(s.url, "portfolio-refresh", "--date", TARGET.isoformat(), "--no-wait")
+        assert summary["snapshots_created"] == raw_rows, (summary, raw_rows)
+        log(f"snapshotter: {summary['snapshots_created']:,} snapshots in {elapsed:.1f}s, peak RSS {rss / 1024:.0f} MB")
+        return {
+            "portfolios": n, "snapshots": summary["snapshots_created"], "raw_s": round(raw_s, 2), "snapshotter_s": round(elapsed, 2),
+            "snapshot_phase_s": summary.get("snapshot_phase_s"), "market_value_phase_s": summary.get("market_value_phase_s"),
+            "snapshots_per_s": round(summary["snapshots_created"] / elapsed), "ratio_to_raw": round(elapsed / raw_s, 2),
+            "seed_loop_portfolios_per_s": round(loop_rate), "seed_loop_projected_s": round(n / loop_rate),
+            "peak_rss_mb": round(rss / 1024),
+        }
+    finally:
+        s.drop()
+
+
+def bench_pg_backfill(n: int) -> dict:
+    s = PgScratch("backfill")
+    try:
+        with s.connect() as conn:
+            pg_generate(conn, n, YEAR, YEAR[0], None)
+        elapsed, summary, rss = run_snapshotter(s.url, "portfolio-refresh", "--date", TARGET.isoformat(), "--no-wait")
+        log(f"backfill: {summary['snapshots_created']:,} snapshots in {elapsed:.1f}s, peak RSS {rss / 1024:.0f} MB")
+        return {"portfolios": n, "days": len(YEAR), "snapshots": summary["snapshots_created"], "snapshotter_s": round(elapsed, 2),
+                "snapshots_per_s": round(summary["snapshots_created"] / elapsed), "peak_rss_mb": round(rss / 1024)}
+    finally:
+        s.drop()
+
+
+def bench_sqlite_daily(n: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.db"
+        url = f"sqlite:///{path}"
+        engine = db.connect(url)
+        db.upgrade(engine)
+        engine.dispose()
+        t0 = time.perf_counter()
+        rng = random.Random(7)
+        con = sqlite3.connect(path)
+        now = "2026-11-20 00:00:00.000000"
+        con.executemany(
+            "INSERT INTO symbol_prices_daily VALUES (?, ?, NULL, NULL, NULL, ?, 1000, 'bench', ?)",
+            ((f"S{s:04d}", d.isoformat(), f"{10 + s % 500 + rng.random() * 5:.2f}", now) for s in range(SYMBOLS) for d in (YESTERDAY, TARGET)),
+        )
+        pids = [uuid.UUID(int=rng.getrandbits(128)).hex for _ in range(n)]
+        con.executemany("INSERT INTO portfolios (id, name, base_currency, created_at) VALUES (?, ?, 'USD', ?)", ((p, p[:8], now) for p in pids))
+        con.executemany(
+            "INSERT INTO positions (id, portfolio_id, symbol, quantity, entry_price, entry_date) VALUES (?, ?, ?, ?, ?, ?)",
+            ((uuid.UUID(int=rng.getrandbits(128)).hex, p, f"S{(i * 7 + j * 197) % SYMBOLS:04d}", f"{1 + rng.random() * 100:.4f}",
+              f"{10 + rng.random() * 400:.2f}", YESTERDAY.isoformat()) for i, p in enumerate(pids) for j in range(LOTS)),
+        )
+        con.executemany("INSERT INTO cash_transactions VALUES (?, ?, ?, ?)",
+                        ((uuid.UUID(int=rng.getrandbits(128)).hex, p, YESTERDAY.isoformat(), f"{rng.random() * 10000:.2f}") for p in pids))
+        con.executemany(
+            "INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, holdings_value, cash_balance, total_value, total_cost, total_pnl, "
+            "pnl_percent, position_count, priced_position_count, is_partial, created_at, updated_at) VALUES (?, ?, '0', '0', '0', '0', '0', '0', 10, 10, 0, ?, ?)",
+            ((p, YESTERDAY.isoformat(), now, now) for p in pids),
+        )
+        con.commit()
+        con.execute("ANALYZE")
+        con.close()
+        log(f"sqlite: generated {n:,} portfolios in {time.perf_counter() - t0:.1f}s")
+        elapsed, summary, rss = run_snapshotter(url, "portfolio-refresh", "--date", TARGET.isoformat(), "--no-wait")
+        log(f"sqlite: {summary['snapshots_created']:,} snapshots in {elapsed:.1f}s, peak RSS {rss / 1024:.0f} MB")
+        return {"portfolios": n, "snapshots": summary["snapshots_created"], "snapshotter_s": round(elapsed, 2),
+                "snapshot_phase_s": summary.get("snapshot_phase_s"), "market_value_phase_s": summary.get("market_value_phase_s"),
+                "snapshots_per_s": round(summary["snapshots_created"] / elapsed), "peak_rss_mb": round(rss / 1024)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--portfolios", type=int, default=1_000_000)
+    ap.add_argument("--backfill-portfolios", type=int, default=10_000)
+    ap.add_argument("--sqlite-portfolios", type=int, default=100_000)
+    ap.add_argument("--only", choices=["daily", "backfill", "sqlite"], action="append")
+    ap.add_argument("--json-out", type=Path)
+    a = ap.parse_args()
+    only = set(a.only or ["daily", "backfill", "sqlite"])
+    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"}
+    with psycopg.connect(ADMIN_URL) as c:
+        results["postgresql"] = c.execute("SHOW server_version").fetchone()[0]
+    results["sqlite"] = sqlite3.sqlite_version
+    if "daily" in only:
+        results["pg_daily"] = bench_pg_daily(a.portfolios)
+    if "backfill" in only:
+        results["pg_backfill"] = bench_pg_backfill(a.backfill_portfolios)
+    if "sqlite" in only:
+        results["sqlite_daily"] = bench_sqlite_daily(a.sqlite_portfolios)
+    print(json.dumps(results, indent=2))
+    if a.json_out:
+        a.json_out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
