@@ -49,7 +49,7 @@ def classify(body, what: str) -> dict:
         low = text.lower()
         if "per second" in low or "sparingly" in low or "burst" in low:
             raise RateLimited(f"alphavantage: {what}: throttled: {text}", retry_after=1.0)
-        if "per day" in low or "rate limit" in low or "daily" in low:
+        if "per day" in low or "rate limit" in low:
             raise QuotaExhausted(f"alphavantage: {what}: daily quota exhausted: {text}")
         if "premium" in low or "api key" in low or "apikey" in low:
             raise ProviderRefused(f"alphavantage: {what}: refused: {text}")

@@ -1,0 +1,544 @@
+"""``snapshotter symbol-batch``: bring ``symbol_prices_daily`` up to the target date.
+
+The job finds the symbols the portfolios need, asks the pure planner
+(:mod:`snapshotter.fetch_plan`) for the fewest provider calls that fill the
+cache's gaps, makes them through the rate limiter with tenacity retries, keeps
+only bars that pass :mod:`snapshotter.validation`, and upserts them committing
+per symbol (or per grouped date), so a crash loses at most the call in flight.
+
+How a provider error affects the run (README "symbol-batch"):
+
+* transient (timeout, 5xx, 429, throttle note): retried with exponential
+  backoff and jitter (Retry-After honoured); still failing: the symbol fails.
+  Three calls in a row failing that way: the provider is unreachable, the rest
+  is deferred, exit 69.
+* unknown symbol / unusable response: that symbol fails, the others go on (exit 1).
+* daily quota exhausted (our own budget or the provider's word): stop cleanly,
+  the symbols not done are deferred, run ``aborted``, exit 75 (safe to rerun).
+* key or plan refused: stop, run ``aborted``, exit 78.
+* SIGTERM/SIGINT: the call in flight is finished and stored, the run is marked
+  ``interrupted`` and Stopped is re-raised (exit 143/130).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Callable
+
+import sqlalchemy as sa
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
+from tenacity.wait import wait_base
+
+from snapshotter import fetch_plan, schema, tracking
+from snapshotter.config import Settings
+from snapshotter.errors import (
+    BadProviderData,
+    ExitCode,
+    LockHeld,
+    ProviderError,
+    ProviderRefused,
+    QuotaExhausted,
+    Stopped,
+    SymbolNotFound,
+    TransientProviderError,
+    UsageError,
+)
+from snapshotter.locking import run_lock
+from snapshotter.logs import get_logger, redact
+from snapshotter.progress import progress_bar
+from snapshotter.providers.base import Provider, get_provider, rate_limit_for
+from snapshotter.rate_limit import RateLimit, TokenBucket
+from snapshotter.shutdown import STOP, StopFlag
+from snapshotter.store import upsert, utcnow
+from snapshotter.trading_calendar import NEW_YORK, effective_trading_date
+from snapshotter.validation import validate
+
+log = get_logger(__name__)
+
+RECENTLY_CLOSED_DAYS = 30  # lots closed this many days before the window still get prices
+ATTEMPTS = 3  # per provider call, first try included
+RETRY_INITIAL = 2.0  # seconds, doubled per retry, plus up to as much jitter
+RETRY_MAX = 60.0
+RETRY_AFTER_CAP = 300.0  # a longer Retry-After is capped (the next attempt may then be refused again)
+UNREACHABLE_AFTER = 3  # consecutive calls failing transiently = provider unreachable
+IN_CHUNK = 500  # symbols per IN (...) list
+LOCK_NAME = "snapshotter.symbol_batch"  # one batch per database: two would spend the same daily quota
+
+
+@dataclass
+class BatchResult:
+    run_id: str
+    status: str  # completed, failed, aborted
+    exit_code: int
+    stats: dict
+    error: str | None = None
+
+    def summary(self) -> dict:
+        return {"run_id": self.run_id, "status": self.status, "exit_code": self.exit_code, "error": self.error, **self.stats}
+
+
+class wait_retry_after(wait_base):
+    """Wait what the server asked for (Retry-After, capped), else the fallback backoff."""
+
+    def __init__(self, fallback: wait_base, cap: float = RETRY_AFTER_CAP):
+        self.fallback = fallback
+        self.cap = cap
+
+    def __call__(self, retry_state) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        asked = getattr(exc, "retry_after", None)
+        if asked is not None:
+            return min(self.cap, max(0.0, float(asked)))
+        return self.fallback(retry_state)
+
+
+# --- inputs from the database ----------------------------------------------------
+
+
+def symbols_needed(conn: sa.Connection, closed_since: date) -> list[str]:
+    """Open lots, lots closed on or after ``closed_since``, and the watchlist (live portfolios only)."""
+    p, pf = schema.positions, schema.portfolios
+    lots = (
+        sa.select(p.c.symbol)
+        .join(pf, pf.c.id == p.c.portfolio_id)
+        .where(p.c.deleted_at.is_(None), pf.c.deleted_at.is_(None), sa.or_(p.c.exit_date.is_(None), p.c.exit_date >= closed_since))
+    )
+    q = sa.union(lots, sa.select(schema.watchlist.c.symbol))
+    return sorted({s for s in conn.execute(q).scalars() if s})
+
+
+def _chunks(items: list[str]):
+    for i in range(0, len(items), IN_CHUNK):
+        yield items[i : i + IN_CHUNK]
+
+
+def last_cached(conn: sa.Connection, symbols: list[str], target: date) -> dict[str, date]:
+    t = schema.symbol_prices_daily
+    out: dict[str, date] = {}
+    for chunk in _chunks(symbols):
+        q = sa.select(t.c.symbol, sa.func.max(t.c.price_date)).where(t.c.symbol.in_(chunk), t.c.price_date <= target).group_by(t.c.symbol)
+        out.update({s: d for s, d in conn.execute(q)})
+    return out
+
+
+def cached_days(conn: sa.Connection, symbols: list[str], date_from: date, date_to: date) -> dict[str, set[date]]:
+    t = schema.symbol_prices_daily
+    out: dict[str, set[date]] = defaultdict(set)
+    for chunk in _chunks(symbols):
+        q = sa.select(t.c.symbol, t.c.price_date).where(t.c.symbol.in_(chunk), t.c.price_date.between(date_from, date_to))
+        for s, d in conn.execute(q):
+            out[s].add(d)
+    return out
+
+
+def calls_spent_today(conn: sa.Connection, provider: str, now: datetime, exclude_run: str | None = None) -> int:
+    """Provider calls recorded by today's (UTC) symbol-batch runs, for the daily budget."""
+    brt = schema.batch_run_tracking
+    midnight = datetime(now.year, now.month, now.day, tzinfo=timezone.utc)
+    q = sa.select(brt.c.run_id, brt.c.stats).where(brt.c.batch_type == tracking.SYMBOL_BATCH, brt.c.started_at >= midnight)
+    total = 0
+    for run_id, stats in conn.execute(q):
+        if run_id != exclude_run and isinstance(stats, dict) and stats.get("provider") == provider:
+            total += int(stats.get("provider_calls") or 0)
+    return total
+
+
+# --- arguments ---------------------------------------------------------------------
+
+
+def normalize_symbols(symbols) -> list[str] | None:
+    if symbols is None:
+        return None
+    items = symbols.split(",") if isinstance(symbols, str) else list(symbols)
+    out = []
+    for raw in items:
+        s = str(raw).strip().upper()
+        if not s:
+            continue
+        if len(s) > 20 or any(c.isspace() or c in "/\\," for c in s):
+            raise UsageError(f"--symbols: bad symbol {raw!r}")
+        if s not in out:
+            out.append(s)
+    if not out:
+        raise UsageError("--symbols: no symbols given")
+    return sorted(out)
+
+
+def check_dates(target_date: date | None, date_from: date | None, date_to: date | None, now: datetime) -> None:
+    """Bad date arguments are a UsageError (exit 64), raised before anything is written."""
+    latest = effective_trading_date(now)
+    if target_date is not None and (date_from is not None or date_to is not None):
+        raise UsageError("give either --date or --from/--to, not both")
+    if (date_from is None) != (date_to is None):
+        raise UsageError("--from and --to go together")
+    if date_from is not None and date_to is not None and date_from > date_to:
+        raise UsageError(f"--from {date_from} is after --to {date_to}")
+    for flag, d in (("--date", target_date), ("--to", date_to), ("--from", date_from)):
+        if d is not None and d > latest:
+            raise UsageError(f"{flag} {d} is in the future: the latest trading day that has closed is {latest}")
+
+
+# --- the job -------------------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    fetched: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)  # symbol -> reason
+    failure_kinds: dict[str, str] = field(default_factory=dict)  # symbol -> error class name
+    deferred: list[str] = field(default_factory=list)
+    no_data: set[str] = field(default_factory=set)
+    stop_reason: ProviderError | None = None  # quota, refusal or unreachable: the loop stopped early
+    unreachable: bool = False
+
+
+class _Batch:
+    def __init__(self, engine: sa.Engine, provider: Provider, bucket: TokenBucket, run: tracking.Run, req: "_Request", stats: dict):
+        self.engine = engine
+        self.provider = provider
+        self.bucket = bucket
+        self.run = run
+        self.today = req.today
+        self.stop = req.stop
+        self.stats = stats
+        self.out = _Outcome()
+        self.streak = 0
+        self.retrying = dict(
+            stop=stop_after_attempt(req.attempts),
+            wait=req.retry_wait,
+            retry=retry_if_exception_type(TransientProviderError),
+            sleep=req.sleep,
+            reraise=True,
+            before_sleep=self._log_retry,
+        )
+
+    # one provider call, rate limited and retried
+    def call(self, fn: Callable, what: str):
+        for attempt in Retrying(**self.retrying):
+            with attempt:
+                self.bucket.acquire()
+                self.stats["provider_calls"] += 1
+                return fn()
+
+    @staticmethod
+    def _log_retry(rs) -> None:
+        exc = rs.outcome.exception()
+        log.warning(
+            "symbol_batch.retry",
+            attempt=rs.attempt_number,
+            wait_s=round(rs.next_action.sleep, 3) if rs.next_action else None,
+            error=redact(str(exc)),
+        )
+
+    def store(self, rows: list[dict]) -> int:
+        if not rows:
+            return 0
+        now = utcnow()
+        source = self.provider.name
+        rows = [{**r, "source": source, "fetched_at": now} for r in rows]
+        with self.engine.begin() as conn:
+            n = upsert(conn, schema.symbol_prices_daily, rows, ("symbol", "price_date"))
+        self.stats["rows_upserted"] += n
+        return n
+
+    def reject(self, rejected) -> None:
+        for r in rejected:
+            log.warning("symbol_batch.row_rejected", symbol=r.symbol, price_date=str(r.price_date), reason=redact(r.reason))
+        self.stats["rows_rejected"] += len(rejected)
+
+    def fail(self, symbols, exc: Exception) -> None:
+        msg = redact(str(exc))[:300]
+        for s in symbols:
+            self.out.failed[s] = msg
+            self.out.failure_kinds[s] = type(exc).__name__
+            log.debug("symbol_batch.symbol", symbol=s, status="failed", error=msg)
+
+    def transient_failure(self) -> bool:
+        """Count a call that failed after its retries; True when the provider looks unreachable."""
+        self.streak += 1
+        return self.streak >= UNREACHABLE_AFTER
+
+    def beat(self) -> None:
+        self.run.heartbeat(self.snapshot_stats())
+
+    def snapshot_stats(self) -> dict:
+        o = self.out
+        return {
+            **self.stats,
+            "symbols_fetched": len(o.fetched),
+            "symbols_failed": sorted(o.failed),
+            "symbols_deferred": sorted(set(o.deferred)),
+            "symbols_no_data": sorted(o.no_data),
+            "failures": {s: o.failed[s] for s in sorted(o.failed)},
+        }
+
+    # grouped-by-date calls: one per day for every symbol the planner put there
+    def run_grouped(self, calls, bar) -> None:
+        pending_by_symbol: dict[str, int] = defaultdict(int)
+        for gc in calls:
+            for s in gc.symbols:
+                pending_by_symbol[s] += 1
+        bad: set[str] = set()
+        seen_last_day: dict[str, bool] = {}
+        for i, gc in enumerate(calls):
+            self.stop.check()
+            try:
+                bars = self.call(lambda: self.provider.grouped_closes(gc.day), f"grouped {gc.day}")
+            except (QuotaExhausted, ProviderRefused) as exc:
+                self.out.stop_reason = exc
+                left = {s for g in calls[i:] for s in g.symbols} - bad
+                self.out.deferred.extend(sorted(left))
+                return
+            except TransientProviderError as exc:
+                self.fail([s for s in gc.symbols if s not in self.out.failed], exc)
+                bad.update(gc.symbols)
+                if self.transient_failure():
+                    self.out.unreachable, self.out.stop_reason = True, exc
+                    self.out.deferred.extend(sorted({s for g in calls[i + 1 :] for s in g.symbols} - bad))
+                    return
+                bar.advance()
+                continue
+            except (SymbolNotFound, BadProviderData) as exc:
+                self.streak = 0
+                self.fail([s for s in gc.symbols if s not in self.out.failed], exc)
+                bad.update(gc.symbols)
+                bar.advance()
+                continue
+            self.streak = 0
+            wanted = set(gc.symbols)
+            mine = [b for b in bars if b.symbol in wanted]
+            rows, rejected = validate(mine, gc.day, gc.day, self.today)
+            self.reject(rejected)
+            self.store(rows)
+            got = {r["symbol"] for r in rows}
+            for s in gc.symbols:
+                pending_by_symbol[s] -= 1
+                seen_last_day[s] = s in got  # days are ascending: the last one seen is the symbol's last day
+                if pending_by_symbol[s] == 0 and s not in bad:
+                    self.out.fetched.add(s)
+                    if not seen_last_day[s]:
+                        self.out.no_data.add(s)
+                    log.debug("symbol_batch.symbol", symbol=s, status="fetched", via="grouped")
+            log.debug("symbol_batch.grouped_day", day=str(gc.day), symbols=len(gc.symbols), rows=len(rows), rejected=len(rejected))
+            self.beat()
+            bar.advance()
+
+    # range calls: one per symbol covering its span
+    def run_ranges(self, calls, bar) -> None:
+        for i, rc in enumerate(calls):
+            self.stop.check()
+            what = f"{rc.symbol} {rc.start}..{rc.end}"
+            try:
+                bars = self.call(lambda: self.provider.daily_closes(rc.symbol, rc.start, rc.end, size=rc.size), what)
+                rows, rejected = validate([b for b in bars if b.symbol == rc.symbol], rc.start, rc.end, self.today)
+                self.reject(rejected)
+                if rejected and not rows:
+                    raise BadProviderData(f"{self.provider.name}: {what}: every row was rejected ({len(rejected)}), e.g. {rejected[0].reason}")
+            except (QuotaExhausted, ProviderRefused) as exc:
+                self.out.stop_reason = exc
+                self.out.deferred.extend(c.symbol for c in calls[i:])
+                return
+            except TransientProviderError as exc:
+                self.fail([rc.symbol], exc)
+                if self.transient_failure():
+                    self.out.unreachable, self.out.stop_reason = True, exc
+                    self.out.deferred.extend(c.symbol for c in calls[i + 1 :])
+                    return
+                bar.advance()
+                self.beat()
+                continue
+            except (SymbolNotFound, BadProviderData) as exc:
+                self.streak = 0
+                self.fail([rc.symbol], exc)
+                bar.advance()
+                self.beat()
+                continue
+            self.streak = 0
+            self.store(rows)
+            self.out.fetched.add(rc.symbol)
+            if not any(r["price_date"] == rc.end for r in rows):
+                self.out.no_data.add(rc.symbol)
+            log.debug("symbol_batch.symbol", symbol=rc.symbol, status="fetched", rows=len(rows), rejected=len(rejected), start=str(rc.start), end=str(rc.end), size=rc.size)
+            self.beat()
+            bar.advance()
+
+
+@dataclass(frozen=True)
+class _Request:
+    """The run's resolved arguments: what to fetch, as of when, and the injectable timing."""
+
+    target: date  # the run's target date (--date, --to, or the effective trading date)
+    date_from: date | None  # set for a --from/--to backfill
+    symbols: list[str] | None  # --symbols, else None (read from the database)
+    now: datetime
+    today: date  # New York date of ``now``: later bars are "in the future"
+    latest: date  # effective trading date of ``now`` (the provider's newest bar)
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+    retry_wait: wait_base
+    attempts: int
+    progress: bool | None
+    stop: StopFlag
+    started: float
+
+
+def run_symbol_batch(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    target_date: date | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    symbols=None,
+    provider: str | Provider | None = None,
+    now: datetime | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] | None = None,
+    retry_wait: wait_base | None = None,
+    attempts: int = ATTEMPTS,
+    progress: bool | None = None,
+    stop: StopFlag = STOP,
+) -> BatchResult:
+    """Run one symbol batch (see the module docstring); provider trouble is a result, not an exception.
+
+    Raises UsageError (bad arguments), ConfigError (provider/key/limits) and
+    LockHeld before anything is written; Stopped after marking the run
+    ``interrupted``. ``now``, ``clock``, ``sleep`` and ``retry_wait`` are for
+    tests; the default sleep is ``stop.sleep`` so a SIGTERM cuts a wait short.
+    """
+    started = time.monotonic()
+    now = now or datetime.now(timezone.utc)
+    check_dates(target_date, date_from, date_to, now)
+    latest = effective_trading_date(now)
+    req = _Request(
+        target=date_to if date_from is not None else (target_date or latest),
+        date_from=date_from,
+        symbols=normalize_symbols(symbols),
+        now=now,
+        today=now.astimezone(NEW_YORK).date(),
+        latest=latest,
+        clock=clock,
+        sleep=sleep or stop.sleep,
+        retry_wait=retry_wait or wait_retry_after(wait_exponential(multiplier=RETRY_INITIAL, max=RETRY_MAX) + wait_random(0, RETRY_INITIAL)),
+        attempts=attempts,
+        progress=progress,
+        stop=stop,
+        started=started,
+    )
+    prov = provider if isinstance(provider, Provider) else get_provider(provider, settings)
+    try:
+        limit = rate_limit_for(prov, settings)
+        try:
+            with run_lock(engine, LOCK_NAME, wait=False, stop=stop):
+                return _run(engine, prov, limit, req)
+        except LockHeld:  # raised only by run_lock: _run never raises it
+            raise LockHeld("another symbol batch is running on this database (it would spend the same quota); rerun later") from None
+    finally:
+        prov.close()
+
+
+def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request) -> BatchResult:
+    ranged = req.date_from is not None
+    run = tracking.Run(engine, tracking.SYMBOL_BATCH, req.target).start()
+    stats = {
+        "provider": prov.name,
+        "mode": "range" if ranged else "nightly",
+        "target_date": req.target.isoformat(),
+        "date_from": req.date_from.isoformat() if ranged else None,
+        "date_to": req.target.isoformat() if ranged else None,
+        "symbols_requested": 0,
+        "symbols_up_to_date": 0,
+        "calls_planned": 0,
+        "provider_calls": 0,
+        "rows_upserted": 0,
+        "rows_rejected": 0,
+        "rate_limit": limit.describe(),
+    }
+    batch = None
+    try:
+        with engine.connect() as conn:
+            since = (req.date_from or req.target) - timedelta(days=RECENTLY_CLOSED_DAYS)
+            wanted = req.symbols if req.symbols is not None else symbols_needed(conn, since)
+            spent = calls_spent_today(conn, prov.name, req.now, exclude_run=run.run_id) if limit.per_day else 0
+            if ranged:
+                needs = fetch_plan.range_needs(wanted, cached_days(conn, wanted, req.date_from, req.target), req.date_from, req.target)
+            else:
+                needs = fetch_plan.nightly_needs(wanted, last_cached(conn, wanted, req.target), req.target)
+        the_plan = fetch_plan.plan(needs, prov.capabilities, req.latest)
+        stats.update(symbols_requested=len(wanted), symbols_up_to_date=len(the_plan.up_to_date), calls_planned=the_plan.calls)
+        bucket = TokenBucket(limit, name=prov.name, spent_today=spent, clock=req.clock, sleep=req.sleep)
+        batch = _Batch(engine, prov, bucket, run, req, stats)
+        log.info(
+            "symbol_batch.plan",
+            run_id=run.run_id,
+            provider=prov.name,
+            target_date=str(req.target),
+            symbols=len(wanted),
+            up_to_date=len(the_plan.up_to_date),
+            range_calls=len(the_plan.range_calls),
+            grouped_calls=len(the_plan.grouped_calls),
+            daily_budget_left=bucket.remaining_today,
+        )
+        with progress_bar(f"symbol-batch {prov.name}", total=the_plan.calls, enabled=req.progress) as bar:
+            batch.run_grouped(list(the_plan.grouped_calls), bar)
+            if batch.out.stop_reason is None:
+                batch.run_ranges(list(the_plan.range_calls), bar)
+            else:  # the provider stopped answering during the grouped calls
+                batch.out.deferred.extend(rc.symbol for rc in the_plan.range_calls)
+        stats["daily_budget_left"] = bucket.remaining_today
+        return _finish(run, batch, req.started)
+    except Stopped:
+        _finish_early(run, batch, stats, req.started, "interrupted", "stopped by signal after the call in flight")
+        raise
+    except BaseException as exc:
+        _finish_early(run, batch, stats, req.started, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _finish_early(run, batch, stats, started, status, error) -> None:
+    stats = batch.snapshot_stats() if batch is not None else dict(stats)
+    stats["duration_s"] = round(time.monotonic() - started, 3)
+    run.finish(status, stats, error=redact(error)[:1000])
+
+
+def _finish(run: tracking.Run, batch: _Batch, started: float) -> BatchResult:
+    o = batch.out
+    stats = batch.snapshot_stats()
+    stats["duration_s"] = round(time.monotonic() - started, 3)
+    error = None
+    if isinstance(o.stop_reason, ProviderRefused):
+        status, code = "aborted", ExitCode.CONFIG
+        error = f"provider refused the request, run aborted: {o.stop_reason}"
+    elif isinstance(o.stop_reason, QuotaExhausted):
+        status, code = "aborted", ExitCode.TEMPFAIL
+        error = f"daily quota exhausted, {len(stats['symbols_deferred'])} symbol(s) deferred to the next run: {o.stop_reason}"
+    elif o.unreachable:
+        status, code = "failed", ExitCode.UNAVAILABLE
+        error = f"provider unreachable ({UNREACHABLE_AFTER} calls in a row failed after retries): {o.stop_reason}"
+    elif o.failed:
+        status = "failed"
+        kinds = set(o.failure_kinds.values())
+        if not o.fetched and kinds <= {"TransientProviderError", "RateLimited"}:
+            code = ExitCode.UNAVAILABLE
+        elif not o.fetched and kinds == {"BadProviderData"}:
+            code = ExitCode.DATAERR
+        else:
+            code = ExitCode.PARTIAL
+        error = f"{len(o.failed)} symbol(s) failed: {', '.join(sorted(o.failed)[:20])}"
+    else:
+        status, code = "completed", ExitCode.OK
+    error = redact(error)[:1000] if error else None
+    run.finish(status, stats, error=error)
+    (log.info if code == ExitCode.OK else log.warning)(
+        "symbol_batch.done",
+        run_id=run.run_id,
+        status=status,
+        exit_code=int(code),
+        **{k: stats[k] for k in ("symbols_requested", "symbols_fetched", "symbols_up_to_date", "provider_calls", "rows_upserted", "rows_rejected", "duration_s")},
+        symbols_failed=len(stats["symbols_failed"]),
+        symbols_deferred=len(stats["symbols_deferred"]),
+    )
+    return BatchResult(run.run_id, status, int(code), stats, error)
