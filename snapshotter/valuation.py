@@ -20,6 +20,7 @@ decimals from the exact intermediate values.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 import sqlalchemy as sa
@@ -75,36 +76,73 @@ def held_on(day):
     )
 
 
-def is_active(p, target: date):
-    """SPEC: not deleted, and holds a lot or has a non-zero cash balance on ``target``."""
-    holds = sa.exists().where(positions.c.portfolio_id == p.c.id, held_on(target))
-    balance = (
-        sa.select(dsign(dsum(cash.c.amount)))
-        .where(cash.c.portfolio_id == p.c.id, cash.c.txn_date <= target)
-        .scalar_subquery()
-    )
-    return sa.and_(p.c.deleted_at.is_(None), sa.or_(holds, sa.func.coalesce(balance, 0) != 0))
+@dataclass(frozen=True)
+class Chunk:
+    """A contiguous range of portfolio ids and the run's first and last candidate day.
+
+    Every statement repeats these bounds on each table it reads, so the planner
+    range-scans the chunk's rows once instead of probing row by row or scanning
+    whole tables.
+    """
+
+    lo: object
+    hi: object
+    first_day: date
+    last_day: date
+    target: date
 
 
-def fill_chunk(lo, hi, target: date, *, require_active: bool, ignore_existing: bool):
-    """_snap_chunk <- the chunk's portfolios, their first active day and last snapshot."""
+def _in_chunk(col, ch: Chunk):
+    return sa.and_(col >= ch.lo, col <= ch.hi)
+
+
+def fill_chunk(ch: Chunk, *, require_active: bool, ignore_existing: bool):
+    """_snap_chunk <- the chunk's portfolios, their first active day and last snapshot.
+
+    Active (SPEC): not deleted, and holds a lot or has a non-zero cash balance on the
+    target date. Lots and cash are aggregated per portfolio over the chunk's range.
+    """
     p = portfolios
-    first = sa.union_all(
-        sa.select(sa.func.min(positions.c.entry_date).label("d"))
-        .where(positions.c.portfolio_id == p.c.id, positions.c.deleted_at.is_(None))
-        .correlate(p),
-        sa.select(sa.func.min(cash.c.txn_date).label("d")).where(cash.c.portfolio_id == p.c.id).correlate(p),
-    ).subquery()
-    start_day = sa.select(sa.func.min(first.c.d)).scalar_subquery()
+    t = ch.target
+    lots = (
+        sa.select(
+            positions.c.portfolio_id,
+            sa.func.min(positions.c.entry_date).label("first"),
+            sa.func.max(sa.case((held_on(t), 1), else_=0)).label("holds"),
+        )
+        .where(_in_chunk(positions.c.portfolio_id, ch), positions.c.deleted_at.is_(None))
+        .group_by(positions.c.portfolio_id)
+        .subquery("chunk_lots")
+    )
+    money_ = (
+        sa.select(
+            cash.c.portfolio_id,
+            sa.func.min(cash.c.txn_date).label("first"),
+            dsign(dsum(sa.case((cash.c.txn_date <= t, cash.c.amount)))).label("sign"),
+        )
+        .where(_in_chunk(cash.c.portfolio_id, ch))
+        .group_by(cash.c.portfolio_id)
+        .subquery("chunk_cash")
+    )
+    start_day = sa.case(
+        (lots.c.first.is_(None), money_.c.first),
+        (sa.or_(money_.c.first.is_(None), lots.c.first <= money_.c.first), lots.c.first),
+        else_=money_.c.first,
+    )
     if ignore_existing:
         after_day = sa.literal(FLOOR_DAY, sa.Date)
     else:
+        # One index probe per portfolio: max() walks the unique (portfolio_id, snapshot_date) index backwards.
         last = sa.select(sa.func.max(snaps.c.snapshot_date)).where(snaps.c.portfolio_id == p.c.id).scalar_subquery()
         after_day = sa.func.coalesce(last, sa.literal(FLOOR_DAY, sa.Date))
-    cond = [p.c.id >= lo, p.c.id <= hi, p.c.deleted_at.is_(None)]
+    cond = [_in_chunk(p.c.id, ch), p.c.deleted_at.is_(None), sa.or_(lots.c.first.is_not(None), money_.c.first.is_not(None))]
     if require_active:
-        cond.append(is_active(p, target))
-    sel = sa.select(p.c.id, start_day, after_day).where(*cond)
+        cond.append(sa.or_(lots.c.holds == 1, sa.func.coalesce(money_.c.sign, 0) != 0))
+    sel = (
+        sa.select(p.c.id, start_day, after_day)
+        .select_from(p.outerjoin(lots, lots.c.portfolio_id == p.c.id).outerjoin(money_, money_.c.portfolio_id == p.c.id))
+        .where(*cond)
+    )
     return chunk_t.insert().from_select(["portfolio_id", "start_day", "after_day"], sel)
 
 
@@ -129,13 +167,13 @@ def fill_pairs_holes():
     return pairs_t.insert().from_select(["portfolio_id", "d", "heal"], sel)
 
 
-def fill_pairs_heal():
+def fill_pairs_heal(ch: Chunk):
     """Partial snapshots on the run's days: recomputed in case their closes arrived."""
     c, d = chunk_t, days_t
     sel = (
         sa.select(snaps.c.portfolio_id, snaps.c.snapshot_date, sa.true())
         .select_from(snaps.join(c, c.c.portfolio_id == snaps.c.portfolio_id).join(d, d.c.d == snaps.c.snapshot_date))
-        .where(snaps.c.is_partial == sa.true())
+        .where(snaps.c.is_partial == sa.true(), _in_chunk(snaps.c.portfolio_id, ch))
     )
     return pairs_t.insert().from_select(["portfolio_id", "d", "heal"], sel)
 
@@ -162,7 +200,7 @@ SNAPSHOT_VALUE_COLUMNS = [
 SNAPSHOT_COLUMNS = ["portfolio_id", "snapshot_date", *SNAPSHOT_VALUE_COLUMNS, "created_at", "updated_at"]
 
 
-def valuation_select(heal: bool, now):
+def valuation_select(ch: Chunk, heal: bool, now):
     """One row per pair in _snap_pairs (heal or not), valued by the SPEC rules."""
     pr = pairs_t
     pick = pr.c.heal == (sa.true() if heal else sa.false())
@@ -178,8 +216,17 @@ def valuation_select(heal: bool, now):
             sorted_csv(sa.case((~priced, positions.c.symbol))).label("missing"),
         )
         .select_from(
-            pr.join(positions, sa.and_(positions.c.portfolio_id == pr.c.portfolio_id, held_on(pr.c.d))).outerjoin(
-                prices, sa.and_(prices.c.symbol == positions.c.symbol, prices.c.price_date == pr.c.d)
+            pr.join(
+                positions,
+                sa.and_(positions.c.portfolio_id == pr.c.portfolio_id, _in_chunk(positions.c.portfolio_id, ch), held_on(pr.c.d)),
+            ).outerjoin(
+                prices,
+                sa.and_(
+                    prices.c.symbol == positions.c.symbol,
+                    prices.c.price_date == pr.c.d,
+                    prices.c.price_date >= ch.first_day,
+                    prices.c.price_date <= ch.last_day,
+                ),
             )
         )
         .where(pick)
@@ -188,7 +235,12 @@ def valuation_select(heal: bool, now):
     )
     balances = (
         sa.select(pr.c.portfolio_id, pr.c.d, dsum(cash.c.amount).label("cash"))
-        .select_from(pr.join(cash, sa.and_(cash.c.portfolio_id == pr.c.portfolio_id, cash.c.txn_date <= pr.c.d)))
+        .select_from(
+            pr.join(
+                cash,
+                sa.and_(cash.c.portfolio_id == pr.c.portfolio_id, _in_chunk(cash.c.portfolio_id, ch), cash.c.txn_date <= pr.c.d),
+            )
+        )
         .where(pick)
         .group_by(pr.c.portfolio_id, pr.c.d)
         .subquery("balances")
@@ -226,9 +278,9 @@ def valuation_select(heal: bool, now):
     )
 
 
-def insert_snapshots(insert_fn, heal: bool, force: bool, now):
+def insert_snapshots(insert_fn, ch: Chunk, heal: bool, force: bool, now):
     """INSERT ... SELECT ... ON CONFLICT: new rows, healed partials, or forced recomputes."""
-    stmt = insert_fn(snaps).from_select(SNAPSHOT_COLUMNS, valuation_select(heal, now))
+    stmt = insert_fn(snaps).from_select(SNAPSHOT_COLUMNS, valuation_select(ch, heal, now))
     if not heal and not force:
         return stmt.on_conflict_do_nothing(index_elements=["portfolio_id", "snapshot_date"])
     set_ = {c: stmt.excluded[c] for c in [*SNAPSHOT_VALUE_COLUMNS, "updated_at"]}
@@ -247,7 +299,7 @@ def fill_latest_closes():
     return latest_t.insert().from_select(["symbol", "close", "price_date"], sel)
 
 
-def update_market_values(lo, hi):
+def update_market_values(ch: Chunk):
     """Open lots of the chunk get last_price / market_value / market_value_date from the latest close."""
     lp = latest_t
     pos = positions
@@ -256,8 +308,7 @@ def update_market_values(lo, hi):
         .values(last_price=lp.c.close, market_value=money(dmul(pos.c.quantity, lp.c.close)), market_value_date=lp.c.price_date)
         .where(
             pos.c.symbol == lp.c.symbol,
-            pos.c.portfolio_id >= lo,
-            pos.c.portfolio_id <= hi,
+            _in_chunk(pos.c.portfolio_id, ch),
             pos.c.exit_date.is_(None),
             pos.c.deleted_at.is_(None),
             sa.or_(

@@ -319,27 +319,33 @@ def _chunk(conn: sa.Connection, lo, hi, plan: gaps.Plan, stats: dict, opts: Opti
     """One transaction: plan the chunk's pairs, value them, refresh market values."""
     force = plan.mode == "force"
     now = utcnow()
+    pg = conn.dialect.name == "postgresql"
+    first_day = plan.days[0] if plan.days else plan.target
+    ch = valuation.Chunk(lo, hi, first_day, plan.days[-1] if plan.days else plan.target, plan.target)
     insert = lambda table: dialect_insert(conn, table)  # noqa: E731
     t_start = time.perf_counter()
     market_s = 0.0
     trans = conn.begin()
     run = lambda stmt: conn.execute(stmt.execution_options(preserve_rowcount=True))  # noqa: E731
     try:
-        active = run(
-            valuation.fill_chunk(lo, hi, plan.target, require_active=require_active, ignore_existing=force)
-        ).rowcount
+        if pg:
+            # Room to hash and sort a chunk in memory; SET LOCAL ends with the transaction.
+            conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+        active = run(valuation.fill_chunk(ch, require_active=require_active, ignore_existing=force)).rowcount
         if plan.days:
             conn.execute(valuation.fill_pairs_after_last())
             if plan.holes and not force:
                 conn.execute(valuation.fill_pairs_holes())
             if not force:
-                conn.execute(valuation.fill_pairs_heal())
+                conn.execute(valuation.fill_pairs_heal(ch))
+        if pg:
+            conn.execute(sa.text("ANALYZE _snap_pairs"))
         counts = conn.execute(valuation.pair_counts(plan.target)).one()
         days = set(conn.execute(valuation.backfilled_days(plan.target)).scalars())
         if opts.dry_run:
             room = PREVIEW_ROWS - len(preview)
             if room > 0:
-                rows = conn.execute(valuation.valuation_select(False, now).limit(room)).all()
+                rows = conn.execute(valuation.valuation_select(ch, False, now).limit(room)).all()
                 preview.extend(dict(zip(valuation.SNAPSHOT_COLUMNS[:-2], r[:-2])) for r in rows)
             created, healed, valued = counts.new_pairs, counts.heal_pairs, 0
             trans.rollback()
@@ -354,12 +360,12 @@ def _chunk(conn: sa.Connection, lo, hi, plan: gaps.Plan, stats: dict, opts: Opti
                         )
                     )
                 ).scalar_one()
-            written = run(valuation.insert_snapshots(insert, heal=False, force=force, now=now)).rowcount
+            written = run(valuation.insert_snapshots(insert, ch, heal=False, force=force, now=now)).rowcount if counts.new_pairs else 0
             created, recomputed_forced = written - existing, existing
-            healed = run(valuation.insert_snapshots(insert, heal=True, force=False, now=now)).rowcount if not force else 0
+            healed = run(valuation.insert_snapshots(insert, ch, heal=True, force=False, now=now)).rowcount if counts.heal_pairs else 0
             healed += recomputed_forced
             t_values = time.perf_counter()
-            valued = run(valuation.update_market_values(lo, hi)).rowcount
+            valued = run(valuation.update_market_values(ch)).rowcount
             market_s = time.perf_counter() - t_values
             conn.execute(valuation.pairs_t.delete())
             conn.execute(valuation.chunk_t.delete())
