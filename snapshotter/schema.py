@@ -50,7 +50,8 @@ positions = sa.Table(
     sa.Column("last_price", Money(20, 6), nullable=True),
     sa.Column("market_value", Money(28, 6), nullable=True),
     sa.Column("market_value_date", sa.Date, nullable=True),
-    sa.Index(None, "portfolio_id", "entry_date"),
+    # Covering on PostgreSQL (migration 0003, which also sets fillfactor 80 for HOT market-value updates).
+    sa.Index(None, "portfolio_id", "entry_date", postgresql_include=["exit_date", "deleted_at", "symbol", "quantity", "entry_price"]),
     sa.Index(None, "symbol"),
 )
 
@@ -61,7 +62,7 @@ cash_transactions = sa.Table(
     sa.Column("portfolio_id", sa.Uuid, sa.ForeignKey("portfolios.id"), nullable=False),
     sa.Column("txn_date", sa.Date, nullable=False),
     sa.Column("amount", Money(28, 6), nullable=False),
-    sa.Index(None, "portfolio_id", "txn_date"),
+    sa.Index(None, "portfolio_id", "txn_date", postgresql_include=["amount"]),
 )
 
 watchlist = sa.Table(
