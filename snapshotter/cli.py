@@ -348,6 +348,7 @@ def symbol_batch_cmd(
             f"{len(s['symbols_deferred'])} deferred, {s['provider_calls']} calls, {s['rows_upserted']} rows, {s['duration_s']}s"
         )
     if result.error:
+        _alert(state, f"symbol-batch {s['target_date']} exited {result.exit_code}: {result.error}")
         typer.echo(f"snapshotter: error: {logs.redact(result.error)}", err=True)
     return result.exit_code
 

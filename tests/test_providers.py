@@ -304,7 +304,6 @@ def test_validation_rejects_bad_rows_with_reasons_and_quantizes_half_even():
         bar("2026-11-20", "0.0000001"),
     ]
     rows, rejected = validate(bars, A, B, B)
-    reasons = [r.reason for r in rejected]
     assert rows == []  # 2026-11-20 appears 4 times and 2026-11-24 3 times: every copy rejected
     assert len(rejected) == 11
     rows, rejected = validate(bars[:7], A, B, B)

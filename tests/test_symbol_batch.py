@@ -24,11 +24,9 @@ from tests.conftest import row_counts, run_cli, table_rows
 from tests.factories import add_close, add_lot, add_portfolio
 from tests.fake_providers import (  # noqa: F401 - fixtures
     AV_BURST,
-    AV_ERROR,
     AV_KEY,
     AV_NOTE,
     AV_PREMIUM,
-    AV_QUOTA,
     HTML,
     POLY_KEY,
     av,
@@ -414,11 +412,14 @@ def test_cli_csv_nightly_json_summary_then_nothing_to_do(db_url, engine):
     assert [row["status"] for row in runs(engine)] == ["completed", "completed"]
 
 
-def test_cli_alphavantage_quota_exit_75_never_prints_the_key(db_url, engine, av):
+def test_cli_alphavantage_quota_exit_75_alerts_and_never_prints_the_key(db_url, engine, av, server):
     for s in ("A", "B", "C"):
         av.add(s, closes("10"))
     av.quota_after = 1
-    env = {"ALPHAVANTAGE_API_KEY": AV_KEY, "ALPHAVANTAGE_BASE_URL": av.url, "SNAPSHOTTER_CALLS_PER_MINUTE": "6000"}
+    alerts = []
+    server.expect_request("/hook", method="POST").respond_with_handler(lambda req: (alerts.append(req.get_json()), json_response({}))[1])
+    env = {"ALPHAVANTAGE_API_KEY": AV_KEY, "ALPHAVANTAGE_BASE_URL": av.url, "SNAPSHOTTER_CALLS_PER_MINUTE": "6000",
+           "ALERT_WEBHOOK_URL": server.url_for("/hook")}
     r = run_cli("--log-level", "debug", "symbol-batch", "--provider", "alphavantage", "--symbols", "A,B,C",
                 "--from", "2026-11-23", "--to", "2026-11-24", "--json", db_url=db_url, env=env)
     assert r.returncode == 75, r.stderr
@@ -426,6 +427,9 @@ def test_cli_alphavantage_quota_exit_75_never_prints_the_key(db_url, engine, av)
     assert out["symbols_deferred"] == ["B", "C"] and out["status"] == "aborted"
     assert AV_KEY not in r.stdout + r.stderr
     assert [l for l in r.stderr.splitlines() if l.startswith("snapshotter: error:")][0].startswith("snapshotter: error: daily quota exhausted")
+    (alert,) = alerts
+    assert alert["text"].startswith("symbol-batch 2026-11-24 exited 75: daily quota exhausted, 2 symbol(s) deferred")
+    assert AV_KEY not in json.dumps(alert)
 
 
 def test_cli_polygon_grouped_plus_one_range_partial_failure_exits_1(db_url, engine, poly):

@@ -216,7 +216,7 @@ class _Batch:
         )
 
     # one provider call, rate limited and retried
-    def call(self, fn: Callable, what: str):
+    def call(self, fn: Callable):
         for attempt in Retrying(**self.retrying):
             with attempt:
                 self.bucket.acquire()
@@ -286,7 +286,7 @@ class _Batch:
         for i, gc in enumerate(calls):
             self.stop.check()
             try:
-                bars = self.call(lambda: self.provider.grouped_closes(gc.day), f"grouped {gc.day}")
+                bars = self.call(lambda: self.provider.grouped_closes(gc.day))
             except (QuotaExhausted, ProviderRefused) as exc:
                 self.out.stop_reason = exc
                 left = {s for g in calls[i:] for s in g.symbols} - bad
@@ -332,7 +332,7 @@ class _Batch:
             self.stop.check()
             what = f"{rc.symbol} {rc.start}..{rc.end}"
             try:
-                bars = self.call(lambda: self.provider.daily_closes(rc.symbol, rc.start, rc.end, size=rc.size), what)
+                bars = self.call(lambda: self.provider.daily_closes(rc.symbol, rc.start, rc.end, size=rc.size))
                 rows, rejected = validate([b for b in bars if b.symbol == rc.symbol], rc.start, rc.end, self.today)
                 self.reject(rejected)
                 if rejected and not rows:
