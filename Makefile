@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO_DB   ?= sqlite:///demo.db
 # The sample prices shipped in the package end on this trading day.
 DEMO_DATE ?= 2026-11-24
+DEMO_FROM ?= 2025-11-24
 SNAP   := $(BIN)/snapshotter --database-url $(DEMO_DB) --log-format console
 
 .PHONY: install demo test bench clean
@@ -23,7 +24,9 @@ demo: install
 	rm -f demo.db demo.db-wal demo.db-shm demo.db.lock
 	$(SNAP) db upgrade
 	$(SNAP) load --sample
-	$(SNAP) status
+	$(SNAP) symbol-batch --from $(DEMO_FROM) --to $(DEMO_DATE)
+	$(SNAP) portfolio-refresh --date $(DEMO_DATE) --wait-timeout 1m
+	$(SNAP) snapshots
 
 test: install
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc

@@ -170,6 +170,25 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     return 0
 
 
+@app.command("snapshots")
+@command
+def snapshots_cmd(
+    ctx: typer.Context,
+    limit: int = typer.Option(20, "--limit", help="How many portfolios to show."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> int:
+    """The latest snapshot of each portfolio (what `make demo` prints)."""
+    from snapshotter.report import latest_snapshots, print_latest
+
+    rows = latest_snapshots(ctx.obj.engine(), limit)
+    if as_json:
+        for r in rows:
+            emit_json(r)
+    else:
+        print_latest(rows)
+    return 0
+
+
 def parse_duration(value: str) -> float:
     """'90s', '5m', '1h', '1h30m' or plain seconds."""
     import re
