@@ -6,13 +6,18 @@ no real time; CLI tests run the real command as cron would.
 """
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
-from snapshotter import schema
+from snapshotter import db, schema
 from snapshotter.config import Settings
 from snapshotter.errors import LockHeld, Stopped, UsageError
 from snapshotter.jobs.symbol_batch import LOCK_NAME, run_symbol_batch
@@ -476,3 +481,30 @@ def test_cli_missing_key_exits_78_and_help_lists_the_command(tmp_path):
     assert not (tmp_path / "x.db").exists()
     r = run_cli("symbol-batch", "--help")
     assert r.returncode == 0 and "--symbols" in r.stdout and "--from" in r.stdout
+
+
+def test_cli_sigterm_stores_the_symbol_in_flight_and_exits_143(tmp_path, av):
+    for s in ("A", "B", "C", "D"):
+        av.add(s, closes("10"))
+        av.then(s, slow(json_response(av.body(s)), 0.6))
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHAVANTAGE", "POLYGON", "SNAPSHOTTER_", "ALERT_", "HEALTHCHECK"))}
+    env.update(DATABASE_URL=url, ALPHAVANTAGE_API_KEY=AV_KEY, ALPHAVANTAGE_BASE_URL=av.url, SNAPSHOTTER_CALLS_PER_MINUTE="6000")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snapshotter", "symbol-batch", "--provider", "alphavantage", "--symbols", "A,B,C,D", "--date", "2026-11-24"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not av.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # while A's answer is on its way
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert av.calls_for("A") == 1 and av.calls_for("D") == 0
+    engine = db.connect(url)
+    try:
+        assert {p[0] for p in prices(engine)} == {"A"}
+        (row,) = runs(engine)
+        assert row["status"] == "interrupted" and row["stats"]["symbols_fetched"] == 1
+    finally:
+        engine.dispose()
