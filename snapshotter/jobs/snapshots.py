@@ -38,7 +38,8 @@ PREVIEW_ROWS = 50
 
 @dataclass
 class Options:
-    chunk_size: int = 5000
+    chunk_size: int = 5000  # most portfolios per transaction
+    pairs_per_chunk: int = 100_000  # about this many snapshots valued per transaction
     max_backfill_days: int = gaps.DEFAULT_MAX_BACKFILL_DAYS
     dry_run: bool = False
     wait_for_lock: bool = False
@@ -243,14 +244,34 @@ def _wait_for_symbol_batch(engine, target: date, opts: Options, stop: StopFlag, 
         stop.sleep(min(opts.poll_interval_s, remaining))
 
 
-def _iter_chunks(conn: sa.Connection, portfolio_id, size: int):
+class ChunkSizer:
+    """Portfolios per chunk, adapted so each transaction values about ``pairs_budget`` snapshots.
+
+    A nightly run needs about one day per portfolio, so chunks grow to ``max_size``;
+    a backfill needs hundreds, so chunks shrink and the sort and hash of one
+    transaction stay in memory. The first chunk assumes every candidate day is needed.
+    """
+
+    def __init__(self, max_size: int, pairs_budget: int, candidate_days: int):
+        self.max_size, self.budget = max_size, pairs_budget
+        self.size = self._fit(max(1, candidate_days))
+
+    def _fit(self, pairs_per_portfolio: float) -> int:
+        return max(1, min(self.max_size, int(self.budget / max(pairs_per_portfolio, 1.0))))
+
+    def observe(self, portfolios_in_chunk: int, pairs: int) -> None:
+        if portfolios_in_chunk:
+            self.size = self._fit(pairs / portfolios_in_chunk)
+
+
+def _iter_chunks(conn: sa.Connection, portfolio_id, sizer: ChunkSizer):
     """Keyset pagination over live portfolio ids: constant memory at any N."""
     if portfolio_id is not None:
         yield [portfolio_id]
         return
     after = None
     while True:
-        q = sa.select(portfolios.c.id).where(portfolios.c.deleted_at.is_(None)).order_by(portfolios.c.id).limit(size)
+        q = sa.select(portfolios.c.id).where(portfolios.c.deleted_at.is_(None)).order_by(portfolios.c.id).limit(sizer.size)
         if after is not None:
             q = q.where(portfolios.c.id > after)
         with conn.begin():
@@ -280,9 +301,12 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
                 total = conn.execute(sa.select(sa.func.count()).where(portfolios.c.deleted_at.is_(None))).scalar_one()
         try:
             with progress_bar("snapshots", total, opts.progress) as bar:
-                for ids in _iter_chunks(conn, portfolio_id, opts.chunk_size):
+                sizer = ChunkSizer(opts.chunk_size, opts.pairs_per_chunk, len(plan.days))
+                for ids in _iter_chunks(conn, portfolio_id, sizer):
                     stop.check()
+                    before = stats["snapshots_created"] + stats["snapshots_recomputed"]
                     _chunk_with_split(conn, ids, plan, stats, opts, require_active, backfilled, preview)
+                    sizer.observe(len(ids), stats["snapshots_created"] + stats["snapshots_recomputed"] - before)
                     stats["chunks"] += 1
                     stats["days_backfilled"] = len(backfilled)
                     bar.advance(len(ids))
@@ -330,7 +354,7 @@ def _chunk(conn: sa.Connection, lo, hi, plan: gaps.Plan, stats: dict, opts: Opti
     try:
         if pg:
             # Room to hash and sort a chunk in memory; SET LOCAL ends with the transaction.
-            conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+            conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))
         active = run(valuation.fill_chunk(ch, require_active=require_active, ignore_existing=force)).rowcount
         if plan.days:
             conn.execute(valuation.fill_pairs_after_last())
