@@ -1,0 +1,54 @@
+"""Crash safety with a real process: SIGKILL between chunks, then a rerun finishes the work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import sqlalchemy as sa
+
+from snapshotter import schema
+from snapshotter.trading_calendar import trading_days_between
+from tests.conftest import ROOT, row_counts, run_cli, table_rows
+from tests.factories import D, add_closes, add_lot, add_portfolio
+
+DAYS = trading_days_between(D("2026-09-14"), D("2026-09-18"))
+N = 400
+
+
+def test_sigkill_mid_run_then_rerun_completes_without_duplicates(db_url, engine):
+    with engine.begin() as c:
+        for i in range(N):
+            add_lot(c, add_portfolio(c, f"p{i}"), "AAA", "1", "1", "2026-09-14")
+        add_closes(c, "AAA", {d: 10 + i for i, d in enumerate(DAYS)})
+    env = {**os.environ, "DATABASE_URL": db_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snapshotter", "portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--chunk-size", "1"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    done = 0
+    while time.monotonic() < deadline:
+        done = row_counts(engine)["portfolio_snapshots"]
+        if done >= 5 * 20:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed_at = row_counts(engine)["portfolio_snapshots"]
+    assert 0 < killed_at < N * len(DAYS), "the kill must land mid-run"
+    assert killed_at % len(DAYS) == 0  # whole chunks only: each portfolio has all its days or none
+    (run,) = table_rows(engine, schema.batch_run_tracking)
+    assert run["status"] == "running"  # the killed process could not say anything
+
+    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--json", db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    with engine.connect() as c:
+        rows = c.execute(sa.select(schema.portfolio_snapshots.c.portfolio_id, schema.portfolio_snapshots.c.snapshot_date)).all()
+    assert len(rows) == N * len(DAYS) == len(set(rows))
+    runs = table_rows(engine, schema.batch_run_tracking, order_by=[schema.batch_run_tracking.c.id])
+    assert [x["status"] for x in runs] == ["interrupted", "completed"]
+    assert runs[1]["stats"]["snapshots_created"] == N * len(DAYS) - killed_at
