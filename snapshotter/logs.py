@@ -51,7 +51,8 @@ def _redact_processor(_logger, _name, event_dict):
 def configure(fmt: str | None = None, level: str = "info") -> str:
     """Configure structlog; ``fmt`` is 'json', 'console' or None (auto by TTY)."""
     if fmt is None:
-        fmt = "console" if sys.stderr.isatty() else "json"
+        # Console only for a person at a terminal; cron, CI and pipes get JSON lines.
+        fmt = "console" if sys.stderr.isatty() and sys.stdout.isatty() else "json"
     renderer = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
