@@ -3,6 +3,11 @@
 Each command parses its options, calls one function and maps the outcome to an
 exit code from :mod:`snapshotter.errors`. Click's own usage errors (exit 2) are
 mapped to 64 so every bad argument exits with EX_USAGE.
+
+The job commands are declared with ``@command(job=NAME)``: that one decorator
+installs the SIGTERM/SIGINT handlers and wraps the body in a
+:class:`snapshotter.monitoring.JobMonitor` (start ping, finish ping with the
+exit code and summary, at most one alert), whatever way the body ends.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import date
 from enum import Enum
-from functools import wraps
+from functools import partial, wraps
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +26,7 @@ import typer
 from snapshotter import db, logs
 from snapshotter.config import Settings, mask_url, secrets_in_env
 from snapshotter.errors import ExitCode, SnapshotterError, UsageError
+from snapshotter.monitoring import JobMonitor
 
 log = logs.get_logger("snapshotter")
 
@@ -45,6 +51,7 @@ class LogFormat(str, Enum):
 class State:
     settings: Settings
     migrate: bool = True
+    monitor: JobMonitor | None = None  # set for job commands by @command(job=...)
     _engine: object = field(default=None, repr=False)
 
     def engine(self, migrate: bool | None = None):
@@ -69,28 +76,55 @@ def emit_json(payload: dict) -> None:
     sys.stdout.flush()
 
 
-def command(fn):
-    """Map SnapshotterError (and anything unexpected) to one line and an exit code."""
+def command(fn=None, *, job: str | None = None):
+    """Map SnapshotterError (and anything unexpected) to one line and an exit code.
+
+    With ``job`` (the job's command name) the run is monitored: signal handlers
+    are installed, ``state.monitor`` holds the run id the body passes to the job,
+    and the pings and alert go out on every exit (not for ``--dry-run``).
+    """
+    if fn is None:
+        return partial(command, job=job)
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            code = fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except SnapshotterError as exc:
-            msg = logs.redact(str(exc))
-            log.error("command.failed", error=msg.splitlines()[0], exit_code=int(exc.exit_code))
-            typer.echo(f"snapshotter: error: {msg}", err=True)
-            raise typer.Exit(int(exc.exit_code))
-        except Exception as exc:  # noqa: BLE001 - the last line of defence
-            msg = logs.redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
-            log.exception("command.crashed", error=msg)
-            typer.echo(f"snapshotter: internal error: {msg}", err=True)
-            raise typer.Exit(int(ExitCode.SOFTWARE))
-        raise typer.Exit(int(code or 0))
+        ctx = kwargs.get("ctx")
+        monitor = None
+        if job and ctx is not None and isinstance(ctx.obj, State):
+            from snapshotter.shutdown import install_handlers
+
+            install_handlers()
+            monitor = ctx.obj.monitor = JobMonitor(ctx.obj.settings, job, enabled=not kwargs.get("dry_run"))
+            monitor.start()
+        code, error = _call(fn, args, kwargs)
+        if monitor is not None:
+            if code and error is None and monitor.error:
+                typer.echo(f"snapshotter: error: {logs.redact(monitor.error)}", err=True)
+            monitor.finish(code, error, ctx.obj._engine)
+        raise typer.Exit(code)
 
     return wrapper
+
+
+def _call(fn, args, kwargs) -> tuple[int, str | None]:
+    """Run a command body: (exit code, the one-line error when it raised)."""
+    try:
+        return int(fn(*args, **kwargs) or 0), None
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0), None
+    except SnapshotterError as exc:
+        msg = logs.redact(str(exc))
+        log.error("command.failed", error=msg.splitlines()[0], exit_code=int(exc.exit_code))
+        typer.echo(f"snapshotter: error: {msg}", err=True)
+        return int(exc.exit_code), msg.splitlines()[0] if msg else type(exc).__name__
+    except KeyboardInterrupt:  # SIGINT before the handlers were installed
+        typer.echo("snapshotter: error: interrupted", err=True)
+        return int(ExitCode.SIGINT), "interrupted (SIGINT)"
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        msg = logs.redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        log.exception("command.crashed", error=msg)
+        typer.echo(f"snapshotter: internal error: {msg}", err=True)
+        return int(ExitCode.SOFTWARE), f"internal error: {msg}"
 
 
 @app.callback()
@@ -215,14 +249,17 @@ def _snapshot_options(**kw):
 def _finish_snapshots(state: State, result, as_json: bool, dry_run: bool) -> int:
     from snapshotter.report import print_preview
 
-    for text in result.alerts:
-        _alert(state, text)
+    s = result.stats
+    error = None
+    if result.exit_code:
+        error = f"{s['portfolios_failed']} of {s['portfolios_active']} portfolios failed"
+    # Exit 1 alerts only over --alert-failure-ratio (the job puts that line in result.alerts).
+    state.monitor.report(result.summary(), error, alert_line=(result.alerts or [None])[0], alert_on_partial=bool(result.alerts))
     if dry_run:
         print_preview(result)
     if as_json:
         emit_json({"dry_run": dry_run, **result.summary()})
     elif not dry_run:
-        s = result.stats
         typer.echo(
             f"{s['mode']} {s['target_date']}: {s['snapshots_created']} snapshots created, "
             f"{s['snapshots_recomputed']} recomputed, {s['portfolios_failed']} portfolios failed, "
@@ -233,15 +270,6 @@ def _finish_snapshots(state: State, result, as_json: bool, dry_run: bool) -> int
     return int(result.exit_code)
 
 
-def _alert(state: State, text: str) -> None:
-    log.error("alert", text=text)
-    try:
-        from snapshotter import notify
-    except ImportError:  # notify arrives with the operations work
-        return
-    notify.send_alert(state.settings, text)
-
-
 DryRun = typer.Option(False, "--dry-run", help="Print what would be created; write nothing.")
 AsJson = typer.Option(False, "--json", help="Print the final summary as one JSON line on stdout.")
 WaitForLock = typer.Option(False, "--wait-for-lock", help="Wait for a running refresh instead of exiting 75.")
@@ -250,7 +278,7 @@ MaxBackfill = typer.Option(365, "--max-backfill-days", help="How far back (calen
 
 
 @app.command("portfolio-refresh")
-@command
+@command(job="portfolio-refresh")
 def portfolio_refresh_cmd(
     ctx: typer.Context,
     date_: Optional[str] = typer.Option(None, "--date", help="Target trading day [default: the latest closed trading day]."),
@@ -266,27 +294,20 @@ def portfolio_refresh_cmd(
 ) -> int:
     """Wait for the symbol batch, then snapshot every active portfolio's missing trading days."""
     from snapshotter.jobs.snapshots import portfolio_refresh
-    from snapshotter.shutdown import install_handlers
 
-    target = parse_date(date_)
+    state: State = ctx.obj
+    target = state.monitor.target = parse_date(date_)
     opts = _snapshot_options(
         wait_timeout_s=parse_duration(wait_timeout), poll_interval_s=parse_duration(poll_interval), wait_for_batch=not no_wait,
         wait_for_lock=wait_for_lock, max_backfill_days=max_backfill_days, chunk_size=chunk_size,
         alert_failure_ratio=alert_failure_ratio, dry_run=dry_run,
     )
-    install_handlers()
-    state: State = ctx.obj
-    try:
-        result = portfolio_refresh(state.engine(), state.settings, target, opts)
-    except SnapshotterError as exc:
-        if exc.exit_code == ExitCode.TEMPFAIL and "symbol batch" in str(exc):
-            _alert(state, str(exc))
-        raise
+    result = portfolio_refresh(state.engine(), state.settings, target, opts, run_id=state.monitor.run_id)
     return _finish_snapshots(state, result, as_json, dry_run)
 
 
 @app.command("refresh")
-@command
+@command(job="refresh")
 def refresh_cmd(
     ctx: typer.Context,
     date_: str = typer.Option(..., "--date", help="The trading day to redo."),
@@ -298,17 +319,16 @@ def refresh_cmd(
 ) -> int:
     """Redo one date for every active portfolio (existing snapshots kept unless --force)."""
     from snapshotter.jobs.snapshots import refresh_date
-    from snapshotter.shutdown import install_handlers
 
-    day = parse_date(date_)
-    opts = _snapshot_options(wait_for_lock=wait_for_lock, chunk_size=chunk_size, dry_run=dry_run)
-    install_handlers()
     state: State = ctx.obj
-    return _finish_snapshots(state, refresh_date(state.engine(), state.settings, day, force, opts), as_json, dry_run)
+    day = state.monitor.target = parse_date(date_)
+    opts = _snapshot_options(wait_for_lock=wait_for_lock, chunk_size=chunk_size, dry_run=dry_run)
+    result = refresh_date(state.engine(), state.settings, day, force, opts, run_id=state.monitor.run_id)
+    return _finish_snapshots(state, result, as_json, dry_run)
 
 
 @app.command("backfill")
-@command
+@command(job="backfill")
 def backfill_cmd(
     ctx: typer.Context,
     portfolio: str = typer.Option(..., "--portfolio", help="Portfolio id (UUID)."),
@@ -322,17 +342,17 @@ def backfill_cmd(
 ) -> int:
     """Snapshot one portfolio over a range of trading days from cached closes."""
     from snapshotter.jobs.snapshots import backfill
-    from snapshotter.shutdown import install_handlers
 
-    a, b = parse_date(date_from), parse_date(date_to)
-    opts = _snapshot_options(max_backfill_days=max_backfill_days, wait_for_lock=wait_for_lock, dry_run=dry_run)
-    install_handlers()
     state: State = ctx.obj
-    return _finish_snapshots(state, backfill(state.engine(), state.settings, portfolio, a, b, force, opts), as_json, dry_run)
+    a, b = parse_date(date_from), parse_date(date_to)
+    state.monitor.target = b
+    opts = _snapshot_options(max_backfill_days=max_backfill_days, wait_for_lock=wait_for_lock, dry_run=dry_run)
+    result = backfill(state.engine(), state.settings, portfolio, a, b, force, opts, run_id=state.monitor.run_id)
+    return _finish_snapshots(state, result, as_json, dry_run)
 
 
 @app.command("symbol-batch")
-@command
+@command(job="symbol-batch")
 def symbol_batch_cmd(
     ctx: typer.Context,
     date_: Optional[str] = typer.Option(None, "--date", help="Target trading day [default: the latest closed trading day]."),
@@ -345,18 +365,19 @@ def symbol_batch_cmd(
     """Fetch the missing daily closes of every symbol the portfolios need, within the provider's rate limits."""
     from snapshotter.jobs.symbol_batch import check_dates, normalize_symbols, run_symbol_batch
     from snapshotter.providers.base import get_provider
-    from snapshotter.shutdown import install_handlers
     from snapshotter.store import utcnow
 
+    state: State = ctx.obj
     target, a, b = parse_date(date_), parse_date(date_from), parse_date(date_to)
+    state.monitor.target = target or b
     check_dates(target, a, b, utcnow())  # bad arguments exit 64 before the database is touched
     wanted = normalize_symbols(symbols)
-    state: State = ctx.obj
     source = get_provider(provider, state.settings)  # no key / unknown name: exit 78 before the database is touched
-    install_handlers()
     result = run_symbol_batch(
-        state.engine(), state.settings, target_date=target, date_from=a, date_to=b, symbols=wanted, provider=source
+        state.engine(), state.settings, target_date=target, date_from=a, date_to=b, symbols=wanted, provider=source,
+        run_id=state.monitor.run_id,
     )
+    state.monitor.report(result.summary(), result.error)
     s = result.stats
     if as_json:
         emit_json(result.summary())
@@ -366,9 +387,6 @@ def symbol_batch_cmd(
             f"symbols fetched, {s['symbols_up_to_date']} up to date, {len(s['symbols_failed'])} failed, "
             f"{len(s['symbols_deferred'])} deferred, {s['provider_calls']} calls, {s['rows_upserted']} rows, {s['duration_s']}s"
         )
-    if result.error:
-        _alert(state, f"symbol-batch {s['target_date']} exited {result.exit_code}: {result.error}")
-        typer.echo(f"snapshotter: error: {logs.redact(result.error)}", err=True)
     return result.exit_code
 
 

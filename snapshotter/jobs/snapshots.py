@@ -65,7 +65,10 @@ class Result:
 # --- entry points --------------------------------------------------------------
 
 
-def portfolio_refresh(engine: sa.Engine, settings: Settings, target: date | None = None, opts: Options | None = None, stop: StopFlag = STOP) -> Result:
+def portfolio_refresh(
+    engine: sa.Engine, settings: Settings, target: date | None = None, opts: Options | None = None, stop: StopFlag = STOP,
+    run_id: str | None = None,
+) -> Result:
     """Nightly: wait for the symbol batch, then fill every portfolio's gaps up to ``target``."""
     opts = opts or Options()
     target = target or effective_trading_date()
@@ -77,10 +80,13 @@ def portfolio_refresh(engine: sa.Engine, settings: Settings, target: date | None
         bare = set(conn.execute(valuation.days_without_snapshots(start, end)).scalars())
         return gaps.plan_gaps(target, opts.max_backfill_days, priced, bare)
 
-    return _run(engine, "portfolio_refresh", target, plan_fn, opts, stop, portfolio_id=None, require_active=True, wait=opts.wait_for_batch)
+    return _run(engine, "portfolio_refresh", target, plan_fn, opts, stop, portfolio_id=None, require_active=True, wait=opts.wait_for_batch, run_id=run_id)
 
 
-def refresh_date(engine: sa.Engine, settings: Settings, day: date, force: bool = False, opts: Options | None = None, stop: StopFlag = STOP) -> Result:
+def refresh_date(
+    engine: sa.Engine, settings: Settings, day: date, force: bool = False, opts: Options | None = None, stop: StopFlag = STOP,
+    run_id: str | None = None,
+) -> Result:
     """Redo one trading day for every active portfolio; --force recomputes existing snapshots."""
     opts = opts or Options()
     _check_day(day, "--date")
@@ -89,7 +95,7 @@ def refresh_date(engine: sa.Engine, settings: Settings, day: date, force: bool =
         priced = set(conn.execute(valuation.priced_days_between(day, day)).scalars())
         return gaps.plan_dates([day], priced, force)
 
-    return _run(engine, "portfolio_refresh", day, plan_fn, opts, stop, portfolio_id=None, require_active=True, wait=False, mode_label="refresh")
+    return _run(engine, "portfolio_refresh", day, plan_fn, opts, stop, portfolio_id=None, require_active=True, wait=False, mode_label="refresh", run_id=run_id)
 
 
 def backfill(
@@ -101,6 +107,7 @@ def backfill(
     force: bool = False,
     opts: Options | None = None,
     stop: StopFlag = STOP,
+    run_id: str | None = None,
 ) -> Result:
     """One portfolio over a range of trading days, from cached closes only."""
     opts = opts or Options()
@@ -127,7 +134,7 @@ def backfill(
         priced = set(conn.execute(valuation.priced_days_between(date_from, date_to)).scalars())
         return gaps.plan_dates(trading_days_between(date_from, date_to), priced, force)
 
-    return _run(engine, "portfolio_backfill", date_to, plan_fn, opts, stop, portfolio_id=pid, require_active=False, wait=False, mode_label="backfill")
+    return _run(engine, "portfolio_backfill", date_to, plan_fn, opts, stop, portfolio_id=pid, require_active=False, wait=False, mode_label="backfill", run_id=run_id)
 
 
 def _check_day(day: date, option: str) -> None:
@@ -148,7 +155,7 @@ def _parse_portfolio_id(value: str) -> uuid.UUID:
 # --- the run -------------------------------------------------------------------
 
 
-def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, *, portfolio_id, require_active, wait, mode_label=None) -> Result:
+def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, *, portfolio_id, require_active, wait, mode_label=None, run_id=None) -> Result:
     started = time.monotonic()
     if opts.dry_run:
         with engine.connect() as conn:
@@ -160,7 +167,7 @@ def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, *, 
         return Result(stats, ExitCode.OK, None, preview)
 
     with run_lock(engine, wait=opts.wait_for_lock, stop=stop):
-        run = tracking.Run(engine, batch_type, target).start()
+        run = tracking.Run(engine, batch_type, target, run_id).start()
         stats: dict = {"mode": mode_label or "gaps", "target_date": target.isoformat()}
         try:
             if wait and not _wait_for_symbol_batch(engine, target, opts, stop, run):

@@ -401,6 +401,7 @@ def run_symbol_batch(
     attempts: int = ATTEMPTS,
     progress: bool | None = None,
     stop: StopFlag = STOP,
+    run_id: str | None = None,
 ) -> BatchResult:
     """Run one symbol batch (see the module docstring); provider trouble is a result, not an exception.
 
@@ -433,16 +434,16 @@ def run_symbol_batch(
         limit = rate_limit_for(prov, settings)
         try:
             with run_lock(engine, LOCK_NAME, wait=False, stop=stop):
-                return _run(engine, prov, limit, req)
+                return _run(engine, prov, limit, req, run_id)
         except LockHeld:  # raised only by run_lock: _run never raises it
             raise LockHeld("another symbol batch is running on this database (it would spend the same quota); rerun later") from None
     finally:
         prov.close()
 
 
-def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request) -> BatchResult:
+def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request, run_id: str | None = None) -> BatchResult:
     ranged = req.date_from is not None
-    run = tracking.Run(engine, tracking.SYMBOL_BATCH, req.target).start()
+    run = tracking.Run(engine, tracking.SYMBOL_BATCH, req.target, run_id).start()
     stats = {
         "provider": prov.name,
         "mode": "range" if ranged else "nightly",

@@ -1,0 +1,129 @@
+"""Monitoring of one job run: the start/finish pings and at most one alert.
+
+The CLI's ``command(job=...)`` decorator is the only caller: it creates a
+:class:`JobMonitor` before the job command's body runs, the body passes
+``monitor.run_id`` to the job (so ``batch_run_tracking.run_id``, the pings and
+the alert all carry the same id) and reports the job's summary back with
+:meth:`JobMonitor.report`; the decorator calls :meth:`JobMonitor.finish` with
+the process exit code on every way out (return, SnapshotterError, Stopped,
+crash). Nothing here raises or changes an exit code (:mod:`snapshotter.notify`
+swallows every HTTP failure; this module swallows the rest).
+
+Rules (README "Alerts and monitoring"):
+
+* ``ping_start`` when the command body begins; ``ping_finish`` with the exit
+  code and the JSON summary when it ends, whatever the code.
+* One alert per run when the exit code is not 0: ``<job> <target date> exited
+  <code>: <one-line error>`` plus the run id. Exception: exit 1 of the snapshot
+  jobs alerts only when more than ``--alert-failure-ratio`` of the portfolios
+  failed (the job then puts the ratio line in ``result.alerts``, used as the
+  alert's error); the /1 ping still tells the monitor.
+* ``--dry-run`` runs are not monitored: they write nothing, and a ping would
+  tell the monitor the nightly job ran.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+
+from snapshotter import logs, notify
+from snapshotter.schema import batch_run_tracking as brt
+
+log = logs.get_logger("snapshotter.monitoring")
+
+
+class JobMonitor:
+    def __init__(self, settings, job: str, enabled: bool = True):
+        self.settings = settings
+        self.job = job
+        self.enabled = enabled
+        self.run_id = uuid.uuid4().hex
+        self.target: date | None = None  # set by the command once it knows it
+        self.summary: dict | None = None
+        self.error: str | None = None  # one line, for a non-zero exit the command returned
+        self.alert_line: str | None = None  # replaces ``error`` in the alert (failure ratio)
+        self.alert_on_partial = True  # False: exit 1 sends no alert (snapshot jobs under the ratio)
+
+    # --- called by the command body -------------------------------------------------
+
+    def report(self, summary: dict, error: str | None = None, *, alert_line: str | None = None, alert_on_partial: bool = True) -> None:
+        self.summary = dict(summary)
+        self.error = error
+        self.alert_line = alert_line
+        self.alert_on_partial = alert_on_partial
+
+    # --- called by the decorator ------------------------------------------------------
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        try:
+            log.info("job.started", job=self.job, run_id=self.run_id)
+            notify.ping_start(self.settings, self.run_id)
+        except Exception:  # noqa: BLE001 - monitoring never fails a job
+            pass
+
+    def finish(self, exit_code: int, error: str | None = None, engine: sa.Engine | None = None) -> dict | None:
+        """Send the alert (if due) and the finish ping; returns the summary sent."""
+        if not self.enabled:
+            return None
+        try:
+            error = error or self.error
+            summary = self.final_summary(exit_code, error, engine)
+            if self.alert_due(exit_code):
+                text = self.alert_text(exit_code, summary, error)
+                log.warning("job.alert", job=self.job, run_id=self.run_id, exit_code=exit_code, text=text)
+                notify.send_alert(self.settings, text, run_id=notify.canonical_rid(self.run_id))
+            notify.ping_finish(self.settings, self.run_id, exit_code, summary)
+            log.info("job.finished", job=self.job, run_id=self.run_id, exit_code=exit_code)
+            return summary
+        except Exception:  # noqa: BLE001
+            return None
+
+    def alert_due(self, exit_code: int) -> bool:
+        if exit_code == 0:
+            return False
+        return exit_code != 1 or self.alert_on_partial
+
+    def alert_text(self, exit_code: int, summary: dict, error: str | None) -> str:
+        target = summary.get("target_date")
+        head = f"{self.job} {target}" if target else self.job
+        line = (self.alert_line or error or f"exit code {exit_code}").splitlines()[0]
+        return f"{head} exited {exit_code}: {line}"
+
+    def final_summary(self, exit_code: int, error: str | None, engine: sa.Engine | None) -> dict:
+        """The command's summary, or (when the job raised) what the tracking row recorded."""
+        base: dict[str, Any] = {
+            "job": self.job,
+            "run_id": self.run_id,
+            "exit_code": int(exit_code),
+            "error": logs.redact(error) if error else None,
+            "target_date": self.target.isoformat() if self.target else None,
+        }
+        if self.summary is not None:
+            return {**base, **self.summary, "job": self.job, "exit_code": int(exit_code)}
+        row = self._tracking_row(engine)
+        if row is None:
+            return base
+        stats = row.stats if isinstance(row.stats, dict) else {}
+        return {
+            **base,
+            **stats,
+            "status": row.status,
+            "target_date": row.target_date.isoformat() if row.target_date else base["target_date"],
+        }
+
+    def _tracking_row(self, engine: sa.Engine | None):
+        if engine is None:
+            return None
+        try:
+            with engine.connect() as conn:
+                return conn.execute(
+                    sa.select(brt.c.status, brt.c.target_date, brt.c.stats).where(brt.c.run_id == self.run_id)
+                ).first()
+        except Exception:  # noqa: BLE001 - the database may be what failed
+            return None
