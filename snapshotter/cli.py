@@ -191,16 +191,52 @@ def load(
 @app.command("status")
 @command
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> int:
-    """Schema version, table sizes, the last runs and how fresh the snapshots are."""
+    """Last runs of each job (dead ones flagged), snapshot freshness and lag, closes missing for the last trading day."""
     from snapshotter.report import print_status
     from snapshotter.status import status_report
 
-    engine = db.connect(ctx.obj.settings.database_url)
-    report = status_report(engine)
+    report = status_report(db.connect(ctx.obj.settings.database_url))  # read-only: no migration
     if as_json:
         emit_json(report)
     else:
         print_status(report)
+    return 0
+
+
+@app.command("check")
+@command
+def check(
+    ctx: typer.Context,
+    max_lag: int = typer.Option(1, "--max-lag", help="Trading days the newest snapshot may be behind the latest closed trading day."),
+) -> int:
+    """For a monitoring system: exit 1 (with a one-line reason) when the snapshots are stale, else 0."""
+    from snapshotter.status import check_freshness
+
+    if max_lag < 0:
+        raise UsageError("--max-lag must be 0 or more")
+    ok, reason = check_freshness(db.connect(ctx.obj.settings.database_url), max_lag)
+    typer.echo(reason)
+    return 0 if ok else int(ExitCode.PARTIAL)
+
+
+@app.command("history")
+@command
+def history(
+    ctx: typer.Context,
+    portfolio: str = typer.Option(..., "--portfolio", help="Portfolio id (UUID)."),
+    date_from: Optional[str] = typer.Option(None, "--from", help="First day [default: 90 days before --to]."),
+    date_to: Optional[str] = typer.Option(None, "--to", help="Last day [default: the portfolio's newest snapshot]."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> int:
+    """One portfolio's snapshots: a table and a sparkline of total value, partial days marked."""
+    from snapshotter.report import portfolio_history, print_history
+
+    a, b = parse_date(date_from), parse_date(date_to)
+    h = portfolio_history(db.connect(ctx.obj.settings.database_url), portfolio, a, b)
+    if as_json:
+        emit_json(h)
+    else:
+        print_history(h)
     return 0
 
 

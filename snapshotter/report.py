@@ -18,15 +18,42 @@ def print_status(report: dict) -> None:
         for name, n in report["tables"].items():
             t.add_row(name, f"{n:,}")
         console.print(t)
-    for key in ("newest_price_date", "newest_snapshot_date"):
-        if key in report:
-            console.print(f"{key.replace('_', ' ')}: {report[key] or '-'}")
-    if report.get("last_runs"):
-        t = Table("type", "target", "status", "started", "duration s", "stats", title="last runs")
-        for r in report["last_runs"]:
-            stats = ", ".join(f"{k}={v}" for k, v in (r["stats"] or {}).items() if not isinstance(v, (list, dict)))
-            t.add_row(r["batch_type"], r["target_date"] or "-", r["status"], r["started_at"] or "-", str(r["duration_s"] or "-"), stats)
+    console.print(f"effective trading date: {report['effective_trading_date']}")
+    if "newest_price_date" in report:
+        console.print(f"newest price date: {report['newest_price_date'] or '-'}")
+    snaps = report.get("snapshots")
+    if snaps is not None:
+        lag = snaps["lag_trading_days"]
+        console.print(
+            f"newest snapshot date: {report['newest_snapshot_date'] or '-'}"
+            + (f" ({lag} trading day{'s' if lag != 1 else ''} behind)" if lag is not None else "")
+        )
+        if report["newest_snapshot_date"]:
+            console.print(
+                f"active portfolios behind it: {snaps['portfolios_behind']:,} of {snaps['active_portfolios']:,}"
+                + (f" (oldest {snaps['oldest_behind_date']})" if snaps["oldest_behind_date"] else "")
+                + (f", {snaps['portfolios_without_snapshot']:,} without any snapshot" if snaps["portfolios_without_snapshot"] else "")
+            )
+    missing = report.get("missing_closes")
+    if missing is not None:
+        listed = ", ".join(missing["symbols"]) + (", ..." if missing["count"] > len(missing["symbols"]) else "")
+        console.print(f"symbols without a close for {missing['date']}: {missing['count']}" + (f" ({listed})" if listed else ""))
+    for kind, runs in (report.get("last_runs") or {}).items():
+        t = Table("target", "status", "started", "duration s", "stats", "error", title=f"last runs: {kind}")
+        for r in runs:
+            status = f"{r['status']} (dead)" if r["dead"] else r["status"]
+            stats = ", ".join(f"{k}={v}" for k, v in r["stats"].items())
+            t.add_row(r["target_date"] or "-", status, r["started_at"] or "-", _or_dash(r["duration_s"]), stats, r["error"] or "")
         console.print(t)
+    for r in report.get("dead_runs") or []:
+        console.print(
+            f"dead: {r['batch_type']} run {r['run_id']} (target {r['target_date']}, host {r['host']}, pid {r['pid']}) "
+            f"still 'running', last heartbeat {r['heartbeat_at'] or 'never'}; its next run marks it interrupted"
+        )
+
+
+def _or_dash(v) -> str:
+    return "-" if v is None else str(v)
 
 
 def print_preview(result) -> None:
@@ -67,5 +94,112 @@ def print_latest(rows: list[dict]) -> None:
             r["name"], str(r["snapshot_date"]), f"{r['total_value']:,.2f}", f"{r['holdings_value']:,.2f}", f"{r['cash_balance']:,.2f}",
             f"{r['total_cost']:,.2f}", f"{r['total_pnl']:,.2f}", f"{r['pnl_percent']:.2f}",
             f"{r['priced_position_count']}/{r['position_count']}", (r["missing_symbols"] or "yes") if r["is_partial"] else "",
+        )
+    console.print(t)
+
+
+# --- history -------------------------------------------------------------------------
+
+SPARK = "▁▂▃▄▅▆▇█"
+HISTORY_DEFAULT_DAYS = 90
+HISTORY_COLUMNS = ("snapshot_date", "total_value", "holdings_value", "cash_balance", "total_cost", "total_pnl", "pnl_percent",
+                   "position_count", "priced_position_count", "is_partial", "missing_symbols")
+
+
+def sparkline(values, width: int | None = None) -> str:
+    """One block per value, scaled from the lowest (▁) to the highest (█); exact Decimal arithmetic.
+
+    More values than ``width``: each character stands for a run of consecutive
+    values and shows the last of them (the value at the end of that period).
+    """
+    from decimal import Decimal
+
+    values = [v if isinstance(v, Decimal) else Decimal(str(v)) for v in values]
+    if width is not None and len(values) > width > 0:
+        n = len(values)
+        values = [values[(i + 1) * n // width - 1] for i in range(width)]
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        return SPARK[3] * len(values)
+    top = len(SPARK) - 1
+    return "".join(SPARK[int(((v - lo) * top / (hi - lo)).to_integral_value())] for v in values)
+
+
+def partial_marks(flags, width: int | None = None) -> str:
+    """A line under the sparkline: ``!`` under each character that covers a partial day."""
+    flags = list(flags)
+    if width is not None and len(flags) > width > 0:
+        n = len(flags)
+        flags = [any(flags[i * n // width : (i + 1) * n // width]) for i in range(width)]
+    return "".join("!" if f else " " for f in flags).rstrip()
+
+
+def portfolio_history(engine, portfolio_id: str, date_from=None, date_to=None) -> dict:
+    """One portfolio's snapshots in [from, to] (default: the 90 days up to its newest snapshot)."""
+    import uuid
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from snapshotter.errors import UsageError
+    from snapshotter.schema import portfolio_snapshots as s
+    from snapshotter.schema import portfolios as p
+
+    try:
+        pid = uuid.UUID(portfolio_id)
+    except ValueError:
+        raise UsageError(f"unknown portfolio {portfolio_id!r}: not a UUID") from None
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(p.c.name, p.c.deleted_at).where(p.c.id == pid)).first()
+        if row is None:
+            raise UsageError(f"unknown portfolio {portfolio_id}")
+        if date_to is None:
+            date_to = conn.execute(sa.select(sa.func.max(s.c.snapshot_date)).where(s.c.portfolio_id == pid)).scalar()
+        if date_from is None and date_to is not None:
+            date_from = date_to - timedelta(days=HISTORY_DEFAULT_DAYS - 1)
+        if date_from is not None and date_to is not None and date_from > date_to:
+            raise UsageError(f"--from {date_from} is after --to {date_to}")
+        q = sa.select(*(s.c[k] for k in HISTORY_COLUMNS)).where(s.c.portfolio_id == pid).order_by(s.c.snapshot_date)
+        if date_from is not None:
+            q = q.where(s.c.snapshot_date >= date_from)
+        if date_to is not None:
+            q = q.where(s.c.snapshot_date <= date_to)
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+    return {
+        "portfolio_id": str(pid),
+        "name": row.name,
+        "deleted": row.deleted_at is not None,
+        "from": date_from.isoformat() if date_from else None,
+        "to": date_to.isoformat() if date_to else None,
+        "count": len(rows),
+        "partial_days": sum(1 for r in rows if r["is_partial"]),
+        "sparkline": sparkline(r["total_value"] for r in rows),
+        "snapshots": rows,
+    }
+
+
+def print_history(h: dict) -> None:
+    rows = h["snapshots"]
+    title = f"{h['name']} ({h['portfolio_id']}){' [deleted]' if h['deleted'] else ''}: {h['from'] or '-'} .. {h['to'] or '-'}"
+    if not rows:
+        console.print(f"{title}: no snapshots")
+        return
+    width = max(20, (console.width or 140) - 2)
+    values = [r["total_value"] for r in rows]
+    console.print(title)
+    console.print(f"total value {values[0]:,.2f} -> {values[-1]:,.2f} (low {min(values):,.2f}, high {max(values):,.2f})")
+    console.print(sparkline(values, width), markup=False, highlight=False)
+    marks = partial_marks([r["is_partial"] for r in rows], width)
+    if marks:
+        console.print(marks, markup=False, highlight=False)
+        console.print(f"! = partial day ({h['partial_days']}): a lot without a close is left out of the value", markup=False, highlight=False)
+    t = Table("date", "total value", "holdings", "cash", "cost", "P&L", "P&L %", "lots", "partial", title="snapshots")
+    for r in rows:
+        t.add_row(
+            str(r["snapshot_date"]), f"{r['total_value']:,.2f}", f"{r['holdings_value']:,.2f}", f"{r['cash_balance']:,.2f}",
+            f"{r['total_cost']:,.2f}", f"{r['total_pnl']:,.2f}", f"{r['pnl_percent']:.2f}",
+            f"{r['priced_position_count']}/{r['position_count']}", f"partial: {r['missing_symbols']}" if r["is_partial"] else "",
         )
     console.print(t)

@@ -1,50 +1,204 @@
-"""What an operator asks first: schema version, table sizes, the last runs, lag."""
+"""What an operator asks first, read-only: schema, table sizes, the last runs of each
+job, dead runs, how fresh the snapshots are, and which closes are missing.
+
+Every question is one set-based query (no per-portfolio or per-symbol loop in
+Python), so ``status`` and ``check`` stay fast at any number of portfolios.
+Nothing here writes: a dead ``running`` row is flagged, not changed (the next
+run of that job marks it ``interrupted``, see :func:`tracking.mark_dead_runs`).
+"""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
 from snapshotter import db, schema, tracking
+from snapshotter.decimal_sql import dsign, dsum
+from snapshotter.schema import batch_run_tracking as brt
+from snapshotter.store import utcnow
+from snapshotter.trading_calendar import effective_trading_date, trading_days_between
+from snapshotter.valuation import held_on
 
 COUNTED = ("portfolios", "positions", "cash_transactions", "watchlist", "symbol_prices_daily", "portfolio_snapshots", "batch_run_tracking")
+RUNS_PER_JOB = 5
+MISSING_LISTED = 50  # symbols listed by name; the count is always exact
+
+# The stats shown per run (lists are shown as their length).
+KEY_STATS = {
+    tracking.SYMBOL_BATCH: ("provider", "mode", "symbols_requested", "symbols_fetched", "symbols_failed", "symbols_deferred",
+                            "provider_calls", "rows_upserted"),
+    "portfolio": ("mode", "portfolios_active", "snapshots_created", "snapshots_recomputed", "portfolios_failed", "days_backfilled"),
+}
 
 
-def status_report(engine: sa.Engine, runs: int = 10) -> dict:
-    report: dict = {"schema_revision": db.current_revision(engine), "schema_head": db.head_revision()}
+def status_report(engine: sa.Engine, now: datetime | None = None, runs_per_job: int = RUNS_PER_JOB) -> dict:
+    now = now or utcnow()
+    day = effective_trading_date(now)
+    report: dict = {"schema_revision": db.current_revision(engine), "schema_head": db.head_revision(),
+                    "effective_trading_date": day.isoformat()}
     if report["schema_revision"] is None:
-        report["tables"] = {}
-        report["last_runs"] = []
+        report.update(tables={}, last_runs={}, dead_runs=[])
         return report
     with engine.connect() as conn:
         report["tables"] = {
             name: conn.execute(sa.select(sa.func.count()).select_from(schema.metadata.tables[name])).scalar_one()
             for name in COUNTED
         }
-        report["last_runs"] = [_run_view(r) for r in tracking.last_runs(conn, runs)]
-        report["newest_snapshot_date"] = _iso(
-            conn.execute(sa.select(sa.func.max(schema.portfolio_snapshots.c.snapshot_date))).scalar()
-        )
+        report["last_runs"] = last_runs_per_job(conn, runs_per_job, now)
+        report["dead_runs"] = dead_runs(conn, now)
         report["newest_price_date"] = _iso(conn.execute(sa.select(sa.func.max(schema.symbol_prices_daily.c.price_date))).scalar())
+        fresh = snapshot_freshness(conn, day)
+        report["newest_snapshot_date"] = fresh.pop("newest_snapshot_date")
+        report["snapshots"] = fresh
+        report["missing_closes"] = missing_closes(conn, day)
     return report
+
+
+# --- runs ----------------------------------------------------------------------------
+
+
+def last_runs_per_job(conn: sa.Connection, n: int, now: datetime) -> dict[str, list[dict]]:
+    """The newest ``n`` runs of every batch_type, newest first (one window query)."""
+    rank = sa.func.row_number().over(partition_by=brt.c.batch_type, order_by=(brt.c.started_at.desc(), brt.c.id.desc()))
+    ranked = sa.select(brt, rank.label("rank")).subquery()
+    q = sa.select(ranked).where(ranked.c.rank <= n).order_by(ranked.c.batch_type, ranked.c.rank)
+    out: dict[str, list[dict]] = {}
+    for r in conn.execute(q):
+        out.setdefault(r.batch_type, []).append(_run_view(dict(r._mapping), now))
+    return out
+
+
+def dead_runs(conn: sa.Connection, now: datetime) -> list[dict]:
+    """``running`` rows whose heartbeat is older than tracking.STALE_AFTER (10 minutes)."""
+    rows = conn.execute(sa.select(brt).where(brt.c.status == "running").order_by(brt.c.started_at, brt.c.id))
+    return [v for v in (_run_view(dict(r._mapping), now) for r in rows) if v["dead"]]
+
+
+def is_dead(status: str, heartbeat_at: datetime | None, now: datetime) -> bool:
+    if status != "running":
+        return False
+    if heartbeat_at is None:
+        return True
+    return now - _aware(heartbeat_at) > tracking.STALE_AFTER
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+
+
+def _run_view(r: dict, now: datetime) -> dict:
+    duration = None
+    if r.get("finished_at") and r.get("started_at"):
+        duration = round((_aware(r["finished_at"]) - _aware(r["started_at"])).total_seconds(), 3)
+    kind = tracking.SYMBOL_BATCH if r["batch_type"] == tracking.SYMBOL_BATCH else "portfolio"
+    stats = r.get("stats") if isinstance(r.get("stats"), dict) else {}
+    key = {k: (len(stats[k]) if isinstance(stats[k], (list, dict)) else stats[k]) for k in KEY_STATS[kind] if k in stats}
+    return {
+        "run_id": r["run_id"],
+        "batch_type": r["batch_type"],
+        "target_date": _iso(r["target_date"]),
+        "status": r["status"],
+        "dead": is_dead(r["status"], r.get("heartbeat_at"), now),
+        "started_at": _ts(r.get("started_at")),
+        "finished_at": _ts(r.get("finished_at")),
+        "heartbeat_at": _ts(r.get("heartbeat_at")),
+        "duration_s": duration,
+        "host": r.get("host"),
+        "pid": r.get("pid"),
+        "stats": key,
+        "error": r.get("error"),
+    }
+
+
+# --- snapshots and closes --------------------------------------------------------------
+
+
+def snapshot_freshness(conn: sa.Connection, effective: date) -> dict:
+    """The newest snapshot date, its lag in trading days, and the active portfolios behind it.
+
+    Active (SPEC) is evaluated on the newest snapshot date: not deleted, and holds
+    a lot or has a non-zero cash balance that day. A portfolio is behind when its
+    own last snapshot is older than the newest one (or it has none).
+    """
+    s, p = schema.portfolio_snapshots, schema.portfolios
+    newest = conn.execute(sa.select(sa.func.max(s.c.snapshot_date))).scalar()
+    out = {"newest_snapshot_date": _iso(newest), "lag_trading_days": lag_trading_days(newest, effective),
+           "active_portfolios": 0, "portfolios_behind": 0, "portfolios_without_snapshot": 0, "oldest_behind_date": None}
+    if newest is None:
+        return out
+    last = sa.select(s.c.portfolio_id, sa.func.max(s.c.snapshot_date).label("last")).group_by(s.c.portfolio_id).subquery("last")
+    lots = sa.select(schema.positions.c.portfolio_id).where(held_on(newest)).distinct().subquery("lots")
+    c = schema.cash_transactions
+    cash = (
+        sa.select(c.c.portfolio_id, dsign(dsum(c.c.amount)).label("sign"))
+        .where(c.c.txn_date <= newest)
+        .group_by(c.c.portfolio_id)
+        .subquery("cash")
+    )
+    behind = sa.or_(last.c.last.is_(None), last.c.last < newest)
+    q = (
+        sa.select(
+            sa.func.count(),
+            sa.func.count(sa.case((behind, 1))),
+            sa.func.count(sa.case((last.c.last.is_(None), 1))),
+            sa.func.min(sa.case((behind, last.c.last))),
+        )
+        .select_from(
+            p.outerjoin(last, last.c.portfolio_id == p.c.id)
+            .outerjoin(lots, lots.c.portfolio_id == p.c.id)
+            .outerjoin(cash, cash.c.portfolio_id == p.c.id)
+        )
+        .where(p.c.deleted_at.is_(None), sa.or_(lots.c.portfolio_id.is_not(None), sa.func.coalesce(cash.c.sign, 0) != 0))
+    )
+    active, n_behind, never, oldest = conn.execute(q).one()
+    out.update(active_portfolios=active, portfolios_behind=n_behind, portfolios_without_snapshot=never, oldest_behind_date=_iso(oldest))
+    return out
+
+
+def lag_trading_days(newest: date | None, effective: date) -> int | None:
+    """Trading days after ``newest`` up to ``effective``: 0 when the snapshots are current."""
+    if newest is None:
+        return None
+    return len(trading_days_between(newest + timedelta(days=1), effective))
+
+
+def missing_closes(conn: sa.Connection, day: date) -> dict:
+    """Symbols the portfolios need (open lots of live portfolios + watchlist) without a close on ``day``."""
+    p, pf, px = schema.positions, schema.portfolios, schema.symbol_prices_daily
+    lots = (
+        sa.select(p.c.symbol)
+        .join(pf, pf.c.id == p.c.portfolio_id)
+        .where(p.c.deleted_at.is_(None), pf.c.deleted_at.is_(None), p.c.exit_date.is_(None))
+    )
+    need = sa.union(lots, sa.select(schema.watchlist.c.symbol)).subquery("need")
+    without = sa.select(need.c.symbol).where(~sa.exists().where(px.c.symbol == need.c.symbol, px.c.price_date == day))
+    count = conn.execute(sa.select(sa.func.count()).select_from(without.subquery())).scalar_one()
+    names = list(conn.execute(without.order_by(need.c.symbol).limit(MISSING_LISTED)).scalars())
+    return {"date": day.isoformat(), "count": count, "symbols": names}
+
+
+# --- check ----------------------------------------------------------------------------------
+
+
+def check_freshness(engine: sa.Engine, max_lag: int, now: datetime | None = None) -> tuple[bool, str]:
+    """(ok, one-line reason): stale when the newest snapshot is more than ``max_lag`` trading days behind."""
+    day = effective_trading_date(now or utcnow())
+    if db.current_revision(engine) is None:
+        return False, f"stale: the database has no snapshotter schema (effective trading date {day})"
+    with engine.connect() as conn:
+        fresh = snapshot_freshness(conn, day)
+    newest, lag = fresh["newest_snapshot_date"], fresh["lag_trading_days"]
+    if newest is None:
+        return False, f"stale: no snapshots at all (effective trading date {day})"
+    behind = f"; {fresh['portfolios_behind']} of {fresh['active_portfolios']} active portfolios behind it"
+    what = f"newest snapshot {newest} is {lag} trading day{'s' if lag != 1 else ''} behind {day} (max {max_lag}){behind}"
+    return (lag <= max_lag), ("ok: " if lag <= max_lag else "stale: ") + what
 
 
 def _iso(d: date | None) -> str | None:
     return d.isoformat() if d else None
 
 
-def _run_view(r: dict) -> dict:
-    duration = None
-    if r.get("finished_at") and r.get("started_at"):
-        duration = round((r["finished_at"] - r["started_at"]).total_seconds(), 1)
-    return {
-        "run_id": r["run_id"],
-        "batch_type": r["batch_type"],
-        "target_date": _iso(r["target_date"]),
-        "status": r["status"],
-        "started_at": r["started_at"].isoformat() if r["started_at"] else None,
-        "duration_s": duration,
-        "stats": r.get("stats") or {},
-        "error": r.get("error"),
-    }
+def _ts(t: datetime | None) -> str | None:
+    return _aware(t).isoformat() if t else None

@@ -1,0 +1,229 @@
+"""status, check and history on SQLite and PostgreSQL: exact JSON, exit codes and lines.
+
+The data is laid out relative to the real effective trading date (the CLI runs
+with the real clock), so these tests hold on any day they run.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from snapshotter import db, schema
+from snapshotter.report import partial_marks, sparkline
+from snapshotter.trading_calendar import effective_trading_date, previous_trading_day, trading_days_back
+from tests.conftest import run_cli, table_rows
+from tests.factories import add_cash, add_close, add_lot, add_portfolio
+
+E = effective_trading_date()
+E1 = previous_trading_day(E)
+E3 = trading_days_back(E, 3)
+
+
+def add_snapshot(conn, pid, day, total, partial=False, missing=None):
+    """A stored row as the engine writes it: money with 6 decimals."""
+    now = datetime.now(timezone.utc)
+    total = Decimal(str(total))
+    m = lambda v: Decimal(v).quantize(Decimal("0.000001"))  # noqa: E731
+    conn.execute(
+        schema.portfolio_snapshots.insert().values(
+            portfolio_id=pid, snapshot_date=day, holdings_value=m(total - 10), cash_balance=m(10), total_value=m(total),
+            total_cost=m(50), total_pnl=m(total - 60), pnl_percent=m((total - 60) * 2), position_count=2,
+            priced_position_count=1 if partial else 2, is_partial=partial, missing_symbols=missing, created_at=now, updated_at=now,
+        )
+    )
+
+
+def add_run(conn, batch_type, target, status, started, seconds=None, heartbeat=None, stats=None, error=None, host="other-host", pid=4242):
+    run_id = uuid.uuid4().hex
+    conn.execute(
+        schema.batch_run_tracking.insert().values(
+            run_id=run_id, batch_type=batch_type, target_date=target, status=status, started_at=started,
+            finished_at=started + timedelta(seconds=seconds) if seconds is not None else None,
+            heartbeat_at=heartbeat if heartbeat is not None else (started + timedelta(seconds=seconds or 0)),
+            host=host, pid=pid, stats=stats or {}, error=error,
+        )
+    )
+    return run_id
+
+
+@pytest.fixture
+def fleet(engine):
+    """Live portfolios in every state the status report distinguishes."""
+    with engine.begin() as c:
+        fresh = add_portfolio(c, "fresh")  # snapshot on E
+        add_lot(c, fresh, "AAA", 1, 10, E3)
+        behind = add_portfolio(c, "behind")  # last snapshot E1
+        add_lot(c, behind, "BBB", 1, 10, E3)
+        cash_only = add_portfolio(c, "cash only")  # active by its cash, never snapshotted
+        add_cash(c, cash_only, E3, "250.5")
+        gone = add_portfolio(c, "deleted", deleted=True)
+        add_lot(c, gone, "DDD", 1, 10, E3)
+        sold = add_portfolio(c, "sold out")  # its only lot closed on E3: not active on E
+        add_lot(c, sold, "CCC", 1, 10, trading_days_back(E, 10), exit_date=E3)
+        flat = add_portfolio(c, "flat cash")  # deposits and withdrawals net to 0: not active
+        add_cash(c, flat, E3, "100")
+        add_cash(c, flat, E1, "-100")
+        c.execute(schema.watchlist.insert().values(symbol="WWW"))
+        add_close(c, "AAA", E, "11")
+        add_close(c, "BBB", E1, "12")
+        for d in (E3, trading_days_back(E, 2), E1, E):
+            add_snapshot(c, fresh, d, 100)
+        add_snapshot(c, behind, E3, 100)
+        add_snapshot(c, behind, E1, 101)
+    return dict(fresh=fresh, behind=behind, cash_only=cash_only)
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+def test_status_json_runs_dead_rows_lag_and_missing_closes(db_url, engine, fleet):
+    now = datetime.now(timezone.utc)
+    with engine.begin() as c:
+        sb = [add_run(c, "symbol_batch", E1, "completed", now - timedelta(hours=30 - i), seconds=90.5,
+                      stats={"provider": "csv", "symbols_requested": 3, "symbols_fetched": 3, "symbols_failed": [],
+                             "symbols_deferred": [], "provider_calls": 3, "rows_upserted": 9, "failures": {}})
+              for i in range(5)]
+        dead = add_run(c, "symbol_batch", E, "running", now - timedelta(minutes=40), heartbeat=now - timedelta(minutes=11),
+                       stats={"symbols_fetched": 1, "symbols_failed": ["X", "Y"]})
+        alive = add_run(c, "symbol_batch", E, "running", now - timedelta(minutes=5), heartbeat=now - timedelta(minutes=1))
+        pr = add_run(c, "portfolio_refresh", E1, "failed", now - timedelta(hours=20), seconds=12.25, error="1 of 3 portfolios failed",
+                     stats={"mode": "gaps", "portfolios_active": 3, "snapshots_created": 2, "snapshots_recomputed": 0,
+                            "portfolios_failed": 1, "failed_portfolios": [{"portfolio_id": "x", "error": "y"}], "days_backfilled": 0})
+    before = table_rows(engine, schema.batch_run_tracking)
+    r = run_cli("status", "--json", db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert table_rows(engine, schema.batch_run_tracking) == before  # status flags, never changes
+
+    assert report["effective_trading_date"] == E.isoformat()
+    assert report["newest_snapshot_date"] == E.isoformat() and report["newest_price_date"] == E.isoformat()
+    assert report["snapshots"] == {"lag_trading_days": 0, "active_portfolios": 3, "portfolios_behind": 2,
+                                   "portfolios_without_snapshot": 1, "oldest_behind_date": E1.isoformat()}
+    assert report["missing_closes"] == {"date": E.isoformat(), "count": 2, "symbols": ["BBB", "WWW"]}
+    runs = report["last_runs"]
+    assert sorted(runs) == ["portfolio_refresh", "symbol_batch"]
+    assert [x["run_id"] for x in runs["symbol_batch"]] == [alive, dead, sb[4], sb[3], sb[2]]  # newest 5, newest first
+    assert [(x["status"], x["dead"]) for x in runs["symbol_batch"]] == [("running", False), ("running", True)] + [("completed", False)] * 3
+    assert runs["symbol_batch"][2]["stats"] == {"provider": "csv", "symbols_requested": 3, "symbols_fetched": 3, "symbols_failed": 0,
+                                                "symbols_deferred": 0, "provider_calls": 3, "rows_upserted": 9}
+    assert runs["symbol_batch"][2]["duration_s"] == 90.5 and runs["symbol_batch"][0]["duration_s"] is None
+    (p,) = runs["portfolio_refresh"]
+    assert {k: p[k] for k in ("run_id", "target_date", "status", "dead", "duration_s", "error", "stats")} == {
+        "run_id": pr, "target_date": E1.isoformat(), "status": "failed", "dead": False, "duration_s": 12.25,
+        "error": "1 of 3 portfolios failed",
+        "stats": {"mode": "gaps", "portfolios_active": 3, "snapshots_created": 2, "snapshots_recomputed": 0, "portfolios_failed": 1,
+                  "days_backfilled": 0},
+    }
+    assert [(x["run_id"], x["target_date"], x["host"], x["pid"], x["stats"]) for x in report["dead_runs"]] == [
+        (dead, E.isoformat(), "other-host", 4242, {"symbols_fetched": 1, "symbols_failed": 2})
+    ]
+
+    r = run_cli("status", db_url=db_url)  # the table view says the same
+    assert r.returncode == 0, r.stderr
+    assert f"newest snapshot date: {E} (0 trading days behind)" in r.stdout
+    assert f"active portfolios behind it: 2 of 3 (oldest {E1}), 1 without any snapshot" in r.stdout
+    assert f"symbols without a close for {E}: 2 (BBB, WWW)" in r.stdout
+    assert f"dead: symbol_batch run {dead} (target {E}, host other-host, pid 4242) still 'running'" in r.stdout
+    assert "running (dead)" in r.stdout
+
+
+def test_status_on_a_database_without_schema(tmp_path):
+    r = run_cli("status", "--json", db_url=f"sqlite:///{tmp_path / 'empty.db'}")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"schema_revision": None, "schema_head": db.head_revision(), "effective_trading_date": E.isoformat(),
+                                    "tables": {}, "last_runs": {}, "dead_runs": []}
+
+
+# --- check ------------------------------------------------------------------------------------
+
+
+def test_check_is_0_when_fresh_and_1_when_stale_beyond_max_lag(db_url, engine, fleet):
+    r = run_cli("check", db_url=db_url)
+    assert (r.returncode, r.stdout) == (0, f"ok: newest snapshot {E} is 0 trading days behind {E} (max 1); 2 of 3 active portfolios behind it\n")
+    with engine.begin() as c:
+        c.execute(schema.portfolio_snapshots.delete().where(schema.portfolio_snapshots.c.snapshot_date > E3))
+    # active on E3 also counts "flat cash" (its withdrawal came on E1); neither it nor "cash only" has a snapshot
+    r = run_cli("check", db_url=db_url)
+    assert (r.returncode, r.stdout) == (1, f"stale: newest snapshot {E3} is 3 trading days behind {E} (max 1); 2 of 4 active portfolios behind it\n")
+    r = run_cli("check", "--max-lag", "3", db_url=db_url)
+    assert (r.returncode, r.stdout.split(";")[0]) == (0, f"ok: newest snapshot {E3} is 3 trading days behind {E} (max 3)")
+    r = run_cli("check", "--max-lag", "2", db_url=db_url)
+    assert r.returncode == 1
+
+
+def test_check_without_snapshots_or_schema_is_stale_and_bad_max_lag_is_64(db_url, engine, tmp_path):
+    r = run_cli("check", db_url=db_url)
+    assert (r.returncode, r.stdout) == (1, f"stale: no snapshots at all (effective trading date {E})\n")
+    r = run_cli("check", db_url=f"sqlite:///{tmp_path / 'empty.db'}")
+    assert (r.returncode, r.stdout) == (1, f"stale: the database has no snapshotter schema (effective trading date {E})\n")
+    r = run_cli("check", "--max-lag", "-1", db_url=db_url)
+    assert r.returncode == 64 and "--max-lag must be 0 or more" in r.stderr
+
+
+# --- history ----------------------------------------------------------------------------------
+
+
+def test_sparkline_scales_exactly_and_downsamples():
+    assert sparkline([Decimal("100"), Decimal("108"), Decimal("104"), Decimal("116"), Decimal("100.000001")]) == "▁▅▃█▁"
+    assert sparkline([0, 7, 1, 2, 3, 4, 5, 6]) == "▁█▂▃▄▅▆▇"
+    assert sparkline([5, 5, 5]) == "▄▄▄" and sparkline([]) == ""
+    # 8 values on 4 columns: each column shows the last value of its pair
+    assert sparkline([0, 1, 2, 3, 4, 5, 6, 7], width=4) == "▁▃▆█"  # 1, 3, 5, 7, scaled among themselves
+    assert partial_marks([False, True, False, False, False, False, True, False], width=4) == "!  !"
+    assert partial_marks([False, False]) == ""
+
+
+def test_history_json_table_and_sparkline(db_url, engine):
+    days = [date(2026, 9, 14), date(2026, 9, 15), date(2026, 9, 16), date(2026, 9, 17), date(2026, 9, 18)]
+    with engine.begin() as c:
+        pid = add_portfolio(c, "hist")
+        other = add_portfolio(c, "other")
+        for d, v in zip(days, ("100", "108", "104", "116", "100")):
+            add_snapshot(c, pid, d, v, partial=(d == days[2]), missing="ZZZ" if d == days[2] else None)
+        add_snapshot(c, other, days[0], 5)
+    r = run_cli("history", "--portfolio", str(pid), "--json", db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    h = json.loads(r.stdout)
+    assert {k: v for k, v in h.items() if k != "snapshots"} == {
+        "portfolio_id": str(pid), "name": "hist", "deleted": False, "from": "2026-06-21", "to": "2026-09-18",
+        "count": 5, "partial_days": 1, "sparkline": "▁▅▃█▁",
+    }
+    assert h["snapshots"][2] == {
+        "snapshot_date": "2026-09-16", "total_value": "104.000000", "holdings_value": "94.000000", "cash_balance": "10.000000",
+        "total_cost": "50.000000", "total_pnl": "44.000000", "pnl_percent": "88.000000", "position_count": 2,
+        "priced_position_count": 1, "is_partial": True, "missing_symbols": "ZZZ",
+    }
+    assert [s["snapshot_date"] for s in h["snapshots"]] == [d.isoformat() for d in days]
+
+    r = run_cli("history", "--portfolio", str(pid), "--from", "2026-09-15", "--to", "2026-09-17", db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"hist ({pid}): 2026-09-15 .. 2026-09-17"
+    assert lines[1] == "total value 108.00 -> 116.00 (low 104.00, high 116.00)"
+    assert lines[2:5] == ["▃▁█", " !", "! = partial day (1): a lot without a close is left out of the value"]
+    rows = [l for l in lines if l.startswith("│ 2026-")]
+    assert [l.split("│")[1].strip() for l in rows] == ["2026-09-15", "2026-09-16", "2026-09-17"]
+    assert "partial: ZZZ" in rows[1] and "1/2" in rows[1] and "partial" not in rows[0] + rows[2]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--portfolio", "00000000-0000-0000-0000-000000000000"], "unknown portfolio 00000000-0000-0000-0000-000000000000"),
+        (["--portfolio", "nope"], "unknown portfolio 'nope': not a UUID"),
+        (["--portfolio", "{pid}", "--from", "2026-09-18", "--to", "2026-09-14"], "--from 2026-09-18 is after --to 2026-09-14"),
+        (["--portfolio", "{pid}", "--to", "2026-02-30"], "'2026-02-30' is not a date (YYYY-MM-DD)"),
+    ],
+)
+def test_history_bad_arguments_exit_64(db_url, engine, args, message):
+    with engine.begin() as c:
+        pid = add_portfolio(c, "p")
+    r = run_cli("history", *[a.format(pid=pid) for a in args], db_url=db_url)
+    assert r.returncode == 64, r.stderr
+    assert [l for l in r.stderr.splitlines() if l.startswith("snapshotter: error:")] == [f"snapshotter: error: {message}"]
+    assert r.stdout == ""
