@@ -13,6 +13,7 @@ exit code and summary, at most one alert), whatever way the body ends.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from datetime import date
@@ -138,8 +139,9 @@ def root(
     no_migrate: bool = typer.Option(False, "--no-migrate", help="Fail instead of upgrading a schema that is behind."),
 ) -> None:
     logs.configure(log_format.value if log_format else None, log_level)
-    logs.register_secrets(secrets_in_env())
     settings = Settings.from_env(database_url=database_url)
+    # --database-url may carry a password that is not in the environment.
+    logs.register_secrets(secrets_in_env({**os.environ, "DATABASE_URL": settings.database_url}))
     ctx.obj = State(settings=settings, migrate=not no_migrate)
 
 

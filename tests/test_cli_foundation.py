@@ -117,3 +117,16 @@ def test_load_sample(db_url, engine):
     assert r.returncode == 0, r.stderr
     counts = row_counts(engine)
     assert counts["portfolios"] == 5 and counts["positions"] > 10 and counts["watchlist"] == 1
+
+
+def test_a_password_given_with_database_url_is_registered_for_redaction(tmp_path, monkeypatch):
+    """--database-url is not in the environment; its password must still never be logged."""
+    from typer.testing import CliRunner
+
+    from snapshotter import logs
+    from snapshotter.cli import app
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    runner = CliRunner()
+    runner.invoke(app, ["--database-url", "postgresql://app:0pt1on-secret@127.0.0.1:1/x", "db", "current", "--help"])
+    assert logs.redact("driver said: 0pt1on-secret rejected") == "driver said: *** rejected"
