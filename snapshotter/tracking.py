@@ -6,6 +6,7 @@ import os
 import socket
 import uuid
 from datetime import date, timedelta
+from typing import Callable
 
 import sqlalchemy as sa
 
@@ -15,6 +16,7 @@ from snapshotter.store import utcnow
 SYMBOL_BATCH = "symbol_batch"
 PORTFOLIO_REFRESH = "portfolio_refresh"
 STALE_AFTER = timedelta(minutes=10)
+KEEPALIVE_S = 60.0  # a long wait heartbeats this often, far inside STALE_AFTER
 
 
 class Run:
@@ -57,6 +59,21 @@ class Run:
         with self.engine.begin() as conn:
             conn.execute(brt.update().where(brt.c.run_id == self.run_id).values(**values))
         self._last_beat = now
+
+    def keep_alive(self, sleep: Callable[[float], None]) -> Callable[[float], None]:
+        """Wrap ``sleep`` so a wait longer than a minute (a capped Retry-After, a long
+        --poll-interval) still heartbeats: a live run must never look dead."""
+
+        def sleep_alive(seconds: float) -> None:
+            left = seconds
+            while left > KEEPALIVE_S:
+                sleep(KEEPALIVE_S)
+                left -= KEEPALIVE_S
+                self.heartbeat(force=True)
+            if left > 0:
+                sleep(left)
+
+        return sleep_alive
 
     def finish(self, status: str, stats: dict | None = None, error: str | None = None) -> None:
         now = utcnow()

@@ -227,3 +227,33 @@ def test_history_bad_arguments_exit_64(db_url, engine, args, message):
     assert r.returncode == 64, r.stderr
     assert [l for l in r.stderr.splitlines() if l.startswith("snapshotter: error:")] == [f"snapshotter: error: {message}"]
     assert r.stdout == ""
+
+
+def test_a_long_wait_keeps_heartbeating_so_a_live_run_never_looks_dead(engine):
+    """A capped Retry-After or a long --poll-interval is slept in slices with a heartbeat between."""
+    from snapshotter import tracking
+
+    run = tracking.Run(engine, "symbol_batch", date(2026, 11, 20)).start()
+    beats: list = []
+
+    def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        with engine.connect() as c:
+            beats.append(c.execute(_heartbeat_query(run.run_id)).scalar_one())
+
+    slept: list[float] = []
+    run.keep_alive(fake_sleep)(150)
+    assert slept == [60.0, 60.0, 30.0]
+    with engine.connect() as c:
+        final = c.execute(_heartbeat_query(run.run_id)).scalar_one()
+    assert beats[0] < beats[1] < beats[2] == final  # one heartbeat after each full minute
+    slept.clear()
+    run.keep_alive(fake_sleep)(12)
+    assert slept == [12]
+
+
+def _heartbeat_query(run_id: str):
+    import sqlalchemy as sa
+
+    t = schema.batch_run_tracking
+    return sa.select(t.c.heartbeat_at).where(t.c.run_id == run_id)

@@ -248,7 +248,7 @@ def _wait_for_symbol_batch(engine, target: date, opts: Options, stop: StopFlag, 
         polls += 1
         log.info("refresh.waiting_for_symbol_batch", target_date=target.isoformat(), remaining_s=round(remaining))
         run.heartbeat(force=True)
-        stop.sleep(min(opts.poll_interval_s, remaining))
+        run.keep_alive(stop.sleep)(min(opts.poll_interval_s, remaining))
 
 
 class ChunkSizer:

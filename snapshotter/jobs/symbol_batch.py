@@ -22,6 +22,7 @@ How a provider error affects the run (README "symbol-batch"):
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -444,6 +445,7 @@ def run_symbol_batch(
 def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request, run_id: str | None = None) -> BatchResult:
     ranged = req.date_from is not None
     run = tracking.Run(engine, tracking.SYMBOL_BATCH, req.target, run_id).start()
+    req = dataclasses.replace(req, sleep=run.keep_alive(req.sleep))  # rate-limit and retry waits heartbeat
     stats = {
         "provider": prov.name,
         "mode": "range" if ranged else "nightly",
