@@ -13,7 +13,6 @@ exit code and summary, at most one alert), whatever way the body ends.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from datetime import date
@@ -25,7 +24,7 @@ from typing import Optional
 import typer
 
 from snapshotter import db, logs
-from snapshotter.config import Settings, mask_url, secrets_in_env
+from snapshotter.config import Settings, mask_url
 from snapshotter.errors import ExitCode, SnapshotterError, UsageError
 from snapshotter.monitoring import JobMonitor
 
@@ -128,20 +127,35 @@ def _call(fn, args, kwargs) -> tuple[int, str | None]:
         return int(ExitCode.SOFTWARE), f"internal error: {msg}"
 
 
+def _env_option(flag: str, envvar: str, help: str, secret: bool = False):
+    """A global option that also reads its environment variable (SPEC: each setting is both)."""
+    if secret:
+        help += " Prefer the environment variable: a command line is visible to other users (ps)."
+    return typer.Option(None, flag, envvar=envvar, help=help, show_envvar=True)
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
-    database_url: Optional[str] = typer.Option(
-        None, "--database-url", envvar="DATABASE_URL", help="SQLAlchemy URL [default: sqlite:///snapshotter.db]", show_envvar=True
-    ),
+    database_url: Optional[str] = _env_option("--database-url", "DATABASE_URL", "SQLAlchemy URL [default: sqlite:///snapshotter.db]"),
     log_format: Optional[LogFormat] = typer.Option(None, "--log-format", help="json or console [default: json unless a TTY]"),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),
     no_migrate: bool = typer.Option(False, "--no-migrate", help="Fail instead of upgrading a schema that is behind."),
+    prices_dir: Optional[Path] = _env_option("--prices-dir", "SNAPSHOTTER_PRICES_DIR", "Directory of SYMBOL.csv files for the csv provider [default: the sample prices]."),
+    alphavantage_api_key: Optional[str] = _env_option("--alphavantage-api-key", "ALPHAVANTAGE_API_KEY", "Alpha Vantage key.", secret=True),
+    alphavantage_base_url: Optional[str] = _env_option("--alphavantage-base-url", "ALPHAVANTAGE_BASE_URL", "Alpha Vantage endpoint."),
+    polygon_api_key: Optional[str] = _env_option("--polygon-api-key", "POLYGON_API_KEY", "Polygon/Massive key.", secret=True),
+    polygon_base_url: Optional[str] = _env_option("--polygon-base-url", "POLYGON_BASE_URL", "Polygon/Massive endpoint."),
+    alert_webhook_url: Optional[str] = _env_option("--alert-webhook-url", "ALERT_WEBHOOK_URL", "Slack-compatible webhook for alerts.", secret=True),
+    healthcheck_url: Optional[str] = _env_option("--healthcheck-url", "HEALTHCHECK_URL", "healthchecks.io-style ping URL.", secret=True),
 ) -> None:
     logs.configure(log_format.value if log_format else None, log_level)
-    settings = Settings.from_env(database_url=database_url)
-    # --database-url may carry a password that is not in the environment.
-    logs.register_secrets(secrets_in_env({**os.environ, "DATABASE_URL": settings.database_url}))
+    settings = Settings.from_env(
+        database_url=database_url, prices_dir=prices_dir, alphavantage_api_key=alphavantage_api_key,
+        alphavantage_base_url=alphavantage_base_url, polygon_api_key=polygon_api_key, polygon_base_url=polygon_base_url,
+        alert_webhook_url=alert_webhook_url, healthcheck_url=healthcheck_url,
+    )
+    logs.register_secrets(settings.secrets())  # from the options as well as the environment
     ctx.obj = State(settings=settings, migrate=not no_migrate)
 
 

@@ -12,8 +12,6 @@ DEFAULT_DATABASE_URL = "sqlite:///snapshotter.db"
 SAMPLE_DIR = Path(__file__).parent / "sample_data"
 SAMPLE_PRICES_DIR = SAMPLE_DIR / "prices"
 
-# Environment variables whose values must never reach a log line.
-SECRET_ENV = ("ALPHAVANTAGE_API_KEY", "POLYGON_API_KEY", "ALERT_WEBHOOK_URL", "HEALTHCHECK_URL")
 
 
 def normalize_database_url(url: str) -> str:
@@ -29,21 +27,6 @@ def mask_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<unparseable database url>"
-
-
-def secrets_in_env(env: dict[str, str] | None = None) -> list[str]:
-    """The secret strings to redact: API keys, webhook URLs and the DB password."""
-    env = dict(os.environ) if env is None else env
-    found = [env[k] for k in SECRET_ENV if env.get(k)]
-    db = env.get("DATABASE_URL")
-    if db:
-        try:
-            pw = make_url(normalize_database_url(db)).password
-            if pw:
-                found.append(str(pw))
-        except Exception:
-            pass
-    return [s for s in found if len(s) >= 4]
 
 
 @dataclass
@@ -85,3 +68,14 @@ class Settings:
             if v is not None:
                 setattr(s, k, normalize_database_url(v) if k == "database_url" else v)
         return s
+
+    def secrets(self) -> list[str]:
+        """The strings to redact everywhere: API keys, webhook and ping URLs, the DB password."""
+        found = [v for v in (self.alphavantage_api_key, self.polygon_api_key, self.alert_webhook_url, self.healthcheck_url) if v]
+        try:
+            password = make_url(self.database_url).password
+        except Exception:
+            password = None
+        if password:
+            found.append(str(password))
+        return [s for s in found if len(s) >= 4]

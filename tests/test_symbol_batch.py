@@ -454,6 +454,24 @@ def test_cli_polygon_grouped_plus_one_range_partial_failure_exits_1(db_url, engi
     assert POLY_KEY not in r.stdout + r.stderr
 
 
+def test_cli_settings_as_options_instead_of_environment(db_url, engine, poly, tmp_path):
+    """SPEC: each setting is an environment variable and also a command-line option."""
+    seed_cache(engine, ["A", "B"], D("2026-11-23"))
+    for s in ("A", "B"):
+        poly.add(s, closes("10"))
+    r = run_cli("--polygon-api-key", POLY_KEY, "--polygon-base-url", poly.url, "--log-level", "debug",
+                "symbol-batch", "--provider", "polygon", "--date", "2026-11-24", "--symbols", "A,B", "--json",
+                db_url=db_url, env={"SNAPSHOTTER_CALLS_PER_MINUTE": "6000"})
+    assert r.returncode == 0, r.stderr
+    assert poly.keys() == ["grouped 2026-11-24"]
+    assert [p for p in prices(engine) if p[1] == TUE] == [("A", TUE, Decimal("10.24"), "polygon"), ("B", TUE, Decimal("10.24"), "polygon")]
+    assert POLY_KEY not in r.stdout + r.stderr
+    (tmp_path / "Z.csv").write_text("date,open,high,low,close,volume\n2026-11-24,1,1,1,7.5,10\n")
+    r = run_cli("--prices-dir", str(tmp_path), "symbol-batch", "--symbols", "Z", "--from", "2026-11-24", "--to", "2026-11-24", db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    assert prices(engine, "Z") == [("Z", TUE, Decimal("7.5"), "csv")]
+
+
 @pytest.mark.parametrize(
     "args",
     [
