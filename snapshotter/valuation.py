@@ -201,28 +201,47 @@ SNAPSHOT_COLUMNS = ["portfolio_id", "snapshot_date", *SNAPSHOT_VALUE_COLUMNS, "c
 
 
 def valuation_select(ch: Chunk, heal: bool, now):
-    """One row per pair in _snap_pairs (heal or not), valued by the SPEC rules."""
+    """One row per pair in _snap_pairs (heal or not), valued by the SPEC rules.
+
+    Two layers: the inner query computes every exact value once, the outer one
+    rounds them. PostgreSQL would otherwise inline each aggregate expression into
+    every half-even CASE that reads it (four times per value); ``OFFSET 0`` keeps
+    the inner query from being flattened (on SQLite it is harmless). A lot's cost
+    (quantity x entry price) is computed once per lot, not once per lot and day.
+    """
     pr = pairs_t
     pick = pr.c.heal == (sa.true() if heal else sa.false())
+    held = (
+        sa.select(
+            positions.c.portfolio_id, positions.c.symbol, positions.c.quantity, positions.c.entry_date, positions.c.exit_date,
+            dmul(positions.c.quantity, positions.c.entry_price).label("lot_cost"),
+        )
+        .where(_in_chunk(positions.c.portfolio_id, ch), positions.c.deleted_at.is_(None))
+        .subquery("held")
+    )
     priced = prices.c.close.is_not(None)
     lots = (
         sa.select(
             pr.c.portfolio_id,
             pr.c.d,
-            dsum(sa.case((priced, dmul(positions.c.quantity, prices.c.close)))).label("holdings"),
-            dsum(sa.case((priced, dmul(positions.c.quantity, positions.c.entry_price)))).label("cost"),
+            dsum(dmul(held.c.quantity, prices.c.close)).label("holdings"),
+            dsum(held.c.lot_cost).filter(priced).label("cost"),
             sa.func.count().label("n"),
             sa.func.count(prices.c.close).label("priced"),
-            sorted_csv(sa.case((~priced, positions.c.symbol))).label("missing"),
+            sorted_csv(held.c.symbol).filter(~priced).label("missing"),  # FILTER: only missing rows are sorted
         )
         .select_from(
             pr.join(
-                positions,
-                sa.and_(positions.c.portfolio_id == pr.c.portfolio_id, _in_chunk(positions.c.portfolio_id, ch), held_on(pr.c.d)),
+                held,
+                sa.and_(
+                    held.c.portfolio_id == pr.c.portfolio_id,
+                    held.c.entry_date <= pr.c.d,
+                    sa.or_(held.c.exit_date.is_(None), held.c.exit_date > pr.c.d),
+                ),
             ).outerjoin(
                 prices,
                 sa.and_(
-                    prices.c.symbol == positions.c.symbol,
+                    prices.c.symbol == held.c.symbol,
                     prices.c.price_date == pr.c.d,
                     prices.c.price_date >= ch.first_day,
                     prices.c.price_date <= ch.last_day,
@@ -247,27 +266,17 @@ def valuation_select(ch: Chunk, heal: bool, now):
     )
     holdings = sa.func.coalesce(lots.c.holdings, 0)
     cost = sa.func.coalesce(lots.c.cost, 0)
-    cash_bal = sa.func.coalesce(balances.c.cash, 0)
-    n = sa.func.coalesce(lots.c.n, 0)
-    n_priced = sa.func.coalesce(lots.c.priced, 0)
-    pnl = dsub(holdings, cost)
-    now_param = sa.literal(now, sa.DateTime(timezone=True))
-    return (
+    exact = (
         sa.select(
             pr.c.portfolio_id,
             pr.c.d,
-            money(holdings),
-            money(cash_bal),
-            money(dadd(holdings, cash_bal)),
-            money(cost),
-            money(pnl),
-            money(sa.case((dsign(cost) == 0, 0), else_=ddiv(dmul(pnl, 100), cost))),
-            n,
-            n_priced,
-            n > n_priced,
+            holdings.label("holdings"),
+            sa.func.coalesce(balances.c.cash, 0).label("cash"),
+            cost.label("cost"),
+            sa.case((dsign(cost) == 0, 0), else_=ddiv(dmul(dsub(holdings, cost), 100), cost)).label("pct"),
+            sa.func.coalesce(lots.c.n, 0).label("n"),
+            sa.func.coalesce(lots.c.priced, 0).label("priced"),
             lots.c.missing,
-            now_param,
-            now_param,
         )
         .select_from(
             pr.outerjoin(lots, sa.and_(lots.c.portfolio_id == pr.c.portfolio_id, lots.c.d == pr.c.d)).outerjoin(
@@ -275,7 +284,27 @@ def valuation_select(ch: Chunk, heal: bool, now):
             )
         )
         .where(pick)
+        .offset(0)  # the fence (see the docstring)
+        .subquery("exact")
     )
+    v = exact.c
+    now_param = sa.literal(now, sa.DateTime(timezone=True))
+    return sa.select(
+        v.portfolio_id,
+        v.d,
+        money(v.holdings),
+        money(v.cash),
+        money(dadd(v.holdings, v.cash)),
+        money(v.cost),
+        money(dsub(v.holdings, v.cost)),
+        money(v.pct),
+        v.n,
+        v.priced,
+        v.n > v.priced,
+        v.missing,
+        now_param,
+        now_param,
+    ).where(sa.true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT (parser ambiguity)
 
 
 def insert_snapshots(insert_fn, ch: Chunk, heal: bool, force: bool, now):

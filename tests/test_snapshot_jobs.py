@@ -188,7 +188,10 @@ def test_one_bad_portfolio_is_reported_and_the_others_are_written(engine, sept):
     r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=3))
     assert r.exit_code == 1
     assert r.stats["portfolios_failed"] == 1
-    assert [f["portfolio_id"] for f in r.stats["failed_portfolios"]] == [str(bad)]
+    # Its snapshots fail, and so does its market value (the same overflow), each reported once.
+    assert r.stats["market_value_failures"] == 1
+    assert [f["portfolio_id"] for f in r.stats["failed_portfolios"]] == [str(bad), str(bad)]
+    assert r.stats["failed_portfolios"][1]["error"].startswith("market values: ")
     assert snapshot_dates(engine, bad) == []
     for p in others:
         assert snapshot_dates(engine, p) == ["2026-09-14", "2026-09-15", "2026-09-16", "2026-09-17", "2026-09-18"]
@@ -230,7 +233,7 @@ def test_crash_safe_chunks_rerun_completes_without_duplicates(engine):
             add_lot(c, p, "AAA", "1", "1", "2026-09-14")
         add_closes(c, "AAA", closes_for(days))
     calls = {"n": 0}
-    original = job._chunk
+    original = job._snapshot_chunk
 
     def crashing(*a, **kw):
         if calls["n"] == 2:
@@ -238,17 +241,51 @@ def test_crash_safe_chunks_rerun_completes_without_duplicates(engine):
         calls["n"] += 1
         return original(*a, **kw)
 
-    job._chunk = crashing
+    job._snapshot_chunk = crashing
     try:
         with pytest.raises(KeyboardInterrupt):
             job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2))
     finally:
-        job._chunk = original
+        job._snapshot_chunk = original
     assert len(snapshots(engine)) == 4 * 5
     r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2))
     assert r.stats["snapshots_created"] == 2 * 5
     rows = snapshots(engine)
     assert len(rows) == 30 and len({(x["portfolio_id"], x["snapshot_date"]) for x in rows}) == 30
+
+
+def test_a_crash_in_the_market_value_pass_is_finished_by_the_rerun(engine):
+    """Market values are a second pass after all snapshots; a crash there loses nothing."""
+    days = trading_days_between(D("2026-09-14"), D("2026-09-18"))
+    with engine.begin() as c:
+        pids = [add_portfolio(c, f"p{i}") for i in range(4)]
+        for p in pids:
+            add_lot(c, p, "AAA", "2", "1", "2026-09-14")
+        add_closes(c, "AAA", closes_for(days))
+    original = job._market_value_chunk
+    calls = {"n": 0}
+
+    def crashing(*a, **kw):
+        if calls["n"] == 1:
+            raise KeyboardInterrupt("simulated crash")
+        calls["n"] += 1
+        return original(*a, **kw)
+
+    job._market_value_chunk = crashing
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2))
+    finally:
+        job._market_value_chunk = original
+    assert len(snapshots(engine)) == 4 * 5
+    lots = table_rows(engine, schema.positions)
+    assert sorted(l["market_value_date"] is not None for l in lots) == [False, False, True, True]
+    r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2))
+    assert (r.stats["snapshots_created"], r.stats["positions_valued"]) == (0, 2)
+    last = closes_for(days)[D("2026-09-18")]
+    assert {(l["last_price"], l["market_value"], l["market_value_date"]) for l in table_rows(engine, schema.positions)} == {
+        (last, last * 2, D("2026-09-18"))
+    }
 
 
 # --- CLI: exit codes, waiting, locking, bad input -----------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import partial
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -197,7 +198,7 @@ def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, *, 
             raise
         stats["duration_s"] = round(time.monotonic() - started, 3)
         failed = stats["portfolios_failed"]
-        result = Result(stats, ExitCode.PARTIAL if failed else ExitCode.OK, run.run_id)
+        result = Result(stats, ExitCode.PARTIAL if failed or stats["market_value_failures"] else ExitCode.OK, run.run_id)
         if failed:
             considered = stats["portfolios_active"] or 1
             if failed / considered > opts.alert_failure_ratio:
@@ -205,7 +206,7 @@ def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, *, 
                     f"portfolio refresh for {target}: {failed} of {stats['portfolios_active']} portfolios failed "
                     f"({failed / considered:.0%}, threshold {opts.alert_failure_ratio:.0%})"
                 )
-        run.finish("failed" if failed else "completed", stats)
+        run.finish("failed" if result.exit_code else "completed", stats)
         log.info("refresh.finished", **{k: v for k, v in stats.items() if k != "failed_portfolios"})
         return result
 
@@ -226,6 +227,7 @@ def _new_stats(plan: gaps.Plan, mode_label) -> dict:
         "snapshots_recomputed": 0,
         "days_backfilled": 0,
         "positions_valued": 0,
+        "market_value_failures": 0,
         "chunks": 0,
         "snapshot_phase_s": 0.0,
         "market_value_phase_s": 0.0,
@@ -290,6 +292,12 @@ def _iter_chunks(conn: sa.Connection, portfolio_id, sizer: ChunkSizer):
 
 
 def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag, run, portfolio_id, require_active) -> list[dict]:
+    """Two passes over the portfolios, chunk by chunk: all snapshots first, then market values.
+
+    Snapshots first because the market-value update rewrites lots all over the
+    positions heap: done in the same pass, it would clear the visibility map under
+    every later chunk and turn their index-only lot reads into random heap reads.
+    """
     preview: list[dict] = []
     backfilled: set[date] = set()
     with engine.connect() as conn:
@@ -312,14 +320,26 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
                 for ids in _iter_chunks(conn, portfolio_id, sizer):
                     stop.check()
                     before = stats["snapshots_created"] + stats["snapshots_recomputed"]
-                    _chunk_with_split(conn, ids, plan, stats, opts, require_active, backfilled, preview)
+                    work = partial(_snapshot_chunk, conn, plan=plan, stats=stats, opts=opts, require_active=require_active,
+                                   backfilled=backfilled, preview=preview)
+                    _with_split(conn, ids, work, stats, "portfolios_failed", "")
                     sizer.observe(len(ids), stats["snapshots_created"] + stats["snapshots_recomputed"] - before)
                     stats["chunks"] += 1
                     stats["days_backfilled"] = len(backfilled)
                     bar.advance(len(ids))
                     log.debug("refresh.chunk", first=str(ids[0]), last=str(ids[-1]), created=stats["snapshots_created"])
                     if run is not None:
-                        run.heartbeat({k: v for k, v in stats.items()})
+                        run.heartbeat(dict(stats))
+            if not opts.dry_run:
+                with progress_bar("market values", total, opts.progress) as bar:
+                    fixed = ChunkSizer(opts.chunk_size, opts.chunk_size, 1)
+                    for ids in _iter_chunks(conn, portfolio_id, fixed):
+                        stop.check()
+                        work = partial(_market_value_chunk, conn, stats=stats)
+                        _with_split(conn, ids, work, stats, "market_value_failures", "market values: ")
+                        bar.advance(len(ids))
+                        if run is not None:
+                            run.heartbeat(dict(stats))
         finally:
             with conn.begin():
                 valuation.tmp.drop_all(conn, checkfirst=True)
@@ -327,27 +347,51 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
     return preview
 
 
-def _chunk_with_split(conn, ids, plan, stats, opts, require_active, backfilled, preview) -> None:
+def _with_split(conn, ids, work, stats, counter: str, what: str) -> None:
+    """Run ``work(lo, hi)`` as one transaction; on a database error split the chunk and retry.
+
+    Down at a single portfolio the error is recorded and that portfolio skipped,
+    so one bad portfolio cannot sink its neighbours.
+    """
     try:
-        _chunk(conn, ids[0], ids[-1], plan, stats, opts, require_active, backfilled, preview)
+        work(ids[0], ids[-1])
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated:
             raise DatabaseUnavailable(f"database connection lost: {redact(str(exc.orig).splitlines()[0])}") from None
         if len(ids) == 1:
-            error = redact(str(getattr(exc, "orig", exc)).strip().splitlines()[0])
-            stats["portfolios_failed"] += 1
-            stats["portfolios_active"] += 1
+            error = what + redact(str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+            stats[counter] += 1
+            if counter == "portfolios_failed":
+                stats["portfolios_active"] += 1
             if len(stats["failed_portfolios"]) < MAX_REPORTED_FAILURES:
                 stats["failed_portfolios"].append({"portfolio_id": str(ids[0]), "error": error})
             log.error("refresh.portfolio_failed", portfolio_id=str(ids[0]), error=error)
             return
-        log.warning("refresh.chunk_failed_splitting", size=len(ids), error=redact(str(exc.orig).splitlines()[0]))
+        log.warning("refresh.chunk_failed_splitting", size=len(ids), error=what + redact(str(exc.orig).splitlines()[0]))
         for half in gaps.bisect(ids):
-            _chunk_with_split(conn, half, plan, stats, opts, require_active, backfilled, preview)
+            _with_split(conn, half, work, stats, counter, what)
 
 
-def _chunk(conn: sa.Connection, lo, hi, plan: gaps.Plan, stats: dict, opts: Options, require_active: bool, backfilled: set, preview: list) -> None:
-    """One transaction: plan the chunk's pairs, value them, refresh market values."""
+def _transaction(conn: sa.Connection):
+    """A chunk's transaction; on PostgreSQL with room to hash and sort in memory (SET LOCAL ends with it)."""
+    trans = conn.begin()
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))
+    return trans
+
+
+def _market_value_chunk(conn: sa.Connection, lo, hi, *, stats: dict) -> None:
+    """One transaction: the chunk's open lots get the latest cached close."""
+    t_start = time.perf_counter()
+    ch = valuation.Chunk(lo, hi, date.min, date.min, date.min)
+    with _transaction(conn):
+        valued = conn.execute(valuation.update_market_values(ch).execution_options(preserve_rowcount=True)).rowcount
+    stats["positions_valued"] += valued
+    stats["market_value_phase_s"] = round(stats["market_value_phase_s"] + time.perf_counter() - t_start, 3)
+
+
+def _snapshot_chunk(conn: sa.Connection, lo, hi, *, plan: gaps.Plan, stats: dict, opts: Options, require_active: bool, backfilled: set, preview: list) -> None:
+    """One transaction: plan the chunk's pairs and value them (a dry run rolls it back)."""
     force = plan.mode == "force"
     now = utcnow()
     pg = conn.dialect.name == "postgresql"
@@ -355,13 +399,9 @@ def _chunk(conn: sa.Connection, lo, hi, plan: gaps.Plan, stats: dict, opts: Opti
     ch = valuation.Chunk(lo, hi, first_day, plan.days[-1] if plan.days else plan.target, plan.target)
     insert = lambda table: dialect_insert(conn, table)  # noqa: E731
     t_start = time.perf_counter()
-    market_s = 0.0
-    trans = conn.begin()
+    trans = _transaction(conn)
     run = lambda stmt: conn.execute(stmt.execution_options(preserve_rowcount=True))  # noqa: E731
     try:
-        if pg:
-            # Room to hash and sort a chunk in memory; SET LOCAL ends with the transaction.
-            conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))
         active = run(valuation.fill_chunk(ch, require_active=require_active, ignore_existing=force)).rowcount
         if plan.days:
             conn.execute(valuation.fill_pairs_after_last())
@@ -378,7 +418,7 @@ def _chunk(conn: sa.Connection, lo, hi, plan: gaps.Plan, stats: dict, opts: Opti
             if room > 0:
                 rows = conn.execute(valuation.valuation_select(ch, False, now).limit(room)).all()
                 preview.extend(dict(zip(valuation.SNAPSHOT_COLUMNS[:-2], r[:-2])) for r in rows)
-            created, healed, valued = counts.new_pairs, counts.heal_pairs, 0
+            created, healed = counts.new_pairs, counts.heal_pairs
             trans.rollback()
         else:
             existing = 0
@@ -391,13 +431,14 @@ def _chunk(conn: sa.Connection, lo, hi, plan: gaps.Plan, stats: dict, opts: Opti
                         )
                     )
                 ).scalar_one()
+            if pg:
+                # The planner underestimates "lot held on d" ~100x and would probe the
+                # price index once per lot; the hash join it rejects is 3x faster.
+                conn.execute(sa.text("SET LOCAL enable_nestloop = off"))
             written = run(valuation.insert_snapshots(insert, ch, heal=False, force=force, now=now)).rowcount if counts.new_pairs else 0
             created, recomputed_forced = written - existing, existing
             healed = run(valuation.insert_snapshots(insert, ch, heal=True, force=False, now=now)).rowcount if counts.heal_pairs else 0
             healed += recomputed_forced
-            t_values = time.perf_counter()
-            valued = run(valuation.update_market_values(ch)).rowcount
-            market_s = time.perf_counter() - t_values
             conn.execute(valuation.pairs_t.delete())
             conn.execute(valuation.chunk_t.delete())
             trans.commit()
@@ -409,7 +450,5 @@ def _chunk(conn: sa.Connection, lo, hi, plan: gaps.Plan, stats: dict, opts: Opti
     stats["portfolios_processed"] += counts.portfolios
     stats["snapshots_created"] += created
     stats["snapshots_recomputed"] += healed
-    stats["positions_valued"] += valued
-    stats["market_value_phase_s"] = round(stats["market_value_phase_s"] + market_s, 3)
-    stats["snapshot_phase_s"] = round(stats["snapshot_phase_s"] + time.perf_counter() - t_start - market_s, 3)
+    stats["snapshot_phase_s"] = round(stats["snapshot_phase_s"] + time.perf_counter() - t_start, 3)
     backfilled |= days
