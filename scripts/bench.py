@@ -3,17 +3,19 @@
 Run with `make bench` (PostgreSQL on 127.0.0.1:5432 or $BENCH_PG_URL). It builds
 scratch databases (dropped afterwards), then reports side by side:
 
-1. daily refresh of N portfolios x 10 lots over 2,000 symbols (PostgreSQL):
-   snapshots/s of `snapshotter portfolio-refresh` and its ratio to one hand-written
-   INSERT ... SELECT of the same snapshots in the same database; plus a seed-style
-   per-portfolio query loop on a sample, extrapolated;
+1. daily refresh of N portfolios x 10 lots over 2,000 symbols (PostgreSQL), once
+   per --workers value: snapshots/s of `snapshotter portfolio-refresh`; its
+   snapshot pass against one hand-written INSERT ... SELECT of the same snapshots,
+   its market-value pass against one hand-written UPDATE of the same lots (rolled
+   back), both run in the same database; plus a seed-style per-portfolio query
+   loop on a sample, extrapolated;
 2. backfill of B portfolios x 1 year (PostgreSQL): snapshots/s;
 3. peak RSS of each snapshotter process;
 4. the same daily refresh on SQLite for S portfolios.
 
 Sizes: --portfolios (default 1,000,000), --backfill-portfolios (10,000),
---sqlite-portfolios (100,000). Figures go to stdout as a table and to
---json-out if given.
+--sqlite-portfolios (100,000). Progress on stderr; the figures as JSON on
+stdout and in --json-out if given.
 """
 
 from __future__ import annotations
@@ -176,7 +178,19 @@ def seed_style_loop(conn, sample: int, day: date) -> float:
     return sample / (time.perf_counter() - t0)
 
 
-def bench_pg_daily(n: int) -> dict:
+RAW_UPDATE = """
+UPDATE positions p SET last_price = lc.close, market_value = round(p.quantity * lc.close, 6), market_value_date = lc.price_date
+FROM (SELECT DISTINCT ON (symbol) symbol, close, price_date FROM symbol_prices_daily ORDER BY symbol, price_date DESC) lc
+WHERE lc.symbol = p.symbol AND p.exit_date IS NULL AND p.deleted_at IS NULL
+"""
+RESET = [
+    "DELETE FROM portfolio_snapshots WHERE snapshot_date = %(d)s",
+    "UPDATE positions SET last_price = NULL, market_value = NULL, market_value_date = NULL WHERE last_price IS NOT NULL",
+    "VACUUM ANALYZE",
+]
+
+
+def bench_pg_daily(n: int, workers: list[int]) -> dict:
     s = PgScratch("daily")
     try:
         with s.connect() as conn:
@@ -187,20 +201,38 @@ def bench_pg_daily(n: int) -> dict:
             raw_s = time.perf_counter() - t0
             raw_rows = conn.execute("SELECT count(*) FROM raw_snapshots").fetchone()[0]
             conn.execute("DROP TABLE raw_snapshots")
+            with conn.transaction(force_rollback=True):  # the physical limit of the market-value pass; undone
+                t0 = time.perf_counter()
+                conn.execute(RAW_UPDATE)
+                raw_update_s = time.perf_counter() - t0
             conn.execute("VACUUM ANALYZE")
-            log(f"raw INSERT ... SELECT: {raw_rows:,} snapshots in {raw_s:.1f}s")
+            log(f"raw INSERT ... SELECT: {raw_rows:,} snapshots in {raw_s:.1f}s; raw UPDATE of the lots: {raw_update_s:.1f}s")
             loop_rate = seed_style_loop(conn, min(2000, n), TARGET)
             log(f"seed-style loop: {loop_rate:.0f} portfolios/s")
-        elapsed, summary, rss = run_snapshotter(s.url, "portfolio-refresh", "--date", TARGET.isoformat(), "--no-wait")
-        assert summary["snapshots_created"] == raw_rows, (summary, raw_rows)
-        log(f"snapshotter: {summary['snapshots_created']:,} snapshots in {elapsed:.1f}s, peak RSS {rss / 1024:.0f} MB")
-        return {
-            "portfolios": n, "snapshots": summary["snapshots_created"], "raw_s": round(raw_s, 2), "snapshotter_s": round(elapsed, 2),
-            "snapshot_phase_s": summary.get("snapshot_phase_s"), "market_value_phase_s": summary.get("market_value_phase_s"),
-            "snapshots_per_s": round(summary["snapshots_created"] / elapsed), "ratio_to_raw": round(elapsed / raw_s, 2),
-            "seed_loop_portfolios_per_s": round(loop_rate), "seed_loop_projected_s": round(n / loop_rate),
-            "peak_rss_mb": round(rss / 1024),
+        out = {
+            "portfolios": n, "lots": n * LOTS, "raw_insert_s": round(raw_s, 2), "raw_update_s": round(raw_update_s, 2),
+            "seed_loop_portfolios_per_s": round(loop_rate), "seed_loop_projected_s": round(n / loop_rate), "runs": {},
         }
+        for i, w in enumerate(workers):
+            if i:
+                with s.connect() as conn:
+                    for stmt in RESET:
+                        conn.execute(stmt, {"d": TARGET})
+            elapsed, summary, rss = run_snapshotter(s.url, "portfolio-refresh", "--date", TARGET.isoformat(), "--no-wait", "--workers", str(w))
+            assert summary["snapshots_created"] == raw_rows, (summary, raw_rows)
+            assert summary["positions_valued"] == n * LOTS, summary
+            snap_s, mv_s = summary["snapshot_phase_s"], summary["market_value_phase_s"]
+            log(f"snapshotter --workers {w}: {raw_rows:,} snapshots in {elapsed:.1f}s (snapshots {snap_s}s, market values {mv_s}s), "
+                f"peak RSS {rss / 1024:.0f} MB")
+            out["runs"][f"workers_{w}"] = {
+                "total_s": round(elapsed, 2), "snapshot_phase_s": snap_s, "market_value_phase_s": mv_s,
+                "snapshots_per_s": round(raw_rows / elapsed),
+                "snapshot_phase_vs_raw_insert": round(snap_s / raw_s, 2),
+                "market_value_phase_vs_raw_update": round(mv_s / raw_update_s, 2),
+                "total_vs_raw_insert_plus_update": round(elapsed / (raw_s + raw_update_s), 2),
+                "peak_rss_mb": round(rss / 1024),
+            }
+        return out
     finally:
         s.drop()
 
@@ -264,6 +296,7 @@ def main() -> None:
     ap.add_argument("--backfill-portfolios", type=int, default=10_000)
     ap.add_argument("--sqlite-portfolios", type=int, default=100_000)
     ap.add_argument("--only", choices=["daily", "backfill", "sqlite"], action="append")
+    ap.add_argument("--workers", default="2,1", help="comma-separated --workers values for the daily run (default 2,1)")
     ap.add_argument("--json-out", type=Path)
     a = ap.parse_args()
     only = set(a.only or ["daily", "backfill", "sqlite"])
@@ -272,7 +305,7 @@ def main() -> None:
         results["postgresql"] = c.execute("SHOW server_version").fetchone()[0]
     results["sqlite"] = sqlite3.sqlite_version
     if "daily" in only:
-        results["pg_daily"] = bench_pg_daily(a.portfolios)
+        results["pg_daily"] = bench_pg_daily(a.portfolios, [int(w) for w in a.workers.split(",")])
     if "backfill" in only:
         results["pg_backfill"] = bench_pg_backfill(a.backfill_portfolios)
     if "sqlite" in only:

@@ -293,6 +293,8 @@ def _snapshot_options(**kw):
 
     if kw.get("chunk_size") is not None and kw["chunk_size"] < 1:
         raise UsageError("--chunk-size must be at least 1")
+    if kw.get("workers") is not None and not 1 <= kw["workers"] <= 8:
+        raise UsageError("--workers must be between 1 and 8")
     if kw.get("max_backfill_days") is not None and kw["max_backfill_days"] < 1:
         raise UsageError("--max-backfill-days must be at least 1")
     return Options(**{k: v for k, v in kw.items() if v is not None})
@@ -325,7 +327,8 @@ def _finish_snapshots(state: State, result, as_json: bool, dry_run: bool) -> int
 DryRun = typer.Option(False, "--dry-run", help="Print what would be created; write nothing.")
 AsJson = typer.Option(False, "--json", help="Print the final summary as one JSON line on stdout.")
 WaitForLock = typer.Option(False, "--wait-for-lock", help="Wait for a running refresh instead of exiting 75.")
-ChunkSize = typer.Option(5000, "--chunk-size", help="Portfolios per transaction.")
+ChunkSize = typer.Option(20_000, "--chunk-size", help="Most portfolios per transaction.")
+Workers = typer.Option(2, "--workers", help="Database connections working on chunks at once (PostgreSQL; SQLite uses 1).")
 MaxBackfill = typer.Option(365, "--max-backfill-days", help="How far back (calendar days) gaps are filled.")
 
 
@@ -340,6 +343,7 @@ def portfolio_refresh_cmd(
     wait_for_lock: bool = WaitForLock,
     max_backfill_days: int = MaxBackfill,
     chunk_size: int = ChunkSize,
+    workers: int = Workers,
     alert_failure_ratio: float = typer.Option(0.10, "--alert-failure-ratio", help="Alert when more than this share of portfolios fail."),
     dry_run: bool = DryRun,
     as_json: bool = AsJson,
@@ -351,7 +355,7 @@ def portfolio_refresh_cmd(
     target = state.monitor.target = parse_date(date_)
     opts = _snapshot_options(
         wait_timeout_s=parse_duration(wait_timeout), poll_interval_s=parse_duration(poll_interval), wait_for_batch=not no_wait,
-        wait_for_lock=wait_for_lock, max_backfill_days=max_backfill_days, chunk_size=chunk_size,
+        wait_for_lock=wait_for_lock, max_backfill_days=max_backfill_days, chunk_size=chunk_size, workers=workers,
         alert_failure_ratio=alert_failure_ratio, dry_run=dry_run,
     )
     result = portfolio_refresh(state.engine(), state.settings, target, opts, run_id=state.monitor.run_id)
@@ -366,6 +370,7 @@ def refresh_cmd(
     force: bool = typer.Option(False, "--force", help="Recompute snapshots that already exist."),
     wait_for_lock: bool = WaitForLock,
     chunk_size: int = ChunkSize,
+    workers: int = Workers,
     dry_run: bool = DryRun,
     as_json: bool = AsJson,
 ) -> int:
@@ -374,7 +379,7 @@ def refresh_cmd(
 
     state: State = ctx.obj
     day = state.monitor.target = parse_date(date_)
-    opts = _snapshot_options(wait_for_lock=wait_for_lock, chunk_size=chunk_size, dry_run=dry_run)
+    opts = _snapshot_options(wait_for_lock=wait_for_lock, chunk_size=chunk_size, workers=workers, dry_run=dry_run)
     result = refresh_date(state.engine(), state.settings, day, force, opts, run_id=state.monitor.run_id)
     return _finish_snapshots(state, result, as_json, dry_run)
 

@@ -217,6 +217,7 @@ def valuation_select(ch: Chunk, heal: bool, now):
             dmul(positions.c.quantity, positions.c.entry_price).label("lot_cost"),
         )
         .where(_in_chunk(positions.c.portfolio_id, ch), positions.c.deleted_at.is_(None))
+        .offset(0)  # a fence too: flattened, the lot cost would be computed per lot and day again
         .subquery("held")
     )
     priced = prices.c.close.is_not(None)

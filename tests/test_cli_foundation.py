@@ -128,5 +128,8 @@ def test_a_password_given_with_database_url_is_registered_for_redaction(tmp_path
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
     runner = CliRunner()
-    runner.invoke(app, ["--database-url", "postgresql://app:0pt1on-secret@127.0.0.1:1/x", "db", "current", "--help"])
+    try:
+        runner.invoke(app, ["--database-url", "postgresql://app:0pt1on-secret@127.0.0.1:1/x", "db", "current", "--help"])
+    finally:
+        logs.configure("json")  # the app bound structlog to CliRunner's stderr, which is closed now
     assert logs.redact("driver said: 0pt1on-secret rejected") == "driver said: *** rejected"

@@ -31,6 +31,7 @@ from snapshotter.schema import portfolios
 from snapshotter.shutdown import STOP, StopFlag
 from snapshotter.store import dialect_insert, utcnow
 from snapshotter.trading_calendar import effective_trading_date, is_trading_day, trading_days_between
+from snapshotter.workers import Workers
 
 log = get_logger(__name__)
 MAX_REPORTED_FAILURES = 100
@@ -39,7 +40,7 @@ PREVIEW_ROWS = 50
 
 @dataclass
 class Options:
-    chunk_size: int = 5000  # most portfolios per transaction
+    chunk_size: int = 20_000  # most portfolios per transaction (a nightly chunk takes about a second)
     pairs_per_chunk: int = 100_000  # about this many snapshots valued per transaction
     max_backfill_days: int = gaps.DEFAULT_MAX_BACKFILL_DAYS
     dry_run: bool = False
@@ -49,6 +50,7 @@ class Options:
     poll_interval_s: float = 300.0
     alert_failure_ratio: float = 0.10
     progress: bool | None = None
+    workers: int = 2  # connections working on chunks at once (PostgreSQL; SQLite uses 1)
 
 
 @dataclass
@@ -297,79 +299,145 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
     Snapshots first because the market-value update rewrites lots all over the
     positions heap: done in the same pass, it would clear the visibility map under
     every later chunk and turn their index-only lot reads into random heap reads.
+    Chunks run on ``opts.workers`` connections at once on PostgreSQL (one on
+    SQLite, which has a single writer, and for dry runs and single portfolios).
     """
     preview: list[dict] = []
     backfilled: set[date] = set()
-    with engine.connect() as conn:
-        with conn.begin():
-            valuation.tmp.drop_all(conn, checkfirst=True)
-            valuation.tmp.create_all(conn)
-            if plan.days:
-                conn.execute(valuation.days_t.insert(), [{"d": d, "hole": d in plan.holes} for d in plan.days])
-            conn.execute(valuation.fill_latest_closes())
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("ANALYZE _snap_days"))
-                conn.execute(sa.text("ANALYZE _latest_close"))
+    parallel = engine.dialect.name == "postgresql" and not opts.dry_run and portfolio_id is None
+    n = opts.workers if parallel else 1
+    with engine.connect() as conn, Workers(engine, n, partial(_prepare_connection, plan=plan), _drop_temp_tables) as pool:
         total = None
         if portfolio_id is None:
             with conn.begin():
                 total = conn.execute(sa.select(sa.func.count()).where(portfolios.c.deleted_at.is_(None))).scalar_one()
-        try:
-            with progress_bar("snapshots", total, opts.progress) as bar:
-                sizer = ChunkSizer(opts.chunk_size, opts.pairs_per_chunk, len(plan.days))
-                for ids in _iter_chunks(conn, portfolio_id, sizer):
-                    stop.check()
-                    before = stats["snapshots_created"] + stats["snapshots_recomputed"]
-                    work = partial(_snapshot_chunk, conn, plan=plan, stats=stats, opts=opts, require_active=require_active,
-                                   backfilled=backfilled, preview=preview)
-                    _with_split(conn, ids, work, stats, "portfolios_failed", "")
-                    sizer.observe(len(ids), stats["snapshots_created"] + stats["snapshots_recomputed"] - before)
+
+        def merged(bar, sizer):
+            def merge(ids, delta):
+                _merge(stats, delta, backfilled)
+                if sizer is not None:
+                    sizer.observe(len(ids), delta["pairs"])
                     stats["chunks"] += 1
                     stats["days_backfilled"] = len(backfilled)
-                    bar.advance(len(ids))
-                    log.debug("refresh.chunk", first=str(ids[0]), last=str(ids[-1]), created=stats["snapshots_created"])
-                    if run is not None:
-                        run.heartbeat(dict(stats))
-            if not opts.dry_run:
-                with progress_bar("market values", total, opts.progress) as bar:
-                    fixed = ChunkSizer(opts.chunk_size, opts.chunk_size, 1)
-                    for ids in _iter_chunks(conn, portfolio_id, fixed):
-                        stop.check()
-                        work = partial(_market_value_chunk, conn, stats=stats)
-                        _with_split(conn, ids, work, stats, "market_value_failures", "market values: ")
-                        bar.advance(len(ids))
-                        if run is not None:
-                            run.heartbeat(dict(stats))
-        finally:
-            with conn.begin():
-                valuation.tmp.drop_all(conn, checkfirst=True)
+                bar.advance(len(ids))
+                log.debug("refresh.chunk", first=str(ids[0]), last=str(ids[-1]), created=stats["snapshots_created"])
+                if run is not None:
+                    run.heartbeat(dict(stats))
+            return merge
+
+        snapshot = partial(_snapshot_chunk, plan=plan, opts=opts, require_active=require_active, preview=preview)
+        started = time.perf_counter()
+        with progress_bar("snapshots", total, opts.progress) as bar:
+            sizer = ChunkSizer(opts.chunk_size, opts.pairs_per_chunk, len(plan.days))
+            task = partial(_with_split, work=snapshot, counter="portfolios_failed", what="")
+            try:
+                _run_pass(pool, _iter_chunks(conn, portfolio_id, sizer), task, merged(bar, sizer), stop)
+            finally:
+                stats["snapshot_phase_s"] = round(time.perf_counter() - started, 3)
+        if not opts.dry_run:
+            started = time.perf_counter()
+            with progress_bar("market values", total, opts.progress) as bar:
+                fixed = ChunkSizer(opts.chunk_size, opts.chunk_size, 1)
+                task = partial(_with_split, work=_market_value_chunk, counter="market_value_failures", what="market values: ")
+                try:
+                    _run_pass(pool, _iter_chunks(conn, portfolio_id, fixed), task, merged(bar, None), stop)
+                finally:
+                    stats["market_value_phase_s"] = round(time.perf_counter() - started, 3)
     stats["portfolios_skipped"] = stats["portfolios_active"] - stats["portfolios_processed"] - stats["portfolios_failed"]
     return preview
 
 
-def _with_split(conn, ids, work, stats, counter: str, what: str) -> None:
-    """Run ``work(lo, hi)`` as one transaction; on a database error split the chunk and retry.
+def _run_pass(pool: Workers, chunks, task, merge, stop: StopFlag) -> None:
+    """Feed chunks to the workers, merging results as they finish.
+
+    A stop request or an error stops the feeding; the chunks in flight still
+    finish (each commits alone) and are counted before the exception goes on.
+    """
+    try:
+        for ids in chunks:
+            stop.check()
+            pool.submit(task, ids)
+            while pool.in_flight >= pool.n:
+                merge(*pool.next_result())
+    except BaseException:
+        try:
+            for done in pool.drain():
+                merge(*done)
+        except BaseException:  # noqa: BLE001 - the first error is the one to report
+            pass
+        raise
+    for done in pool.drain():
+        merge(*done)
+
+
+def _prepare_connection(conn: sa.Connection, plan: gaps.Plan) -> None:
+    """The run's temporary tables on one connection: candidate days and latest closes."""
+    with conn.begin():
+        valuation.tmp.drop_all(conn, checkfirst=True)
+        valuation.tmp.create_all(conn)
+        if plan.days:
+            conn.execute(valuation.days_t.insert(), [{"d": d, "hole": d in plan.holes} for d in plan.days])
+        conn.execute(valuation.fill_latest_closes())
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("ANALYZE _snap_days"))
+            conn.execute(sa.text("ANALYZE _latest_close"))
+
+
+def _drop_temp_tables(conn: sa.Connection) -> None:
+    if conn.invalidated:
+        return
+    with conn.begin():
+        valuation.tmp.drop_all(conn, checkfirst=True)
+
+
+_COUNTERS = (
+    "portfolios_active", "portfolios_processed", "portfolios_failed", "market_value_failures",
+    "snapshots_created", "snapshots_recomputed", "positions_valued",
+)
+
+
+def _delta() -> dict:
+    """What one chunk adds to the run's stats (merged by the caller's thread only)."""
+    d: dict = dict.fromkeys(_COUNTERS, 0)
+    d.update(pairs=0, failed_portfolios=[], days=set())
+    return d
+
+
+def _merge(stats: dict, delta: dict, backfilled: set) -> None:
+    for k in _COUNTERS:
+        stats[k] += delta[k]
+    listed = {f["portfolio_id"] for f in stats["failed_portfolios"]}
+    for f in delta["failed_portfolios"]:  # a portfolio whose snapshots failed is listed once, with that error
+        if f["portfolio_id"] not in listed and len(stats["failed_portfolios"]) < MAX_REPORTED_FAILURES:
+            stats["failed_portfolios"].append(f)
+    backfilled |= delta["days"]
+
+
+def _with_split(conn: sa.Connection, ids, *, work, counter: str, what: str, delta: dict | None = None) -> dict:
+    """Run ``work(conn, lo, hi, delta)`` as one transaction; on a database error split the chunk and retry.
 
     Down at a single portfolio the error is recorded and that portfolio skipped,
     so one bad portfolio cannot sink its neighbours.
     """
+    delta = _delta() if delta is None else delta
     try:
-        work(ids[0], ids[-1])
+        work(conn, ids[0], ids[-1], delta)
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated:
             raise DatabaseUnavailable(f"database connection lost: {redact(str(exc.orig).splitlines()[0])}") from None
         if len(ids) == 1:
             error = what + redact(str(getattr(exc, "orig", exc)).strip().splitlines()[0])
-            stats[counter] += 1
+            delta[counter] += 1
             if counter == "portfolios_failed":
-                stats["portfolios_active"] += 1
-            if len(stats["failed_portfolios"]) < MAX_REPORTED_FAILURES:
-                stats["failed_portfolios"].append({"portfolio_id": str(ids[0]), "error": error})
+                delta["portfolios_active"] += 1
+            if len(delta["failed_portfolios"]) < MAX_REPORTED_FAILURES:
+                delta["failed_portfolios"].append({"portfolio_id": str(ids[0]), "error": error})
             log.error("refresh.portfolio_failed", portfolio_id=str(ids[0]), error=error)
-            return
+            return delta
         log.warning("refresh.chunk_failed_splitting", size=len(ids), error=what + redact(str(exc.orig).splitlines()[0]))
         for half in gaps.bisect(ids):
-            _with_split(conn, half, work, stats, counter, what)
+            _with_split(conn, half, work=work, counter=counter, what=what, delta=delta)
+    return delta
 
 
 def _transaction(conn: sa.Connection):
@@ -380,17 +448,15 @@ def _transaction(conn: sa.Connection):
     return trans
 
 
-def _market_value_chunk(conn: sa.Connection, lo, hi, *, stats: dict) -> None:
+def _market_value_chunk(conn: sa.Connection, lo, hi, delta: dict) -> None:
     """One transaction: the chunk's open lots get the latest cached close."""
-    t_start = time.perf_counter()
     ch = valuation.Chunk(lo, hi, date.min, date.min, date.min)
     with _transaction(conn):
         valued = conn.execute(valuation.update_market_values(ch).execution_options(preserve_rowcount=True)).rowcount
-    stats["positions_valued"] += valued
-    stats["market_value_phase_s"] = round(stats["market_value_phase_s"] + time.perf_counter() - t_start, 3)
+    delta["positions_valued"] += valued
 
 
-def _snapshot_chunk(conn: sa.Connection, lo, hi, *, plan: gaps.Plan, stats: dict, opts: Options, require_active: bool, backfilled: set, preview: list) -> None:
+def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan, opts: Options, require_active: bool, preview: list) -> None:
     """One transaction: plan the chunk's pairs and value them (a dry run rolls it back)."""
     force = plan.mode == "force"
     now = utcnow()
@@ -398,7 +464,6 @@ def _snapshot_chunk(conn: sa.Connection, lo, hi, *, plan: gaps.Plan, stats: dict
     first_day = plan.days[0] if plan.days else plan.target
     ch = valuation.Chunk(lo, hi, first_day, plan.days[-1] if plan.days else plan.target, plan.target)
     insert = lambda table: dialect_insert(conn, table)  # noqa: E731
-    t_start = time.perf_counter()
     trans = _transaction(conn)
     run = lambda stmt: conn.execute(stmt.execution_options(preserve_rowcount=True))  # noqa: E731
     try:
@@ -446,9 +511,9 @@ def _snapshot_chunk(conn: sa.Connection, lo, hi, *, plan: gaps.Plan, stats: dict
         if trans.is_active:
             trans.rollback()
         raise
-    stats["portfolios_active"] += active
-    stats["portfolios_processed"] += counts.portfolios
-    stats["snapshots_created"] += created
-    stats["snapshots_recomputed"] += healed
-    stats["snapshot_phase_s"] = round(stats["snapshot_phase_s"] + time.perf_counter() - t_start, 3)
-    backfilled |= days
+    delta["portfolios_active"] += active
+    delta["portfolios_processed"] += counts.portfolios
+    delta["snapshots_created"] += created
+    delta["snapshots_recomputed"] += healed
+    delta["pairs"] += created + healed
+    delta["days"] |= days
