@@ -378,6 +378,40 @@ def test_second_run_exits_75_while_the_lock_is_held(db_url, engine, sept):
         assert row_counts(engine)["portfolio_snapshots"] == 0
 
 
+def test_two_refresh_processes_at_once_the_second_exits_75_and_the_first_finishes(db_url, engine, sept):
+    """Cron overlap with two real processes: the first holds the lock while it waits for the batch."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALERT_", "HEALTHCHECK", "SNAPSHOTTER_"))}
+    env["DATABASE_URL"] = db_url
+    first = subprocess.Popen(
+        [sys.executable, "-m", "snapshotter", "portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "60s",
+         "--poll-interval", "0.2s", "--json"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and row_counts(engine)["batch_run_tracking"] == 0:
+            time.sleep(0.05)  # the first has the lock once its tracking row exists
+        second = run_cli("portfolio-refresh", "--date", "2026-09-18", "--no-wait", db_url=db_url)
+        assert second.returncode == 75, second.stderr
+        assert "another run holds the lock" in second.stderr
+        assert row_counts(engine)["portfolio_snapshots"] == 0
+        with engine.begin() as c:
+            complete_symbol_batch(c, "2026-09-18")
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["snapshots_created"] == 19
+    assert row_counts(engine)["portfolio_snapshots"] == 19
+
+
 def test_wait_for_lock_waits_for_the_holder(db_url, engine, sept):
     with engine.begin() as c:
         complete_symbol_batch(c, "2026-09-18")
