@@ -274,7 +274,20 @@ def test_dry_run_writes_nothing(engine, sept):
     assert row_counts(engine) == counts
 
 
-def test_crash_safe_chunks_rerun_completes_without_duplicates(engine):
+def crash_on_call(monkeypatch, name: str, nth: int) -> None:
+    """Make the job's chunk function ``name`` raise on its ``nth`` call, as if the process died there."""
+    original, calls = getattr(job, name), {"n": 0}
+
+    def crashing(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] >= nth:
+            raise KeyboardInterrupt("simulated crash")
+        return original(*a, **kw)
+
+    monkeypatch.setattr(job, name, crashing)
+
+
+def test_crash_safe_chunks_rerun_completes_without_duplicates(engine, monkeypatch):
     """Each chunk commits alone: simulate a crash after the first chunk, then rerun."""
     days = trading_days_between(D("2026-09-14"), D("2026-09-18"))
     with engine.begin() as c:
@@ -282,21 +295,10 @@ def test_crash_safe_chunks_rerun_completes_without_duplicates(engine):
         for p in pids:
             add_lot(c, p, "AAA", "1", "1", "2026-09-14")
         add_closes(c, "AAA", closes_for(days))
-    calls = {"n": 0}
-    original = job._snapshot_chunk
-
-    def crashing(*a, **kw):
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated crash")
-        calls["n"] += 1
-        return original(*a, **kw)
-
-    job._snapshot_chunk = crashing
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2, workers=1))  # one at a time: a known crash point
-    finally:
-        job._snapshot_chunk = original
+    crash_on_call(monkeypatch, "_snapshot_chunk", 3)
+    with pytest.raises(KeyboardInterrupt):
+        job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2, workers=1))  # one at a time: a known crash point
+    monkeypatch.undo()
     assert len(snapshots(engine)) == 4 * 5
     r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2))
     assert r.stats["snapshots_created"] == 2 * 5
@@ -304,7 +306,7 @@ def test_crash_safe_chunks_rerun_completes_without_duplicates(engine):
     assert len(rows) == 30 and len({(x["portfolio_id"], x["snapshot_date"]) for x in rows}) == 30
 
 
-def test_a_crash_in_the_market_value_pass_is_finished_by_the_rerun(engine):
+def test_a_crash_in_the_market_value_pass_is_finished_by_the_rerun(engine, monkeypatch):
     """Market values are a second pass after all snapshots; a crash there loses nothing."""
     days = trading_days_between(D("2026-09-14"), D("2026-09-18"))
     with engine.begin() as c:
@@ -312,21 +314,10 @@ def test_a_crash_in_the_market_value_pass_is_finished_by_the_rerun(engine):
         for p in pids:
             add_lot(c, p, "AAA", "2", "1", "2026-09-14")
         add_closes(c, "AAA", closes_for(days))
-    original = job._market_value_chunk
-    calls = {"n": 0}
-
-    def crashing(*a, **kw):
-        if calls["n"] == 1:
-            raise KeyboardInterrupt("simulated crash")
-        calls["n"] += 1
-        return original(*a, **kw)
-
-    job._market_value_chunk = crashing
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2, workers=1))
-    finally:
-        job._market_value_chunk = original
+    crash_on_call(monkeypatch, "_market_value_chunk", 2)
+    with pytest.raises(KeyboardInterrupt):
+        job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2, workers=1))
+    monkeypatch.undo()
     assert len(snapshots(engine)) == 4 * 5
     lots = table_rows(engine, schema.positions)
     assert sorted(l["market_value_date"] is not None for l in lots) == [False, False, True, True]
