@@ -219,6 +219,39 @@ def test_a_market_value_that_fails_alone_is_reported_and_exits_1(engine, sept):
     assert lots[bad]["market_value"] is None and lots[good]["market_value"] is not None
 
 
+def test_market_values_in_many_physical_slices_with_one_bad_lot(engine, monkeypatch):
+    """The market-value pass walks the table in slices; a failing slice is redone portfolio by portfolio."""
+    from snapshotter import valuation
+
+    monkeypatch.setattr(valuation, "PG_SPAN_BLOCKS", 1)  # 60 lots at fillfactor 50 fill several 8 KB blocks
+    monkeypatch.setattr(valuation, "SQLITE_SPAN_ROWS", 7)
+    days = trading_days_between(D("2026-09-14"), D("2026-09-18"))
+    with engine.begin() as c:
+        pids = [add_portfolio(c, f"p{i}") for i in range(60)]
+        for i, p in enumerate(pids):
+            add_lot(c, p, "BIG" if i == 33 else "AAA", "100000000000000000" if i == 33 else str(i + 1), "1", "2026-09-14")
+        add_closes(c, "AAA", closes_for(days))
+        add_closes(c, "BIG", {D("2026-09-18"): Decimal("10000000000000")})  # only after the refreshed day
+    with engine.connect() as c:
+        n_spans = len(job._spans(c))
+    assert n_spans > 2
+    r = job.refresh_date(engine, Settings(), D("2026-09-15"), opts=opts())
+    assert (r.exit_code, r.stats["positions_valued"], r.stats["market_value_failures"]) == (1, 59, 1)
+    assert [f["portfolio_id"] for f in r.stats["failed_portfolios"]] == [str(pids[33])]
+    last = closes_for(days)[D("2026-09-18")]
+    lots = {x["portfolio_id"]: x for x in table_rows(engine, schema.positions)}
+    assert lots[pids[33]]["market_value"] is None
+    assert all(lots[p]["market_value"] == last * (i + 1) for i, p in enumerate(pids) if i != 33)
+
+
+def test_spans_cover_the_whole_table_and_end_open():
+    from snapshotter.valuation import Span, spans
+
+    assert spans(0, 25, 10) == [Span(0, 10), Span(10, 20), Span(20, None)]
+    assert spans(1, 1, 10) == [Span(1, None)]
+    assert spans(0, 0, 10) == [Span(0, None)]
+
+
 def test_several_workers_write_exactly_what_one_writes(engine):
     """Chunks on 3 connections at once (PostgreSQL; SQLite runs 1) give the same rows and stats as 1."""
     days = trading_days_between(D("2026-09-14"), D("2026-09-18"))
@@ -314,15 +347,15 @@ def test_a_crash_in_the_market_value_pass_is_finished_by_the_rerun(engine, monke
         for p in pids:
             add_lot(c, p, "AAA", "2", "1", "2026-09-14")
         add_closes(c, "AAA", closes_for(days))
-    crash_on_call(monkeypatch, "_market_value_chunk", 2)
+    crash_on_call(monkeypatch, "_market_value_span", 1)
     with pytest.raises(KeyboardInterrupt):
         job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2, workers=1))
     monkeypatch.undo()
     assert len(snapshots(engine)) == 4 * 5
     lots = table_rows(engine, schema.positions)
-    assert sorted(l["market_value_date"] is not None for l in lots) == [False, False, True, True]
+    assert [l["market_value_date"] for l in lots] == [None] * 4  # every snapshot committed, no market value yet
     r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2))
-    assert (r.stats["snapshots_created"], r.stats["positions_valued"]) == (0, 2)
+    assert (r.stats["snapshots_created"], r.stats["positions_valued"]) == (0, 4)
     last = closes_for(days)[D("2026-09-18")]
     assert {(l["last_price"], l["market_value"], l["market_value_date"]) for l in table_rows(engine, schema.positions)} == {
         (last, last * 2, D("2026-09-18"))

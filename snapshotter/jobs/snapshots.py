@@ -313,14 +313,14 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
                 total = conn.execute(sa.select(sa.func.count()).where(portfolios.c.deleted_at.is_(None))).scalar_one()
 
         def merged(bar, sizer):
-            def merge(ids, delta):
+            def merge(unit, delta):
                 _merge(stats, delta, backfilled)
                 if sizer is not None:
-                    sizer.observe(len(ids), delta["pairs"])
+                    sizer.observe(len(unit), delta["pairs"])
                     stats["chunks"] += 1
                     stats["days_backfilled"] = len(backfilled)
-                bar.advance(len(ids))
-                log.debug("refresh.chunk", first=str(ids[0]), last=str(ids[-1]), created=stats["snapshots_created"])
+                    log.debug("refresh.chunk", first=str(unit[0]), last=str(unit[-1]), created=stats["snapshots_created"])
+                bar.advance(len(unit) if isinstance(unit, list) else 1)
                 if run is not None:
                     run.heartbeat(dict(stats))
             return merge
@@ -336,11 +336,15 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
                 stats["snapshot_phase_s"] = round(time.perf_counter() - started, 3)
         if not opts.dry_run:
             started = time.perf_counter()
-            with progress_bar("market values", total, opts.progress) as bar:
-                fixed = ChunkSizer(opts.chunk_size, opts.chunk_size, 1)
+            if portfolio_id is None:  # everybody's lots: in physical slices of the table
+                units = _spans(conn)
+                task = _market_value_span
+            else:
+                units = [[portfolio_id]]
                 task = partial(_with_split, work=_market_value_chunk, counter="market_value_failures", what="market values: ")
+            with progress_bar("market values", len(units), opts.progress) as bar:
                 try:
-                    _run_pass(pool, _iter_chunks(conn, portfolio_id, fixed), task, merged(bar, None), stop)
+                    _run_pass(pool, iter(units), task, merged(bar, None), stop)
                 finally:
                     stats["market_value_phase_s"] = round(time.perf_counter() - started, 3)
     stats["portfolios_skipped"] = stats["portfolios_active"] - stats["portfolios_processed"] - stats["portfolios_failed"]
@@ -448,12 +452,42 @@ def _transaction(conn: sa.Connection):
     return trans
 
 
-def _market_value_chunk(conn: sa.Connection, lo, hi, delta: dict) -> None:
-    """One transaction: the chunk's open lots get the latest cached close."""
-    ch = valuation.Chunk(lo, hi, date.min, date.min, date.min)
+def _spans(conn: sa.Connection) -> list[valuation.Span]:
+    dialect = conn.dialect.name
+    with conn.begin():
+        first, last = conn.execute(valuation.positions_extent(dialect)).one()
+    step = valuation.PG_SPAN_BLOCKS if dialect == "postgresql" else valuation.SQLITE_SPAN_ROWS
+    return valuation.spans(int(first), int(last), step)
+
+
+def _market_value_chunk(conn: sa.Connection, lo, hi, delta: dict, span: valuation.Span | None = None) -> None:
+    """One transaction: the open lots of portfolios lo..hi (within ``span``) get the latest cached close."""
+    scope = valuation.chunk_scope(valuation.Chunk(lo, hi, date.min, date.min, date.min))
+    if span is not None:
+        scope = sa.and_(scope, valuation.span_scope(span, conn.dialect.name))
     with _transaction(conn):
-        valued = conn.execute(valuation.update_market_values(ch).execution_options(preserve_rowcount=True)).rowcount
+        valued = conn.execute(valuation.update_market_values(scope).execution_options(preserve_rowcount=True)).rowcount
     delta["positions_valued"] += valued
+
+
+def _market_value_span(conn: sa.Connection, span: valuation.Span) -> dict:
+    """One transaction for a slice of the table; if it fails, its portfolios one by one (split in halves)."""
+    delta = _delta()
+    try:
+        with _transaction(conn):
+            stmt = valuation.update_market_values(valuation.span_scope(span, conn.dialect.name))
+            delta["positions_valued"] += conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+        return delta
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise DatabaseUnavailable(f"database connection lost: {redact(str(exc.orig).splitlines()[0])}") from None
+        log.warning("refresh.span_failed_splitting", span=[span.lo, span.hi], error=redact(str(exc.orig).splitlines()[0]))
+    with conn.begin():
+        ids = list(conn.execute(valuation.portfolios_in_span(span, conn.dialect.name)).scalars())
+    if ids:
+        work = partial(_market_value_chunk, span=span)
+        _with_split(conn, ids, work=work, counter="market_value_failures", what="market values: ", delta=delta)
+    return delta
 
 
 def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan, opts: Options, require_active: bool, preview: list) -> None:
