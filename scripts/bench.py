@@ -186,8 +186,27 @@ WHERE lc.symbol = p.symbol AND p.exit_date IS NULL AND p.deleted_at IS NULL
 RESET = [
     "DELETE FROM portfolio_snapshots WHERE snapshot_date = %(d)s",
     "UPDATE positions SET last_price = NULL, market_value = NULL, market_value_date = NULL WHERE last_price IS NOT NULL",
-    "VACUUM ANALYZE",
 ]
+
+
+def settle(conn) -> None:
+    """Every timed statement and run starts from the same server state: vacuumed, and
+    right after a checkpoint, so each pays the same full-page images in the WAL
+    (otherwise whichever run a checkpoint happens to land in looks slower)."""
+    conn.execute("VACUUM ANALYZE")
+    conn.execute("CHECKPOINT")
+
+
+def server_io(conn) -> tuple[str, int]:
+    lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    checkpoints = conn.execute("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter").fetchone()[0]
+    return lsn, checkpoints
+
+
+def io_since(conn, before: tuple[str, int]) -> dict:
+    lsn, checkpoints = server_io(conn)
+    wal = conn.execute("SELECT pg_wal_lsn_diff(%s, %s)", (lsn, before[0])).fetchone()[0]
+    return {"wal_gb": round(float(wal) / 2**30, 2), "checkpoints": checkpoints - before[1]}
 
 
 def bench_pg_daily(n: int, workers: list[int]) -> dict:
@@ -196,35 +215,44 @@ def bench_pg_daily(n: int, workers: list[int]) -> dict:
         with s.connect() as conn:
             pg_generate(conn, n, [YESTERDAY, TARGET], YESTERDAY, YESTERDAY)
             conn.execute(RAW_TABLE)
+            settle(conn)
             t0 = time.perf_counter()
             conn.execute(RAW_SQL, {"d": TARGET})
             raw_s = time.perf_counter() - t0
             raw_rows = conn.execute("SELECT count(*) FROM raw_snapshots").fetchone()[0]
             conn.execute("DROP TABLE raw_snapshots")
+            settle(conn)
+            before = server_io(conn)
             with conn.transaction(force_rollback=True):  # the physical limit of the market-value pass; undone
                 t0 = time.perf_counter()
                 conn.execute(RAW_UPDATE)
                 raw_update_s = time.perf_counter() - t0
-            conn.execute("VACUUM ANALYZE")
-            log(f"raw INSERT ... SELECT: {raw_rows:,} snapshots in {raw_s:.1f}s; raw UPDATE of the lots: {raw_update_s:.1f}s")
+            raw_update_io = io_since(conn, before)
+            log(f"raw INSERT ... SELECT: {raw_rows:,} snapshots in {raw_s:.1f}s; raw UPDATE of the lots: {raw_update_s:.1f}s {raw_update_io}")
             loop_rate = seed_style_loop(conn, min(2000, n), TARGET)
             log(f"seed-style loop: {loop_rate:.0f} portfolios/s")
         out = {
             "portfolios": n, "lots": n * LOTS, "raw_insert_s": round(raw_s, 2), "raw_update_s": round(raw_update_s, 2),
+            "raw_update_io": raw_update_io,
             "seed_loop_portfolios_per_s": round(loop_rate), "seed_loop_projected_s": round(n / loop_rate), "runs": {},
         }
         for i, w in enumerate(workers):
-            if i:
-                with s.connect() as conn:
+            with s.connect() as conn:
+                if i:
                     for stmt in RESET:
                         conn.execute(stmt, {"d": TARGET})
+                settle(conn)
+                before = server_io(conn)
             elapsed, summary, rss = run_snapshotter(s.url, "portfolio-refresh", "--date", TARGET.isoformat(), "--no-wait", "--workers", str(w))
+            with s.connect() as conn:
+                run_io = io_since(conn, before)
             assert summary["snapshots_created"] == raw_rows, (summary, raw_rows)
             assert summary["positions_valued"] == n * LOTS, summary
             snap_s, mv_s = summary["snapshot_phase_s"], summary["market_value_phase_s"]
             log(f"snapshotter --workers {w}: {raw_rows:,} snapshots in {elapsed:.1f}s (snapshots {snap_s}s, market values {mv_s}s), "
-                f"peak RSS {rss / 1024:.0f} MB")
-            out["runs"][f"workers_{w}"] = {
+                f"peak RSS {rss / 1024:.0f} MB {run_io}")
+            out["runs"][f"run{i + 1}_workers_{w}"] = {
+                "workers": w, **run_io,
                 "total_s": round(elapsed, 2), "snapshot_phase_s": snap_s, "market_value_phase_s": mv_s,
                 "snapshots_per_s": round(raw_rows / elapsed),
                 "snapshot_phase_vs_raw_insert": round(snap_s / raw_s, 2),
@@ -242,6 +270,7 @@ def bench_pg_backfill(n: int) -> dict:
     try:
         with s.connect() as conn:
             pg_generate(conn, n, YEAR, YEAR[0], None)
+            settle(conn)
         elapsed, summary, rss = run_snapshotter(s.url, "portfolio-refresh", "--date", TARGET.isoformat(), "--no-wait")
         log(f"backfill: {summary['snapshots_created']:,} snapshots in {elapsed:.1f}s, peak RSS {rss / 1024:.0f} MB")
         return {"portfolios": n, "days": len(YEAR), "snapshots": summary["snapshots_created"], "snapshotter_s": round(elapsed, 2),
