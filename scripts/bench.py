@@ -37,8 +37,8 @@ from pathlib import Path
 
 import psycopg
 
-from snapshotter import db
-from snapshotter.trading_calendar import previous_trading_day, trading_days_between
+from snapshotter.data import db
+from snapshotter.core.calendar import previous_trading_day, trading_days_between
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

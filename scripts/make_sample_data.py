@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
-from snapshotter.trading_calendar import trading_days_between
+from snapshotter.core.calendar import trading_days_between
 
 OUT = Path(__file__).resolve().parent.parent / "snapshotter" / "sample_data"
 SAMPLE_END = date(2026, 11, 24)

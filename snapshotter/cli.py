@@ -6,7 +6,7 @@ mapped to 64 so every bad argument exits with EX_USAGE.
 
 The job commands are declared with ``@command(job=NAME)``: that one decorator
 installs the SIGTERM/SIGINT handlers and wraps the body in a
-:class:`snapshotter.monitoring.JobMonitor` (start ping, finish ping with the
+:class:`snapshotter.ops.monitoring.JobMonitor` (start ping, finish ping with the
 exit code and summary, at most one alert), whatever way the body ends.
 """
 
@@ -23,10 +23,11 @@ from typing import Optional
 
 import typer
 
-from snapshotter import db, logs
+from snapshotter.data import db
+from snapshotter.ops import logs
 from snapshotter.config import Settings, mask_url
 from snapshotter.errors import ExitCode, SnapshotterError, UsageError
-from snapshotter.monitoring import JobMonitor
+from snapshotter.ops.monitoring import JobMonitor
 
 log = logs.get_logger("snapshotter")
 
@@ -91,7 +92,7 @@ def command(fn=None, *, job: str | None = None):
         ctx = kwargs.get("ctx")
         monitor = None
         if job and ctx is not None and isinstance(ctx.obj, State):
-            from snapshotter.shutdown import install_handlers
+            from snapshotter.ops.signals import install_handlers
 
             install_handlers()
             monitor = ctx.obj.monitor = JobMonitor(ctx.obj.settings, job, enabled=not kwargs.get("dry_run"))
@@ -192,7 +193,7 @@ def load(
     sample: bool = typer.Option(False, "--sample", help="Load the sample portfolios shipped in the package."),
 ) -> int:
     """Import CSV files (formats in README). A file with a bad row is rejected whole."""
-    from snapshotter.loader import load_files, sample_files
+    from snapshotter.jobs.load import load_files, sample_files
 
     files = sample_files() if sample else {}
     files.update({k: v for k, v in dict(portfolios=portfolios, positions=positions, cash=cash, watchlist=watchlist, prices=prices).items() if v})
@@ -208,8 +209,8 @@ def load(
 @command
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> int:
     """Last runs of each job (dead ones flagged), snapshot freshness and lag, closes missing for the last trading day."""
-    from snapshotter.report import print_status
-    from snapshotter.status import status_report
+    from snapshotter.ops.report import print_status
+    from snapshotter.ops.status import status_report
 
     report = status_report(db.connect(ctx.obj.settings.database_url))  # read-only: no migration
     if as_json:
@@ -226,7 +227,7 @@ def check(
     max_lag: int = typer.Option(1, "--max-lag", help="Trading days the newest snapshot may be behind the latest closed trading day."),
 ) -> int:
     """For a monitoring system: exit 1 (with a one-line reason) when the snapshots are stale, else 0."""
-    from snapshotter.status import check_freshness
+    from snapshotter.ops.status import check_freshness
 
     if max_lag < 0:
         raise UsageError("--max-lag must be 0 or more")
@@ -245,7 +246,7 @@ def history(
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> int:
     """One portfolio's snapshots: a table and a sparkline of total value, partial days marked."""
-    from snapshotter.report import portfolio_history, print_history
+    from snapshotter.ops.report import portfolio_history, print_history
 
     a, b = parse_date(date_from), parse_date(date_to)
     h = portfolio_history(db.connect(ctx.obj.settings.database_url), portfolio, a, b)
@@ -264,7 +265,7 @@ def snapshots_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> int:
     """The latest snapshot of each portfolio (what `make demo` prints)."""
-    from snapshotter.report import latest_snapshots, print_latest
+    from snapshotter.ops.report import latest_snapshots, print_latest
 
     rows = latest_snapshots(ctx.obj.engine(), limit)
     if as_json:
@@ -301,7 +302,7 @@ def _snapshot_options(**kw):
 
 
 def _finish_snapshots(state: State, result, as_json: bool, dry_run: bool) -> int:
-    from snapshotter.report import print_preview
+    from snapshotter.ops.report import print_preview
 
     s = result.stats
     error = None
@@ -422,7 +423,7 @@ def symbol_batch_cmd(
     """Fetch the missing daily closes of every symbol the portfolios need, within the provider's rate limits."""
     from snapshotter.jobs.symbol_batch import check_dates, normalize_symbols, run_symbol_batch
     from snapshotter.providers.base import get_provider
-    from snapshotter.store import utcnow
+    from snapshotter.data.store import utcnow
 
     state: State = ctx.obj
     target, a, b = parse_date(date_), parse_date(date_from), parse_date(date_to)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from snapshotter import db, logs, schema
+from snapshotter.data import db, schema
+from snapshotter.ops import logs
 
 logs.configure("json", "warning")  # in-process jobs log quietly; CLI subprocesses configure their own
 

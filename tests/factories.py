@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from snapshotter import schema
-from snapshotter.store import utcnow
+from snapshotter.data import schema
+from snapshotter.data.store import utcnow
 
 D = date.fromisoformat
 

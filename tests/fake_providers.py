@@ -19,7 +19,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from snapshotter.trading_calendar import NEW_YORK
+from snapshotter.core.calendar import NEW_YORK
 
 AV_KEY = "AVKEY-secret-1234"
 POLY_KEY = "POLYKEY-secret-5678"

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from snapshotter import db, schema
+from snapshotter.data import db, schema
 from tests.conftest import row_counts, run_cli, table_rows
 
 EMPTY = {t: 0 for t in ("portfolio_snapshots", "positions", "cash_transactions", "portfolios", "watchlist", "symbol_prices_daily", "batch_run_tracking")}
@@ -123,7 +123,7 @@ def test_a_password_given_with_database_url_is_registered_for_redaction(tmp_path
     """--database-url is not in the environment; its password must still never be logged."""
     from typer.testing import CliRunner
 
-    from snapshotter import logs
+    from snapshotter.ops import logs
     from snapshotter.cli import app
 
     monkeypatch.delenv("DATABASE_URL", raising=False)

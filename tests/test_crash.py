@@ -10,8 +10,8 @@ import time
 
 import sqlalchemy as sa
 
-from snapshotter import schema
-from snapshotter.trading_calendar import trading_days_between
+from snapshotter.data import schema
+from snapshotter.core.calendar import trading_days_between
 from tests.conftest import ROOT, row_counts, run_cli, table_rows
 from tests.factories import D, add_closes, add_lot, add_portfolio
 

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from snapshotter import db, schema
-from snapshotter.decimal_sql import dmul, dround, dsign, dsub, dsum, ddiv, sorted_csv
+from snapshotter.data import db, schema
+from snapshotter.data.dialect import dmul, dround, dsign, dsub, dsum, ddiv, sorted_csv
 
 
 def test_migrations_match_the_metadata(engine):
@@ -95,7 +95,7 @@ def test_sum_and_sorted_csv_aggregates(engine):
 
 
 def test_batch_run_status_is_constrained(engine):
-    from snapshotter.store import utcnow
+    from snapshotter.data.store import utcnow
 
     with pytest.raises(sa.exc.IntegrityError):
         with engine.begin() as c:

@@ -3,7 +3,7 @@
 import json
 from decimal import Decimal
 
-from snapshotter import schema
+from snapshotter.data import schema
 from tests.conftest import row_counts, run_cli, table_rows
 
 

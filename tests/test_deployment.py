@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from snapshotter.trading_calendar import NEW_YORK, close_time, effective_trading_date, is_trading_day, trading_days_between
+from snapshotter.core.calendar import NEW_YORK, close_time, effective_trading_date, is_trading_day, trading_days_between
 
 ROOT = Path(__file__).resolve().parent.parent
 UTC = timezone.utc

@@ -5,12 +5,12 @@ from datetime import date
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapshotter import fetch_plan as fp
+from snapshotter.core import fetch_plan as fp
 from snapshotter.providers.alphavantage import AlphaVantageProvider
 from snapshotter.providers.base import Capabilities
 from snapshotter.providers.csv_dir import CsvDirProvider
 from snapshotter.providers.polygon import PolygonProvider
-from snapshotter.trading_calendar import trading_days_between
+from snapshotter.core.calendar import trading_days_between
 
 AV = AlphaVantageProvider.capabilities
 POLY = PolygonProvider.capabilities

@@ -12,8 +12,8 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from snapshotter import schema
-from snapshotter.trading_calendar import trading_days_between
+from snapshotter.data import schema
+from snapshotter.core.calendar import trading_days_between
 from tests.conftest import row_counts, run_cli, table_rows
 from tests.factories import D, add_cash, add_close, add_closes, add_lot, add_portfolio, complete_symbol_batch
 from tests.fake_providers import AV_KEY, av, http_server, json_response, server  # noqa: F401 - fixtures

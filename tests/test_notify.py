@@ -18,7 +18,7 @@ import structlog
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from snapshotter import logs, notify
+from snapshotter.ops import logs, notify
 from snapshotter.config import Settings
 
 RUN_ID = "0123456789abcdef0123456789abcdef"  # batch_run_tracking.run_id is uuid4().hex

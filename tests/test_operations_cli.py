@@ -18,9 +18,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from snapshotter import schema
-from snapshotter.store import utcnow
-from snapshotter.trading_calendar import trading_days_between
+from snapshotter.data import schema
+from snapshotter.data.store import utcnow
+from snapshotter.core.calendar import trading_days_between
 from tests.conftest import ROOT, row_counts, run_cli, table_rows
 from tests.factories import D, complete_symbol_batch
 from tests.fake_providers import AV_KEY, POLY_KEY, av, http_server, json_response, poly, server  # noqa: F401 - fixtures

@@ -13,9 +13,9 @@ from decimal import Decimal
 
 import pytest
 
-from snapshotter import db, schema
-from snapshotter.report import partial_marks, sparkline
-from snapshotter.trading_calendar import effective_trading_date, previous_trading_day, trading_days_back
+from snapshotter.data import db, schema
+from snapshotter.ops.report import partial_marks, sparkline
+from snapshotter.core.calendar import effective_trading_date, previous_trading_day, trading_days_back
 from tests.conftest import run_cli, table_rows
 from tests.factories import add_cash, add_close, add_lot, add_portfolio
 
@@ -231,7 +231,7 @@ def test_history_bad_arguments_exit_64(db_url, engine, args, message):
 
 def test_a_long_wait_keeps_heartbeating_so_a_live_run_never_looks_dead(engine):
     """A capped Retry-After or a long --poll-interval is slept in slices with a heartbeat between."""
-    from snapshotter import tracking
+    from snapshotter.data import tracking
 
     run = tracking.Run(engine, "symbol_batch", date(2026, 11, 20)).start()
     beats: list = []

@@ -21,7 +21,7 @@ from snapshotter.errors import (
 )
 from snapshotter.providers.base import Bar, get_provider
 from snapshotter.providers.http import retry_after_seconds
-from snapshotter.validation import validate
+from snapshotter.core.validation import validate
 from tests.fake_providers import (  # noqa: F401 - fixtures
     AV_BURST,
     AV_ERROR,

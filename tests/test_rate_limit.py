@@ -8,7 +8,7 @@ from snapshotter.providers.alphavantage import AlphaVantageProvider
 from snapshotter.providers.base import rate_limit_for
 from snapshotter.providers.csv_dir import CsvDirProvider
 from snapshotter.providers.polygon import PolygonProvider
-from snapshotter.rate_limit import RateLimit, TokenBucket
+from snapshotter.core.rate_limit import RateLimit, TokenBucket
 
 
 class FakeClock:

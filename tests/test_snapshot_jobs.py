@@ -11,11 +11,11 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from snapshotter import schema
+from snapshotter.data import schema
 from snapshotter.config import Settings
 from snapshotter.jobs import snapshots as job
-from snapshotter.locking import run_lock
-from snapshotter.trading_calendar import trading_days_between
+from snapshotter.data.locks import run_lock
+from snapshotter.core.calendar import trading_days_between
 from tests.conftest import row_counts, run_cli, table_rows
 from tests.factories import (
     D, add_cash, add_close, add_closes, add_lot, add_portfolio, complete_symbol_batch, snapshot_dates, snapshots, values,
@@ -221,7 +221,7 @@ def test_a_market_value_that_fails_alone_is_reported_and_exits_1(engine, sept):
 
 def test_market_values_in_many_physical_slices_with_one_bad_lot(engine, monkeypatch):
     """The market-value pass walks the table in slices; a failing slice is redone portfolio by portfolio."""
-    from snapshotter import valuation
+    from snapshotter.data import valuation
 
     monkeypatch.setattr(valuation, "PG_SPAN_BLOCKS", 1)  # 60 lots at fillfactor 50 fill several 8 KB blocks
     monkeypatch.setattr(valuation, "SQLITE_SPAN_ROWS", 7)
@@ -245,7 +245,7 @@ def test_market_values_in_many_physical_slices_with_one_bad_lot(engine, monkeypa
 
 
 def test_spans_cover_the_whole_table_and_end_open():
-    from snapshotter.valuation import Span, spans
+    from snapshotter.data.valuation import Span, spans
 
     assert spans(0, 25, 10) == [Span(0, 10), Span(10, 20), Span(20, None)]
     assert spans(1, 1, 10) == [Span(1, None)]

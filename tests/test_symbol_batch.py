@@ -17,14 +17,14 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from snapshotter import db, schema
+from snapshotter.data import db, schema
 from snapshotter.config import Settings
 from snapshotter.errors import LockHeld, Stopped, UsageError
 from snapshotter.jobs.symbol_batch import LOCK_NAME, run_symbol_batch
-from snapshotter.locking import run_lock
+from snapshotter.data.locks import run_lock
 from snapshotter.providers.base import get_provider
-from snapshotter.shutdown import StopFlag
-from snapshotter.trading_calendar import trading_days_between
+from snapshotter.ops.signals import StopFlag
+from snapshotter.core.calendar import trading_days_between
 from tests.conftest import row_counts, run_cli, table_rows
 from tests.factories import add_close, add_lot, add_portfolio
 from tests.fake_providers import (  # noqa: F401 - fixtures

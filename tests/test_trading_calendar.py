@@ -2,7 +2,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from snapshotter.trading_calendar import (
+from snapshotter.core.calendar import (
     close_time,
     effective_trading_date,
     is_half_day,

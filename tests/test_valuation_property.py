@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from snapshotter import schema
+from snapshotter.data import schema
 from snapshotter.config import Settings
 from snapshotter.jobs import snapshots as job
-from snapshotter.trading_calendar import trading_days_between
+from snapshotter.core.calendar import trading_days_between
 from tests.factories import add_cash, add_close, add_lot, add_portfolio, snapshots
 
 DAYS = trading_days_between(date(2026, 10, 1), date(2026, 10, 16))  # 12 trading days

@@ -1,7 +1,7 @@
 """portfolio-refresh, refresh --date and backfill: one engine, three scopes.
 
-The job is the imperative shell around :mod:`snapshotter.gaps` (what to do) and
-:mod:`snapshotter.valuation` (the set-based SQL). Portfolios are walked in id
+The job is the imperative shell around :mod:`snapshotter.core.gaps` (what to do) and
+:mod:`snapshotter.data.valuation` (the set-based SQL). Portfolios are walked in id
 order in chunks (keyset pagination, constant memory); each chunk is one
 transaction that values every missing (portfolio, day) pair with one
 ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT``, heals partial snapshots and
@@ -21,17 +21,18 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 
-from snapshotter import gaps, tracking, valuation
+from snapshotter.core import gaps
+from snapshotter.data import tracking, valuation
 from snapshotter.config import Settings
 from snapshotter.errors import BatchNotReady, DatabaseUnavailable, ExitCode, Stopped, UsageError
-from snapshotter.locking import run_lock
-from snapshotter.logs import get_logger, redact
-from snapshotter.progress import progress_bar
-from snapshotter.schema import portfolios
-from snapshotter.shutdown import STOP, StopFlag
-from snapshotter.store import dialect_insert, utcnow
-from snapshotter.trading_calendar import effective_trading_date, is_trading_day, trading_days_between
-from snapshotter.workers import Workers
+from snapshotter.data.locks import run_lock
+from snapshotter.ops.logs import get_logger, redact
+from snapshotter.ops.progress import progress_bar
+from snapshotter.data.schema import portfolios
+from snapshotter.ops.signals import STOP, StopFlag
+from snapshotter.data.store import dialect_insert, utcnow
+from snapshotter.core.calendar import effective_trading_date, is_trading_day, trading_days_between
+from snapshotter.jobs.workers import Workers
 
 log = get_logger(__name__)
 MAX_REPORTED_FAILURES = 100

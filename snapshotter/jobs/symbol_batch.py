@@ -1,9 +1,9 @@
 """``snapshotter symbol-batch``: bring ``symbol_prices_daily`` up to the target date.
 
 The job finds the symbols the portfolios need, asks the pure planner
-(:mod:`snapshotter.fetch_plan`) for the fewest provider calls that fill the
+(:mod:`snapshotter.core.fetch_plan`) for the fewest provider calls that fill the
 cache's gaps, makes them through the rate limiter with tenacity retries, keeps
-only bars that pass :mod:`snapshotter.validation`, and upserts them committing
+only bars that pass :mod:`snapshotter.core.validation`, and upserts them committing
 per symbol (or per grouped date), so a crash loses at most the call in flight.
 
 How a provider error affects the run (README "symbol-batch"):
@@ -33,7 +33,8 @@ import sqlalchemy as sa
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 from tenacity.wait import wait_base
 
-from snapshotter import fetch_plan, schema, tracking
+from snapshotter.core import fetch_plan
+from snapshotter.data import schema, tracking
 from snapshotter.config import Settings
 from snapshotter.errors import (
     BadProviderData,
@@ -47,15 +48,15 @@ from snapshotter.errors import (
     TransientProviderError,
     UsageError,
 )
-from snapshotter.locking import run_lock
-from snapshotter.logs import get_logger, redact
-from snapshotter.progress import progress_bar
+from snapshotter.data.locks import run_lock
+from snapshotter.ops.logs import get_logger, redact
+from snapshotter.ops.progress import progress_bar
 from snapshotter.providers.base import Provider, get_provider, rate_limit_for
-from snapshotter.rate_limit import RateLimit, TokenBucket
-from snapshotter.shutdown import STOP, StopFlag
-from snapshotter.store import upsert, utcnow
-from snapshotter.trading_calendar import NEW_YORK, effective_trading_date
-from snapshotter.validation import validate
+from snapshotter.core.rate_limit import RateLimit, TokenBucket
+from snapshotter.ops.signals import STOP, StopFlag
+from snapshotter.data.store import upsert, utcnow
+from snapshotter.core.calendar import NEW_YORK, effective_trading_date
+from snapshotter.core.validation import validate
 
 log = get_logger(__name__)
 

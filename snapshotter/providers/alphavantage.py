@@ -22,10 +22,10 @@ from __future__ import annotations
 from datetime import date
 
 from snapshotter.errors import BadProviderData, ProviderRefused, QuotaExhausted, RateLimited, SymbolNotFound
-from snapshotter.logs import redact
+from snapshotter.ops.logs import redact
 from snapshotter.providers.base import Bar, Capabilities, PairsDict, Provider, parse_json, to_date, to_decimal
 from snapshotter.providers.http import HttpGetter
-from snapshotter.rate_limit import RateLimit
+from snapshotter.core.rate_limit import RateLimit
 
 SERIES_KEY = "Time Series (Daily)"
 COMPACT_BARS = 100

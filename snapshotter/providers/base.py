@@ -18,14 +18,14 @@ from typing import Any, Callable
 
 from snapshotter.config import Settings
 from snapshotter.errors import BadProviderData, ConfigError
-from snapshotter.rate_limit import RateLimit
+from snapshotter.core.rate_limit import RateLimit
 
 DEFAULT_TIMEOUT = 30.0  # seconds per HTTP request (SNAPSHOTTER_PROVIDER_TIMEOUT)
 
 
 @dataclass(frozen=True)
 class Bar:
-    """One daily bar as the provider sent it; :mod:`snapshotter.validation` decides if it is usable.
+    """One daily bar as the provider sent it; :mod:`snapshotter.core.validation` decides if it is usable.
 
     ``price_date`` is None when the provider's date could not be parsed; numbers
     that could not be parsed are ``Decimal('NaN')`` so validation rejects them
@@ -171,7 +171,7 @@ PROVIDERS = ("csv", "alphavantage", "polygon")
 
 def get_provider(name: str | None, settings: Settings) -> Provider:
     """Build the named provider; a missing key or an unknown name is a ConfigError (exit 78)."""
-    from snapshotter import logs
+    from snapshotter.ops import logs
 
     name = (name or settings.provider or "csv").strip().lower()
     if name == "csv":

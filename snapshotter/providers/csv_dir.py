@@ -15,7 +15,7 @@ from pathlib import Path
 
 from snapshotter.errors import BadProviderData, SymbolNotFound
 from snapshotter.providers.base import Bar, Capabilities, Provider, to_date, to_decimal
-from snapshotter.rate_limit import RateLimit
+from snapshotter.core.rate_limit import RateLimit
 
 COLUMNS = ("date", "open", "high", "low", "close", "volume")
 

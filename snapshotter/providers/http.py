@@ -17,7 +17,7 @@ import httpx
 
 from snapshotter import __version__
 from snapshotter.errors import BadProviderData, ProviderRefused, RateLimited, SymbolNotFound, TransientProviderError
-from snapshotter.logs import redact
+from snapshotter.ops.logs import redact
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

@@ -19,11 +19,11 @@ from decimal import Decimal
 from urllib.parse import quote
 
 from snapshotter.errors import BadProviderData, ProviderRefused
-from snapshotter.logs import redact
+from snapshotter.ops.logs import redact
 from snapshotter.providers.base import Bar, Capabilities, Provider, parse_json, to_decimal
 from snapshotter.providers.http import HttpGetter
-from snapshotter.rate_limit import RateLimit
-from snapshotter.trading_calendar import NEW_YORK
+from snapshotter.core.rate_limit import RateLimit
+from snapshotter.core.calendar import NEW_YORK
 
 DATA_STATUSES = ("OK", "DELAYED")
 

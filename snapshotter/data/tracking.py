@@ -10,8 +10,8 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-from snapshotter.schema import batch_run_tracking as brt
-from snapshotter.store import utcnow
+from snapshotter.data.schema import batch_run_tracking as brt
+from snapshotter.data.store import utcnow
 
 SYMBOL_BATCH = "symbol_batch"
 PORTFOLIO_REFRESH = "portfolio_refresh"

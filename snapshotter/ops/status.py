@@ -13,12 +13,12 @@ from datetime import date, datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from snapshotter import db, schema, tracking
-from snapshotter.decimal_sql import dsign, dsum
-from snapshotter.schema import batch_run_tracking as brt
-from snapshotter.store import utcnow
-from snapshotter.trading_calendar import effective_trading_date, trading_days_between
-from snapshotter.valuation import held_on
+from snapshotter.data import db, schema, tracking
+from snapshotter.data.dialect import dsign, dsum
+from snapshotter.data.schema import batch_run_tracking as brt
+from snapshotter.data.store import utcnow
+from snapshotter.core.calendar import effective_trading_date, trading_days_between
+from snapshotter.data.valuation import held_on
 
 COUNTED = ("portfolios", "positions", "cash_transactions", "watchlist", "symbol_prices_daily", "portfolio_snapshots", "batch_run_tracking")
 RUNS_PER_JOB = 5

@@ -72,8 +72,8 @@ def latest_snapshots(engine, limit: int) -> list[dict]:
     """Each live portfolio's newest snapshot, newest-valued first (one grouped query)."""
     import sqlalchemy as sa
 
-    from snapshotter.schema import portfolio_snapshots as s
-    from snapshotter.schema import portfolios as p
+    from snapshotter.data.schema import portfolio_snapshots as s
+    from snapshotter.data.schema import portfolios as p
 
     newest = sa.select(s.c.portfolio_id, sa.func.max(s.c.snapshot_date).label("d")).group_by(s.c.portfolio_id).subquery()
     q = (
@@ -144,8 +144,8 @@ def portfolio_history(engine, portfolio_id: str, date_from=None, date_to=None) -
     import sqlalchemy as sa
 
     from snapshotter.errors import UsageError
-    from snapshotter.schema import portfolio_snapshots as s
-    from snapshotter.schema import portfolios as p
+    from snapshotter.data.schema import portfolio_snapshots as s
+    from snapshotter.data.schema import portfolios as p
 
     try:
         pid = uuid.UUID(portfolio_id)

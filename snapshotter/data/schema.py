@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from snapshotter.decimal_sql import Money
+from snapshotter.data.dialect import Money
 
 metadata = sa.MetaData(
     naming_convention={

@@ -7,7 +7,7 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from snapshotter.decimal_sql import PG_ROUND_HALF_EVEN, Money
+from snapshotter.data.dialect import PG_ROUND_HALF_EVEN, Money
 
 revision = "0001"
 down_revision = None

@@ -13,9 +13,9 @@ from sqlalchemy import event
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from snapshotter.config import mask_url
-from snapshotter.decimal_sql import register_sqlite_functions
+from snapshotter.data.dialect import register_sqlite_functions
 from snapshotter.errors import ConfigError, DatabaseUnavailable
-from snapshotter.logs import get_logger, redact
+from snapshotter.ops.logs import get_logger, redact
 
 log = get_logger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

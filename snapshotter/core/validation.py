@@ -17,7 +17,7 @@ from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from snapshotter.providers.base import Bar
-from snapshotter.trading_calendar import is_trading_day
+from snapshotter.core.calendar import is_trading_day
 
 SCALE = Decimal("0.000001")  # NUMERIC(20, 6)
 MAX_PRICE = Decimal("1e14")  # 14 integer digits

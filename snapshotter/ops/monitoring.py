@@ -6,7 +6,7 @@ The CLI's ``command(job=...)`` decorator is the only caller: it creates a
 the alert all carry the same id) and reports the job's summary back with
 :meth:`JobMonitor.report`; the decorator calls :meth:`JobMonitor.finish` with
 the process exit code on every way out (return, SnapshotterError, Stopped,
-crash). Nothing here raises or changes an exit code (:mod:`snapshotter.notify`
+crash). Nothing here raises or changes an exit code (:mod:`snapshotter.ops.notify`
 swallows every HTTP failure; this module swallows the rest).
 
 Rules (README "Alerts and monitoring"):
@@ -30,10 +30,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from snapshotter import logs, notify
-from snapshotter.schema import batch_run_tracking as brt
+from snapshotter.ops import logs, notify
+from snapshotter.data.schema import batch_run_tracking as brt
 
-log = logs.get_logger("snapshotter.monitoring")
+log = logs.get_logger("snapshotter.ops.monitoring")
 
 
 class JobMonitor:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from snapshotter.providers.base import Capabilities
-from snapshotter.trading_calendar import latest_trading_day_on_or_before, trading_days_back, trading_days_between
+from snapshotter.core.calendar import latest_trading_day_on_or_before, trading_days_back, trading_days_between
 
 OVERLAP = 5  # trading days re-fetched before the first missing day
 # Nightly runs look back at most this many trading days (~4.5 months): with the

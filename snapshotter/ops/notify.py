@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
-from snapshotter import logs
+from snapshotter.ops import logs
 
-log = logs.get_logger("snapshotter.notify")
+log = logs.get_logger("snapshotter.ops.notify")
 
 PLACEHOLDERS = ("{state}", "{rid}", "{exit_code}")
 STATE_START, STATE_COMPLETE, STATE_FAIL = "run", "complete", "fail"

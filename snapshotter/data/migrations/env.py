@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from snapshotter.schema import metadata
+from snapshotter.data.schema import metadata
 
 conn = context.config.attributes["connection"]
 context.configure(connection=conn, target_metadata=metadata, render_as_batch=conn.dialect.name == "sqlite")

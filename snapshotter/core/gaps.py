@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Sequence
 
-from snapshotter.trading_calendar import trading_days_between
+from snapshotter.core.calendar import trading_days_between
 
 DEFAULT_MAX_BACKFILL_DAYS = 365
 

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 
 from snapshotter.errors import LockHeld
-from snapshotter.logs import get_logger
-from snapshotter.shutdown import STOP, StopFlag
+from snapshotter.ops.logs import get_logger
+from snapshotter.ops.signals import STOP, StopFlag
 
 log = get_logger(__name__)
 LOCK_NAME = "snapshotter.portfolio_snapshots"

@@ -17,10 +17,10 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-from snapshotter import schema
+from snapshotter.data import schema
 from snapshotter.config import SAMPLE_DIR
 from snapshotter.errors import InputError
-from snapshotter.store import upsert, utcnow
+from snapshotter.data.store import upsert, utcnow
 
 MAX_REPORTED = 20
 

@@ -5,7 +5,7 @@ days sit in a temporary table (``_snap_days``), the chunk's portfolios with thei
 first active day and last snapshot in ``_snap_chunk``, and the (portfolio, day)
 pairs to value in ``_snap_pairs``; one ``INSERT ... SELECT ... GROUP BY ... ON
 CONFLICT`` then values every pair. The arithmetic goes through
-:mod:`snapshotter.decimal_sql`, so the same statements are exact on PostgreSQL
+:mod:`snapshotter.data.dialect`, so the same statements are exact on PostgreSQL
 (NUMERIC) and SQLite (decimal text).
 
 Rules (SPEC.md): a lot is held on D when entry_date <= D < exit_date (or no exit)
@@ -25,12 +25,12 @@ from datetime import date
 
 import sqlalchemy as sa
 
-from snapshotter.decimal_sql import Money, dadd, ddiv, dmul, dround, dsign, dsub, dsum, sorted_csv
-from snapshotter.schema import MONEY_INT_DIGITS, MONEY_SCALE
-from snapshotter.schema import cash_transactions as cash
-from snapshotter.schema import portfolio_snapshots as snaps
-from snapshotter.schema import portfolios, positions
-from snapshotter.schema import symbol_prices_daily as prices
+from snapshotter.data.dialect import Money, dadd, ddiv, dmul, dround, dsign, dsub, dsum, sorted_csv
+from snapshotter.data.schema import MONEY_INT_DIGITS, MONEY_SCALE
+from snapshotter.data.schema import cash_transactions as cash
+from snapshotter.data.schema import portfolio_snapshots as snaps
+from snapshotter.data.schema import portfolios, positions
+from snapshotter.data.schema import symbol_prices_daily as prices
 
 FLOOR_DAY = date(1900, 1, 1)
 
