@@ -1,8 +1,11 @@
 """The ``snapshotter`` command line: thin Typer commands over the job functions.
 
-Each command parses its options, calls one function and maps the outcome to an
-exit code from :mod:`snapshotter.errors`. Click's own usage errors (exit 2) are
-mapped to 64 so every bad argument exits with EX_USAGE.
+Each command parses its options, calls one job function and maps the outcome to an
+exit code through :mod:`snapshotter.errors` (the only home of that mapping). The
+clock is read once per command (``State.now``); settings are read once from the
+environment (:meth:`Settings.from_env`), then the global options override them.
+Option ranges are Typer's ``min``/``max``; defaults come from the jobs' own
+``Options``; durations go through :func:`snapshotter.core.durations.parse_duration`.
 
 The job commands are declared with ``@command(job=NAME)``: that one decorator
 installs the SIGTERM/SIGINT handlers and wraps the body in a
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timezone
 from enum import Enum
 from functools import partial, wraps
 from pathlib import Path
@@ -23,10 +26,14 @@ from typing import Optional
 
 import typer
 
-from snapshotter.data import db
-from snapshotter.ops import logs
+from snapshotter import __version__
+from snapshotter.clock import utcnow
 from snapshotter.config import Settings, mask_url
-from snapshotter.errors import ExitCode, SnapshotterError, UsageError
+from snapshotter.core.durations import parse_duration
+from snapshotter.data import db
+from snapshotter.errors import ExitCode, SnapshotterError, UsageError, exit_code_for, exit_code_for_failures
+from snapshotter.jobs.snapshots import Options
+from snapshotter.ops import logs
 from snapshotter.ops.monitoring import JobMonitor
 
 log = logs.get_logger("snapshotter")
@@ -35,7 +42,7 @@ app = typer.Typer(
     name="snapshotter",
     help="Nightly batch jobs: cache daily closes, then build portfolio snapshots.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -48,9 +55,17 @@ class LogFormat(str, Enum):
     console = "console"
 
 
+class LogLevel(str, Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
 @dataclass
 class State:
     settings: Settings
+    now: datetime  # the command's instant: read once, passed to every job
     migrate: bool = True
     monitor: JobMonitor | None = None  # set for job commands by @command(job=...)
     _engine: object = field(default=None, repr=False)
@@ -62,6 +77,10 @@ class State:
             db.ensure_schema(self._engine, self.migrate if migrate is None else migrate)
         return self._engine
 
+    def reader(self):
+        """A connection for read-only commands: never migrates, never writes."""
+        return db.connect(self.settings.database_url)
+
 
 def parse_date(value: Optional[str]) -> Optional[date]:
     if value is None:
@@ -70,6 +89,21 @@ def parse_date(value: Optional[str]) -> Optional[date]:
         return date.fromisoformat(value)
     except ValueError:
         raise UsageError(f"{value!r} is not a date (YYYY-MM-DD)") from None  # exit 64, one line
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _instant(value: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO instant (e.g. 2026-11-24T23:00:00Z)") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def emit_json(payload: dict) -> None:
@@ -115,49 +149,64 @@ def _call(fn, args, kwargs) -> tuple[int, str | None]:
         return int(exc.exit_code or 0), None
     except SnapshotterError as exc:
         msg = logs.redact(str(exc))
-        log.error("command.failed", error=msg.splitlines()[0], exit_code=int(exc.exit_code))
+        code = exit_code_for(exc)
+        log.error("command.failed", error=msg.splitlines()[0], exit_code=int(code))
         typer.echo(f"snapshotter: error: {msg}", err=True)
-        return int(exc.exit_code), msg.splitlines()[0] if msg else type(exc).__name__
-    except KeyboardInterrupt:  # SIGINT before the handlers were installed
+        return int(code), msg.splitlines()[0] if msg else type(exc).__name__
+    except KeyboardInterrupt as exc:  # SIGINT before the handlers were installed
         typer.echo("snapshotter: error: interrupted", err=True)
-        return int(ExitCode.SIGINT), "interrupted (SIGINT)"
+        return int(exit_code_for(exc)), "interrupted (SIGINT)"
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         msg = logs.redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
         log.exception("command.crashed", error=msg)
         typer.echo(f"snapshotter: internal error: {msg}", err=True)
-        return int(ExitCode.SOFTWARE), f"internal error: {msg}"
+        return int(exit_code_for(exc)), f"internal error: {msg}"
 
 
-def _env_option(flag: str, envvar: str, help: str, secret: bool = False):
-    """A global option that also reads its environment variable (SPEC: each setting is both)."""
+def _setting(flag: str, envvar: str, help: str, secret: bool = False):
+    """A global option standing for an environment variable (read once, by Settings.from_env)."""
+    help = f"{help} [env: {envvar}]"
     if secret:
         help += " Prefer the environment variable: a command line is visible to other users (ps)."
-    return typer.Option(None, flag, envvar=envvar, help=help, show_envvar=True)
+    return typer.Option(None, flag, help=help)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"snapshotter {__version__}")
+        raise typer.Exit(0)
 
 
 @app.callback()
 def root(
     ctx: typer.Context,
-    database_url: Optional[str] = _env_option("--database-url", "DATABASE_URL", "SQLAlchemy URL [default: sqlite:///snapshotter.db]"),
+    database_url: Optional[str] = _setting("--database-url", "DATABASE_URL", "SQLAlchemy URL [default: sqlite:///snapshotter.db]"),
     log_format: Optional[LogFormat] = typer.Option(None, "--log-format", help="json or console [default: json unless a TTY]"),
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),
+    log_level: LogLevel = typer.Option(LogLevel.info, "--log-level", help="Least severe log events shown."),
     no_migrate: bool = typer.Option(False, "--no-migrate", help="Fail instead of upgrading a schema that is behind."),
-    prices_dir: Optional[Path] = _env_option("--prices-dir", "SNAPSHOTTER_PRICES_DIR", "Directory of SYMBOL.csv files for the csv provider [default: the sample prices]."),
-    alphavantage_api_key: Optional[str] = _env_option("--alphavantage-api-key", "ALPHAVANTAGE_API_KEY", "Alpha Vantage key.", secret=True),
-    alphavantage_base_url: Optional[str] = _env_option("--alphavantage-base-url", "ALPHAVANTAGE_BASE_URL", "Alpha Vantage endpoint."),
-    polygon_api_key: Optional[str] = _env_option("--polygon-api-key", "POLYGON_API_KEY", "Polygon/Massive key.", secret=True),
-    polygon_base_url: Optional[str] = _env_option("--polygon-base-url", "POLYGON_BASE_URL", "Polygon/Massive endpoint."),
-    alert_webhook_url: Optional[str] = _env_option("--alert-webhook-url", "ALERT_WEBHOOK_URL", "Slack-compatible webhook for alerts.", secret=True),
-    healthcheck_url: Optional[str] = _env_option("--healthcheck-url", "HEALTHCHECK_URL", "healthchecks.io-style ping URL.", secret=True),
+    prices_dir: Optional[Path] = _setting("--prices-dir", "SNAPSHOTTER_PRICES_DIR", "Directory of SYMBOL.csv files for the csv provider [default: the sample prices]."),
+    alphavantage_api_key: Optional[str] = _setting("--alphavantage-api-key", "ALPHAVANTAGE_API_KEY", "Alpha Vantage key.", secret=True),
+    alphavantage_base_url: Optional[str] = _setting("--alphavantage-base-url", "ALPHAVANTAGE_BASE_URL", "Alpha Vantage endpoint."),
+    polygon_api_key: Optional[str] = _setting("--polygon-api-key", "POLYGON_API_KEY", "Polygon/Massive key.", secret=True),
+    polygon_base_url: Optional[str] = _setting("--polygon-base-url", "POLYGON_BASE_URL", "Polygon/Massive endpoint."),
+    alert_webhook_url: Optional[str] = _setting("--alert-webhook-url", "ALERT_WEBHOOK_URL", "Slack-compatible webhook for alerts.", secret=True),
+    healthcheck_url: Optional[str] = _setting("--healthcheck-url", "HEALTHCHECK_URL", "healthchecks.io-style ping URL.", secret=True),
+    now: Optional[datetime] = typer.Option(None, "--now", parser=_instant, hidden=True,
+                                           help="Run as of this instant instead of the clock (tests, replays)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
-    logs.configure(log_format.value if log_format else None, log_level)
-    settings = Settings.from_env(
-        database_url=database_url, prices_dir=prices_dir, alphavantage_api_key=alphavantage_api_key,
-        alphavantage_base_url=alphavantage_base_url, polygon_api_key=polygon_api_key, polygon_base_url=polygon_base_url,
-        alert_webhook_url=alert_webhook_url, healthcheck_url=healthcheck_url,
-    )
+    logs.configure(log_format.value if log_format else None, log_level.value)
+    try:
+        settings = Settings.from_env(
+            database_url=database_url, prices_dir=prices_dir, alphavantage_api_key=alphavantage_api_key,
+            alphavantage_base_url=alphavantage_base_url, polygon_api_key=polygon_api_key, polygon_base_url=polygon_base_url,
+            alert_webhook_url=alert_webhook_url, healthcheck_url=healthcheck_url,
+        )
+    except SnapshotterError as exc:
+        typer.echo(f"snapshotter: error: {logs.redact(str(exc))}", err=True)
+        raise typer.Exit(int(exit_code_for(exc))) from None
     logs.register_secrets(settings.secrets())  # from the options as well as the environment
-    ctx.obj = State(settings=settings, migrate=not no_migrate)
+    ctx.obj = State(settings=settings, now=now or utcnow(), migrate=not no_migrate)
 
 
 @db_app.command("upgrade")
@@ -199,8 +248,8 @@ def load(
     files.update({k: v for k, v in dict(portfolios=portfolios, positions=positions, cash=cash, watchlist=watchlist, prices=prices).items() if v})
     if not files:
         raise UsageError("nothing to load: give --portfolios/--positions/--cash/--watchlist/--prices or --sample")
-    counts = load_files(ctx.obj.engine(), files)
-    for kind, n in counts.items():
+    state: State = ctx.obj
+    for kind, n in load_files(state.engine, files, state.now).items():
         typer.echo(f"{kind}: {n} rows")
     return 0
 
@@ -212,11 +261,8 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     from snapshotter.ops.report import print_status
     from snapshotter.ops.status import status_report
 
-    report = status_report(db.connect(ctx.obj.settings.database_url))  # read-only: no migration
-    if as_json:
-        emit_json(report)
-    else:
-        print_status(report)
+    report = status_report(ctx.obj.reader(), ctx.obj.now)
+    emit_json(report) if as_json else print_status(report)
     return 0
 
 
@@ -224,16 +270,14 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 @command
 def check(
     ctx: typer.Context,
-    max_lag: int = typer.Option(1, "--max-lag", help="Trading days the newest snapshot may be behind the latest closed trading day."),
+    max_lag: int = typer.Option(1, "--max-lag", min=0, help="Trading days the newest snapshot may be behind the latest closed trading day."),
 ) -> int:
     """For a monitoring system: exit 1 (with a one-line reason) when the snapshots are stale, else 0."""
     from snapshotter.ops.status import check_freshness
 
-    if max_lag < 0:
-        raise UsageError("--max-lag must be 0 or more")
-    ok, reason = check_freshness(db.connect(ctx.obj.settings.database_url), max_lag)
+    ok, reason = check_freshness(ctx.obj.reader(), max_lag, ctx.obj.now)
     typer.echo(reason)
-    return 0 if ok else int(ExitCode.PARTIAL)
+    return exit_code_for_failures(0 if ok else 1)
 
 
 @app.command("history")
@@ -248,12 +292,8 @@ def history(
     """One portfolio's snapshots: a table and a sparkline of total value, partial days marked."""
     from snapshotter.ops.report import portfolio_history, print_history
 
-    a, b = parse_date(date_from), parse_date(date_to)
-    h = portfolio_history(db.connect(ctx.obj.settings.database_url), portfolio, a, b)
-    if as_json:
-        emit_json(h)
-    else:
-        print_history(h)
+    h = portfolio_history(ctx.obj.reader(), portfolio, parse_date(date_from), parse_date(date_to))
+    emit_json(h) if as_json else print_history(h)
     return 0
 
 
@@ -261,7 +301,7 @@ def history(
 @command
 def snapshots_cmd(
     ctx: typer.Context,
-    limit: int = typer.Option(20, "--limit", help="How many portfolios to show."),
+    limit: int = typer.Option(20, "--limit", min=0, help="How many portfolios to show."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> int:
     """The latest snapshot of each portfolio (what `make demo` prints)."""
@@ -276,61 +316,28 @@ def snapshots_cmd(
     return 0
 
 
-def parse_duration(value: str) -> float:
-    """'90s', '5m', '1h', '1h30m' or plain seconds."""
-    import re
-
-    text = value.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise UsageError(f"{value!r} is not a duration (e.g. 90s, 5m, 1h)")
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-
-
-def _snapshot_options(**kw):
-    from snapshotter.jobs.snapshots import Options
-
-    if kw.get("chunk_size") is not None and kw["chunk_size"] < 1:
-        raise UsageError("--chunk-size must be at least 1")
-    if kw.get("workers") is not None and not 1 <= kw["workers"] <= 8:
-        raise UsageError("--workers must be between 1 and 8")
-    if kw.get("max_backfill_days") is not None and kw["max_backfill_days"] < 1:
-        raise UsageError("--max-backfill-days must be at least 1")
-    return Options(**{k: v for k, v in kw.items() if v is not None})
-
-
 def _finish_snapshots(state: State, result, as_json: bool, dry_run: bool) -> int:
-    from snapshotter.ops.report import print_preview
+    from snapshotter.ops.report import print_preview, refresh_line
 
-    s = result.stats
-    error = None
-    if result.exit_code:
-        error = f"{s['portfolios_failed']} of {s['portfolios_active']} portfolios failed"
-    # Exit 1 alerts only over --alert-failure-ratio (the job puts that line in result.alerts).
-    state.monitor.report(result.summary(), error, alert_line=(result.alerts or [None])[0], alert_on_partial=bool(result.alerts))
+    state.monitor.report(result)
     if dry_run:
         print_preview(result)
     if as_json:
         emit_json({"dry_run": dry_run, **result.summary()})
     elif not dry_run:
-        typer.echo(
-            f"{s['mode']} {s['target_date']}: {s['snapshots_created']} snapshots created, "
-            f"{s['snapshots_recomputed']} recomputed, {s['portfolios_failed']} portfolios failed, "
-            f"{s['portfolios_skipped']} up to date, {s['duration_s']}s"
-        )
-        for f in s["failed_portfolios"]:
+        typer.echo(refresh_line(result))
+        for f in result.stats["failed_portfolios"]:
             typer.echo(f"  failed {f['portfolio_id']}: {f['error']}", err=True)
     return int(result.exit_code)
 
 
+D = Options  # the defaults below are the jobs' own, declared once in Options
 DryRun = typer.Option(False, "--dry-run", help="Print what would be created; write nothing.")
 AsJson = typer.Option(False, "--json", help="Print the final summary as one JSON line on stdout.")
-WaitForLock = typer.Option(False, "--wait-for-lock", help="Wait for a running refresh instead of exiting 75.")
-ChunkSize = typer.Option(20_000, "--chunk-size", help="Most portfolios per transaction.")
-Workers = typer.Option(2, "--workers", help="Database connections working on chunks at once (PostgreSQL; SQLite uses 1).")
-MaxBackfill = typer.Option(365, "--max-backfill-days", help="How far back (calendar days) gaps are filled.")
+WaitForLock = typer.Option(D.wait_for_lock, "--wait-for-lock", help="Wait for a running refresh instead of exiting 75.")
+ChunkSize = typer.Option(D.chunk_size, "--chunk-size", min=1, help="Most portfolios per transaction.")
+Workers = typer.Option(D.workers, "--workers", min=1, max=8, help="Database connections working on chunks at once (PostgreSQL; SQLite uses 1).")
+MaxBackfill = typer.Option(D.max_backfill_days, "--max-backfill-days", min=1, help="How far back (calendar days) gaps are filled.")
 
 
 @app.command("portfolio-refresh")
@@ -338,14 +345,15 @@ MaxBackfill = typer.Option(365, "--max-backfill-days", help="How far back (calen
 def portfolio_refresh_cmd(
     ctx: typer.Context,
     date_: Optional[str] = typer.Option(None, "--date", help="Target trading day [default: the latest closed trading day]."),
-    wait_timeout: str = typer.Option("60m", "--wait-timeout", help="How long to wait for the symbol batch (deadline)."),
-    poll_interval: str = typer.Option("5m", "--poll-interval", help="How often to check batch_run_tracking while waiting."),
+    wait_timeout: float = typer.Option("60m", "--wait-timeout", parser=_duration, help="How long to wait for the symbol batch (deadline)."),
+    poll_interval: float = typer.Option("5m", "--poll-interval", parser=_duration, help="How often to check batch_run_tracking while waiting."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Do not wait for the symbol batch; use the cache as it is."),
     wait_for_lock: bool = WaitForLock,
     max_backfill_days: int = MaxBackfill,
     chunk_size: int = ChunkSize,
     workers: int = Workers,
-    alert_failure_ratio: float = typer.Option(0.10, "--alert-failure-ratio", help="Alert when more than this share of portfolios fail."),
+    alert_failure_ratio: float = typer.Option(D.alert_failure_ratio, "--alert-failure-ratio", min=0.0, max=1.0,
+                                              help="Alert when more than this share of portfolios fail."),
     dry_run: bool = DryRun,
     as_json: bool = AsJson,
 ) -> int:
@@ -353,13 +361,12 @@ def portfolio_refresh_cmd(
     from snapshotter.jobs.snapshots import portfolio_refresh
 
     state: State = ctx.obj
-    target = state.monitor.target = parse_date(date_)
-    opts = _snapshot_options(
-        wait_timeout_s=parse_duration(wait_timeout), poll_interval_s=parse_duration(poll_interval), wait_for_batch=not no_wait,
-        wait_for_lock=wait_for_lock, max_backfill_days=max_backfill_days, chunk_size=chunk_size, workers=workers,
-        alert_failure_ratio=alert_failure_ratio, dry_run=dry_run,
+    opts = Options(
+        wait_timeout_s=wait_timeout, poll_interval_s=poll_interval, wait_for_batch=not no_wait, wait_for_lock=wait_for_lock,
+        max_backfill_days=max_backfill_days, chunk_size=chunk_size, workers=workers, alert_failure_ratio=alert_failure_ratio,
+        dry_run=dry_run,
     )
-    result = portfolio_refresh(state.engine(), state.settings, target, opts, run_id=state.monitor.run_id)
+    result = portfolio_refresh(state.engine, parse_date(date_), opts, now=state.now, run_id=state.monitor.run_id)
     return _finish_snapshots(state, result, as_json, dry_run)
 
 
@@ -379,9 +386,8 @@ def refresh_cmd(
     from snapshotter.jobs.snapshots import refresh_date
 
     state: State = ctx.obj
-    day = state.monitor.target = parse_date(date_)
-    opts = _snapshot_options(wait_for_lock=wait_for_lock, chunk_size=chunk_size, workers=workers, dry_run=dry_run)
-    result = refresh_date(state.engine(), state.settings, day, force, opts, run_id=state.monitor.run_id)
+    opts = Options(wait_for_lock=wait_for_lock, chunk_size=chunk_size, workers=workers, dry_run=dry_run)
+    result = refresh_date(state.engine, parse_date(date_), force, opts, now=state.now, run_id=state.monitor.run_id)
     return _finish_snapshots(state, result, as_json, dry_run)
 
 
@@ -402,10 +408,9 @@ def backfill_cmd(
     from snapshotter.jobs.snapshots import backfill
 
     state: State = ctx.obj
-    a, b = parse_date(date_from), parse_date(date_to)
-    state.monitor.target = b
-    opts = _snapshot_options(max_backfill_days=max_backfill_days, wait_for_lock=wait_for_lock, dry_run=dry_run)
-    result = backfill(state.engine(), state.settings, portfolio, a, b, force, opts, run_id=state.monitor.run_id)
+    opts = Options(max_backfill_days=max_backfill_days, wait_for_lock=wait_for_lock, dry_run=dry_run)
+    result = backfill(state.engine, portfolio, parse_date(date_from), parse_date(date_to), force, opts, now=state.now,
+                      run_id=state.monitor.run_id)
     return _finish_snapshots(state, result, as_json, dry_run)
 
 
@@ -421,45 +426,26 @@ def symbol_batch_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as one JSON line on stdout."),
 ) -> int:
     """Fetch the missing daily closes of every symbol the portfolios need, within the provider's rate limits."""
-    from snapshotter.jobs.symbol_batch import check_dates, normalize_symbols, run_symbol_batch
-    from snapshotter.providers.base import get_provider
-    from snapshotter.data.store import utcnow
+    from snapshotter.jobs.symbol_batch import run_symbol_batch
+    from snapshotter.ops.report import batch_line
 
     state: State = ctx.obj
-    target, a, b = parse_date(date_), parse_date(date_from), parse_date(date_to)
-    state.monitor.target = target or b
-    check_dates(target, a, b, utcnow())  # bad arguments exit 64 before the database is touched
-    wanted = normalize_symbols(symbols)
-    source = get_provider(provider, state.settings)  # no key / unknown name: exit 78 before the database is touched
     result = run_symbol_batch(
-        state.engine(), state.settings, target_date=target, date_from=a, date_to=b, symbols=wanted, provider=source,
-        run_id=state.monitor.run_id,
+        state.engine, state.settings, target_date=parse_date(date_), date_from=parse_date(date_from), date_to=parse_date(date_to),
+        symbols=symbols, provider=provider, now=state.now, run_id=state.monitor.run_id,
     )
-    state.monitor.report(result.summary(), result.error)
-    s = result.stats
-    if as_json:
-        emit_json(result.summary())
-    else:
-        typer.echo(
-            f"symbol-batch {s['provider']} {s['target_date']}: {result.status}, {s['symbols_fetched']}/{s['symbols_requested']} "
-            f"symbols fetched, {s['symbols_up_to_date']} up to date, {len(s['symbols_failed'])} failed, "
-            f"{len(s['symbols_deferred'])} deferred, {s['provider_calls']} calls, {s['rows_upserted']} rows, {s['duration_s']}s"
-        )
+    state.monitor.report(result)
+    emit_json(result.summary()) if as_json else typer.echo(batch_line(result))
     return result.exit_code
 
 
 def main() -> None:
-    """Entry point: Click reports usage errors with exit 2; the SPEC wants 64."""
+    """Entry point: Click exits 2 on a usage error, which SPEC spells 64 (EX_USAGE)."""
     try:
         app(prog_name="snapshotter")
     except SystemExit as exc:
-        code = exc.code
-        if code == 2:
-            sys.exit(int(ExitCode.USAGE))
-        if code == 1 and not isinstance(code, bool) and _aborted(exc):
-            sys.exit(int(ExitCode.SIGINT))
+        if exc.code == 2:
+            sys.exit(int(exit_code_for(UsageError(""))))
+        if exc.code == 1 and isinstance(exc.__context__, KeyboardInterrupt):
+            sys.exit(int(exit_code_for(exc.__context__)))
         raise
-
-
-def _aborted(exc: SystemExit) -> bool:
-    return isinstance(exc.__context__, KeyboardInterrupt)

@@ -1,4 +1,4 @@
-"""Settings from the environment (each also a CLI option) and secret handling."""
+"""Settings, read once from the environment (the CLI's global options override them), and secret handling."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+
+from snapshotter.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///snapshotter.db"
 SAMPLE_DIR = Path(__file__).parent / "sample_data"
@@ -50,6 +52,9 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
         env = dict(os.environ) if env is None else env
+        if "DATABASE_URL" in env and not env["DATABASE_URL"].strip() and not overrides.get("database_url"):
+            # An unresolved deployment variable, not "use the default": never create ./snapshotter.db by accident.
+            raise ConfigError("DATABASE_URL is set but empty; unset it to use the default sqlite:///snapshotter.db")
         s = cls(
             database_url=normalize_database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
             provider=env.get("SNAPSHOTTER_PROVIDER") or "csv",

@@ -1,7 +1,10 @@
-"""Exit codes (SPEC.md) and the error hierarchy that maps onto them.
+"""Exit codes (SPEC) and the error hierarchy that maps onto them: the only home of that mapping.
 
-Every failure a job can meet is raised as one of these classes; the CLI maps
-``exc.exit_code`` to the process exit status, so the mapping lives here only.
+Every failure a job can meet is raised as one of these classes, each carrying its
+exit code (a small hierarchy in the style of httpx's). :func:`exit_code_for` turns
+any exception into the process exit status (Ctrl-C before the handlers,
+anything unexpected: 70), and :func:`exit_code_for_failures` is the
+code of a run that finished with some portfolios or symbols failed.
 """
 
 from __future__ import annotations
@@ -110,3 +113,18 @@ class SymbolNotFound(ProviderError):
 
 class BadProviderData(ProviderError):
     """The response is unusable as a whole: that symbol fails."""
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """The exit status of a command that ended with ``exc``."""
+    if isinstance(exc, SnapshotterError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):  # SIGINT before the handlers were installed
+        return ExitCode.SIGINT
+    return ExitCode.SOFTWARE
+
+
+def exit_code_for_failures(failures: int) -> ExitCode:
+    """A run that finished: 0, or 1 when some units (portfolios, symbols) failed."""
+    return ExitCode.PARTIAL if failures else ExitCode.OK
+

@@ -9,9 +9,11 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from snapshotter.data import schema
-from snapshotter.data.store import utcnow
+from snapshotter.clock import utcnow
 
 D = date.fromisoformat
+# The instant the tests run "as of" (jobs take ``now``; nothing reads the clock): effective trading date 2026-12-04.
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
 
 
 def add_portfolio(conn, name="p", pid=None, deleted=False) -> uuid.UUID:

@@ -95,7 +95,7 @@ def test_sum_and_sorted_csv_aggregates(engine):
 
 
 def test_batch_run_status_is_constrained(engine):
-    from snapshotter.data.store import utcnow
+    from snapshotter.clock import utcnow
 
     with pytest.raises(sa.exc.IntegrityError):
         with engine.begin() as c:

@@ -197,8 +197,9 @@ def test_usage_error_inside_a_job_pings_64_and_alerts(db_url, engine, sept, rece
     rid_ = receiver.pings[0].query[len("rid="):]
     msg = "--date 2026-09-07 is not an NYSE trading day"
     assert suffix == "64"
-    assert body == {"job": "refresh", "run_id": rid_.replace("-", ""), "exit_code": 64, "error": msg, "target_date": "2026-09-07"}
-    assert receiver.alerts == [{"text": f"refresh 2026-09-07 exited 64: {msg}\nrun_id: {rid_}"}]
+    # the target is resolved by the job; a date it refused is named in the message, not reported as the target
+    assert body == {"job": "refresh", "run_id": rid_.replace("-", ""), "exit_code": 64, "error": msg, "target_date": None}
+    assert receiver.alerts == [{"text": f"refresh exited 64: {msg}\nrun_id: {rid_}"}]
 
 
 def test_click_usage_errors_and_dry_runs_are_not_monitored(db_url, engine, sept, receiver):

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from snapshotter.data import schema
-from snapshotter.data.store import utcnow
+from snapshotter.clock import utcnow
 from snapshotter.core.calendar import trading_days_between
 from tests.conftest import ROOT, row_counts, run_cli, table_rows
 from tests.factories import D, complete_symbol_batch
@@ -180,7 +180,8 @@ def test_a_killed_run_with_a_fresh_heartbeat_is_interrupted_by_the_next_run_on_t
     assert proc.returncode == -signal.SIGKILL
     assert (row(engine, killed["run_id"])["status"], killed["pid"]) == ("running", proc.pid)
     status = json.loads(run_cli("status", "--json", db_url=db_url).stdout)
-    assert status["dead_runs"] == []  # its heartbeat is fresh: status cannot know it died
+    # its heartbeat is fresh, but its pid is gone on this host: the one dead-run rule flags it
+    assert [(d["run_id"], d["dead"]) for d in status["dead_runs"]] == [(killed["run_id"], True)]
     with engine.begin() as c:
         complete_symbol_batch(c, "2026-09-18")
     r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--wait-for-lock", db_url=db_url)

@@ -19,7 +19,7 @@ from snapshotter.core.calendar import effective_trading_date, previous_trading_d
 from tests.conftest import run_cli, table_rows
 from tests.factories import add_cash, add_close, add_lot, add_portfolio
 
-E = effective_trading_date()
+E = effective_trading_date(datetime.now(timezone.utc))
 E1 = previous_trading_day(E)
 E3 = trading_days_back(E, 3)
 
@@ -104,7 +104,8 @@ def test_status_json_runs_dead_rows_lag_and_missing_closes(db_url, engine, fleet
     assert report["newest_snapshot_date"] == E.isoformat() and report["newest_price_date"] == E.isoformat()
     assert report["snapshots"] == {"lag_trading_days": 0, "active_portfolios": 3, "portfolios_behind": 2,
                                    "portfolios_without_snapshot": 1, "oldest_behind_date": E1.isoformat()}
-    assert report["missing_closes"] == {"date": E.isoformat(), "count": 2, "symbols": ["BBB", "WWW"]}
+    # the one "symbols needed" rule: open lots, lots closed within 30 days (CCC, sold on E3), the watchlist
+    assert report["missing_closes"] == {"date": E.isoformat(), "count": 3, "symbols": ["BBB", "CCC", "WWW"]}
     runs = report["last_runs"]
     assert sorted(runs) == ["portfolio_refresh", "symbol_batch"]
     assert [x["run_id"] for x in runs["symbol_batch"]] == [alive, dead, sb[4], sb[3], sb[2]]  # newest 5, newest first
@@ -127,7 +128,7 @@ def test_status_json_runs_dead_rows_lag_and_missing_closes(db_url, engine, fleet
     assert r.returncode == 0, r.stderr
     assert f"newest snapshot date: {E} (0 trading days behind)" in r.stdout
     assert f"active portfolios behind it: 2 of 3 (oldest {E1}), 1 without any snapshot" in r.stdout
-    assert f"symbols without a close for {E}: 2 (BBB, WWW)" in r.stdout
+    assert f"symbols without a close for {E}: 3 (BBB, CCC, WWW)" in r.stdout
     assert f"dead: symbol_batch run {dead} (target {E}, host other-host, pid 4242) still 'running'" in r.stdout
     assert "running (dead)" in r.stdout
 
@@ -162,7 +163,7 @@ def test_check_without_snapshots_or_schema_is_stale_and_bad_max_lag_is_64(db_url
     r = run_cli("check", db_url=f"sqlite:///{tmp_path / 'empty.db'}")
     assert (r.returncode, r.stdout) == (1, f"stale: the database has no snapshotter schema (effective trading date {E})\n")
     r = run_cli("check", "--max-lag", "-1", db_url=db_url)
-    assert r.returncode == 64 and "--max-lag must be 0 or more" in r.stderr
+    assert r.returncode == 64 and "'--max-lag'" in r.stderr and "greater than or equal to 0" in r.stderr
 
 
 # --- history ----------------------------------------------------------------------------------

@@ -12,12 +12,12 @@ import pytest
 import sqlalchemy as sa
 
 from snapshotter.data import schema
-from snapshotter.config import Settings
 from snapshotter.jobs import snapshots as job
 from snapshotter.data.locks import run_lock
 from snapshotter.core.calendar import trading_days_between
 from tests.conftest import row_counts, run_cli, table_rows
 from tests.factories import (
+    NOW,
     D, add_cash, add_close, add_closes, add_lot, add_portfolio, complete_symbol_batch, snapshot_dates, snapshots, values,
 )
 
@@ -46,10 +46,10 @@ def sept(engine):
 
 def test_backfills_missed_days_across_weekend_and_holiday(engine, sept):
     pid, days = sept
-    r = job.portfolio_refresh(engine, Settings(), D("2026-09-04"), opts())
+    r = job.portfolio_refresh(engine, D("2026-09-04"), opts(), now=NOW)
     assert r.exit_code == 0 and r.stats["snapshots_created"] == 10
     # Mon 2026-09-07 is Labor Day; the run on Wed 09-09 fills Tue 8 and Wed 9 only.
-    r = job.portfolio_refresh(engine, Settings(), D("2026-09-09"), opts())
+    r = job.portfolio_refresh(engine, D("2026-09-09"), opts(), now=NOW)
     assert r.exit_code == 0
     assert snapshot_dates(engine, pid)[-3:] == ["2026-09-04", "2026-09-08", "2026-09-09"]
     assert r.stats["snapshots_created"] == 2 and r.stats["days_backfilled"] == 1
@@ -57,15 +57,15 @@ def test_backfills_missed_days_across_weekend_and_holiday(engine, sept):
 
 def test_missed_monday_and_tuesday_are_filled_on_wednesday(engine, sept):
     pid, _ = sept
-    job.portfolio_refresh(engine, Settings(), D("2026-09-11"), opts())
-    r = job.portfolio_refresh(engine, Settings(), D("2026-09-16"), opts())
+    job.portfolio_refresh(engine, D("2026-09-11"), opts(), now=NOW)
+    r = job.portfolio_refresh(engine, D("2026-09-16"), opts(), now=NOW)
     assert snapshot_dates(engine, pid)[-4:] == ["2026-09-11", "2026-09-14", "2026-09-15", "2026-09-16"]
     assert (r.stats["snapshots_created"], r.stats["days_backfilled"]) == (3, 2)
 
 
 def test_new_portfolio_starts_at_its_first_activity_and_values_each_day_with_that_days_close(engine, sept):
     pid, days = sept
-    r = job.portfolio_refresh(engine, Settings(), D("2026-08-28"), opts())
+    r = job.portfolio_refresh(engine, D("2026-08-28"), opts(), now=NOW)
     assert r.exit_code == 0
     rows = snapshots(engine, pid)
     assert [x["snapshot_date"] for x in rows] == trading_days_between(D("2026-08-24"), D("2026-08-28"))
@@ -79,10 +79,10 @@ def test_new_portfolio_starts_at_its_first_activity_and_values_each_day_with_tha
 
 
 def test_rerun_is_idempotent(engine, sept):
-    job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts())
+    job.portfolio_refresh(engine, D("2026-09-18"), opts(), now=NOW)
     before = snapshots(engine)
     pos_before = table_rows(engine, schema.positions)
-    r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts())
+    r = job.portfolio_refresh(engine, D("2026-09-18"), opts(), now=NOW)
     assert r.stats["snapshots_created"] == 0 and r.stats["snapshots_recomputed"] == 0 and r.stats["positions_valued"] == 0
     assert snapshots(engine) == before
     assert table_rows(engine, schema.positions) == pos_before
@@ -90,7 +90,7 @@ def test_rerun_is_idempotent(engine, sept):
 
 def test_max_backfill_days_caps_a_new_portfolio(engine, sept):
     pid, _ = sept
-    job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(max_backfill_days=7))
+    job.portfolio_refresh(engine, D("2026-09-18"), opts(max_backfill_days=7), now=NOW)
     assert snapshot_dates(engine, pid) == ["2026-09-14", "2026-09-15", "2026-09-16", "2026-09-17", "2026-09-18"]
 
 
@@ -99,14 +99,14 @@ def test_partial_snapshot_is_healed_when_the_close_arrives(engine, sept):
     with engine.begin() as c:
         add_lot(c, pid, "ZZZ", "2", "50", "2026-09-01")
         add_closes(c, "ZZZ", {D("2026-09-01"): Decimal("55"), D("2026-09-03"): Decimal("56")})  # 09-02 missing
-    job.portfolio_refresh(engine, Settings(), D("2026-09-03"), opts())
+    job.portfolio_refresh(engine, D("2026-09-03"), opts(), now=NOW)
     partial = {r["snapshot_date"]: r for r in snapshots(engine, pid)}[D("2026-09-02")]
     assert (partial["is_partial"], partial["missing_symbols"], partial["position_count"], partial["priced_position_count"]) == (True, "ZZZ", 2, 1)
     assert partial["holdings_value"] == Decimal("1070")  # AAA only: 10 x 107
     assert partial["total_cost"] == Decimal("1000")
     with engine.begin() as c:
         add_close(c, "ZZZ", "2026-09-02", "54.5")
-    r = job.portfolio_refresh(engine, Settings(), D("2026-09-03"), opts())
+    r = job.portfolio_refresh(engine, D("2026-09-03"), opts(), now=NOW)
     assert (r.stats["snapshots_created"], r.stats["snapshots_recomputed"]) == (0, 1)
     healed = {r["snapshot_date"]: r for r in snapshots(engine, pid)}[D("2026-09-02")]
     assert values(healed) == (Decimal("1179"), Decimal("500.5"), Decimal("1679.5"), Decimal("1100"), Decimal("79"),
@@ -118,12 +118,12 @@ def test_day_without_any_close_is_skipped_then_filled_later(engine, sept):
     pid, _ = sept
     with engine.begin() as c:
         c.execute(schema.symbol_prices_daily.delete().where(schema.symbol_prices_daily.c.price_date == D("2026-09-10")))
-    r = job.portfolio_refresh(engine, Settings(), D("2026-09-11"), opts(max_backfill_days=10))
+    r = job.portfolio_refresh(engine, D("2026-09-11"), opts(max_backfill_days=10), now=NOW)
     assert "2026-09-10" in r.stats["days_without_prices"]
     assert "2026-09-10" not in snapshot_dates(engine, pid)
     with engine.begin() as c:
         add_close(c, "AAA", "2026-09-10", "111")
-    r = job.portfolio_refresh(engine, Settings(), D("2026-09-11"), opts(max_backfill_days=10))
+    r = job.portfolio_refresh(engine, D("2026-09-11"), opts(max_backfill_days=10), now=NOW)
     assert r.stats["snapshots_created"] == 1
     assert "2026-09-10" in snapshot_dates(engine, pid)
 
@@ -139,7 +139,7 @@ def test_lots_and_cash_as_of_each_day_not_today(engine):
         add_cash(c, pid, "2026-10-07", "-40")
         for s in ("AAA", "BBB", "CCC"):
             add_closes(c, s, {d: Decimal("30") for d in days})
-    job.portfolio_refresh(engine, Settings(), D("2026-10-09"), opts())
+    job.portfolio_refresh(engine, D("2026-10-09"), opts(), now=NOW)
     got = {r["snapshot_date"].isoformat(): (r["holdings_value"], r["cash_balance"], r["position_count"]) for r in snapshots(engine, pid)}
     assert got == {
         "2026-10-01": (Decimal(30), Decimal(100), 1),
@@ -158,7 +158,7 @@ def test_inactive_and_deleted_portfolios_get_nothing(engine, sept):
         add_lot(c, gone, "AAA", "1", "1", "2026-08-24")
         empty = add_portfolio(c, "sold out")
         add_lot(c, empty, "AAA", "1", "1", "2026-08-24", exit_date="2026-08-25")
-    r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts())
+    r = job.portfolio_refresh(engine, D("2026-09-18"), opts(), now=NOW)
     assert snapshot_dates(engine, gone) == [] and snapshot_dates(engine, empty) == []
     assert r.stats["portfolios_active"] == 1
 
@@ -167,7 +167,7 @@ def test_market_values_follow_the_latest_close(engine, sept):
     pid, days = sept
     with engine.begin() as c:
         closed = add_lot(c, pid, "AAA", "5", "90", "2026-08-24", exit_date="2026-09-01")
-    job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts())
+    job.portfolio_refresh(engine, D("2026-09-18"), opts(), now=NOW)
     lots = {r["id"]: r for r in table_rows(engine, schema.positions)}
     open_lot = next(r for k, r in lots.items() if k != closed)
     last = Decimal(100 + len(days) - 1)
@@ -185,7 +185,7 @@ def test_one_bad_portfolio_is_reported_and_the_others_are_written(engine, sept):
         others = [add_portfolio(c, f"ok{i}") for i in range(5)]
         for p in others:
             add_lot(c, p, "AAA", "1", "100", "2026-09-14")
-    r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=3))
+    r = job.portfolio_refresh(engine, D("2026-09-18"), opts(chunk_size=3), now=NOW)
     assert r.exit_code == 1
     assert r.stats["portfolios_failed"] == 1
     # Its snapshots fail, and so does its market value (the same overflow): counted apart, listed once.
@@ -208,7 +208,7 @@ def test_a_market_value_that_fails_alone_is_reported_and_exits_1(engine, sept):
         bad = add_portfolio(c, "late overflow")
         add_lot(c, bad, "BIG", "100000000000000000", "1", "2026-09-14")
         add_closes(c, "BIG", {D("2026-09-18"): Decimal("10000000000000")})
-    r = job.refresh_date(engine, Settings(), D("2026-09-15"), opts=opts())
+    r = job.refresh_date(engine, D("2026-09-15"), opts=opts(), now=NOW)
     assert r.exit_code == 1
     assert (r.stats["portfolios_failed"], r.stats["market_value_failures"], r.stats["snapshots_created"]) == (0, 1, 2)
     (failure,) = r.stats["failed_portfolios"]
@@ -221,7 +221,7 @@ def test_a_market_value_that_fails_alone_is_reported_and_exits_1(engine, sept):
 
 def test_market_values_in_many_physical_slices_with_one_bad_lot(engine, monkeypatch):
     """The market-value pass walks the table in slices; a failing slice is redone portfolio by portfolio."""
-    from snapshotter.data import valuation
+    from snapshotter.data import spans as valuation
 
     monkeypatch.setattr(valuation, "PG_SPAN_BLOCKS", 1)  # 60 lots at fillfactor 50 fill several 8 KB blocks
     monkeypatch.setattr(valuation, "SQLITE_SPAN_ROWS", 7)
@@ -235,7 +235,7 @@ def test_market_values_in_many_physical_slices_with_one_bad_lot(engine, monkeypa
     with engine.connect() as c:
         n_spans = len(job._spans(c))
     assert n_spans > 2
-    r = job.refresh_date(engine, Settings(), D("2026-09-15"), opts=opts())
+    r = job.refresh_date(engine, D("2026-09-15"), opts=opts(), now=NOW)
     assert (r.exit_code, r.stats["positions_valued"], r.stats["market_value_failures"]) == (1, 59, 1)
     assert [f["portfolio_id"] for f in r.stats["failed_portfolios"]] == [str(pids[33])]
     last = closes_for(days)[D("2026-09-18")]
@@ -245,7 +245,7 @@ def test_market_values_in_many_physical_slices_with_one_bad_lot(engine, monkeypa
 
 
 def test_spans_cover_the_whole_table_and_end_open():
-    from snapshotter.data.valuation import Span, spans
+    from snapshotter.data.spans import Span, spans
 
     assert spans(0, 25, 10) == [Span(0, 10), Span(10, 20), Span(20, None)]
     assert spans(1, 1, 10) == [Span(1, None)]
@@ -266,7 +266,7 @@ def test_several_workers_write_exactly_what_one_writes(engine):
         add_closes(c, "BBB", closes_for(days[:-1], start=Decimal("7.5")))  # no BBB close on the 18th: partial
 
     def outcome(workers):
-        r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=4, workers=workers))
+        r = job.portfolio_refresh(engine, D("2026-09-18"), opts(chunk_size=4, workers=workers), now=NOW)
         rows = sorted(
             (str(x["portfolio_id"]), x["snapshot_date"], x["total_value"], x["total_cost"], x["pnl_percent"], x["is_partial"], x["missing_symbols"])
             for x in snapshots(engine)
@@ -286,13 +286,13 @@ def test_several_workers_write_exactly_what_one_writes(engine):
 
 def test_refresh_date_keeps_existing_unless_forced(engine, sept):
     pid, _ = sept
-    job.refresh_date(engine, Settings(), D("2026-09-15"), opts=opts())
+    job.refresh_date(engine, D("2026-09-15"), opts=opts(), now=NOW)
     (before,) = snapshots(engine, pid)
     with engine.begin() as c:
         c.execute(schema.symbol_prices_daily.update().where(schema.symbol_prices_daily.c.price_date == D("2026-09-15")).values(close=Decimal("200")))
-    r = job.refresh_date(engine, Settings(), D("2026-09-15"), opts=opts())
+    r = job.refresh_date(engine, D("2026-09-15"), opts=opts(), now=NOW)
     assert r.stats["snapshots_created"] == 0 and snapshots(engine, pid) == [before]
-    r = job.refresh_date(engine, Settings(), D("2026-09-15"), force=True, opts=opts())
+    r = job.refresh_date(engine, D("2026-09-15"), force=True, opts=opts(), now=NOW)
     assert (r.stats["snapshots_created"], r.stats["snapshots_recomputed"]) == (0, 1)
     (after,) = snapshots(engine, pid)
     assert after["holdings_value"] == Decimal("2000") and after["id"] == before["id"]
@@ -301,7 +301,7 @@ def test_refresh_date_keeps_existing_unless_forced(engine, sept):
 def test_dry_run_writes_nothing(engine, sept):
     pid, _ = sept
     counts = row_counts(engine)
-    r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(dry_run=True))
+    r = job.portfolio_refresh(engine, D("2026-09-18"), opts(dry_run=True), now=NOW)
     assert r.stats["snapshots_created"] == 19
     assert len(r.preview) == 19 and r.preview[0]["portfolio_id"] == pid
     assert row_counts(engine) == counts
@@ -330,10 +330,10 @@ def test_crash_safe_chunks_rerun_completes_without_duplicates(engine, monkeypatc
         add_closes(c, "AAA", closes_for(days))
     crash_on_call(monkeypatch, "_snapshot_chunk", 3)
     with pytest.raises(KeyboardInterrupt):
-        job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2, workers=1))  # one at a time: a known crash point
+        job.portfolio_refresh(engine, D("2026-09-18"), opts(chunk_size=2, workers=1), now=NOW)  # one at a time: a known crash point
     monkeypatch.undo()
     assert len(snapshots(engine)) == 4 * 5
-    r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2))
+    r = job.portfolio_refresh(engine, D("2026-09-18"), opts(chunk_size=2), now=NOW)
     assert r.stats["snapshots_created"] == 2 * 5
     rows = snapshots(engine)
     assert len(rows) == 30 and len({(x["portfolio_id"], x["snapshot_date"]) for x in rows}) == 30
@@ -349,12 +349,12 @@ def test_a_crash_in_the_market_value_pass_is_finished_by_the_rerun(engine, monke
         add_closes(c, "AAA", closes_for(days))
     crash_on_call(monkeypatch, "_market_value_span", 1)
     with pytest.raises(KeyboardInterrupt):
-        job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2, workers=1))
+        job.portfolio_refresh(engine, D("2026-09-18"), opts(chunk_size=2, workers=1), now=NOW)
     monkeypatch.undo()
     assert len(snapshots(engine)) == 4 * 5
     lots = table_rows(engine, schema.positions)
     assert [l["market_value_date"] for l in lots] == [None] * 4  # every snapshot committed, no market value yet
-    r = job.portfolio_refresh(engine, Settings(), D("2026-09-18"), opts(chunk_size=2))
+    r = job.portfolio_refresh(engine, D("2026-09-18"), opts(chunk_size=2), now=NOW)
     assert (r.stats["snapshots_created"], r.stats["positions_valued"]) == (0, 4)
     last = closes_for(days)[D("2026-09-18")]
     assert {(l["last_price"], l["market_value"], l["market_value_date"]) for l in table_rows(engine, schema.positions)} == {

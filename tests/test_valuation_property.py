@@ -11,10 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snapshotter.data import schema
-from snapshotter.config import Settings
 from snapshotter.jobs import snapshots as job
 from snapshotter.core.calendar import trading_days_between
-from tests.factories import add_cash, add_close, add_lot, add_portfolio, snapshots
+from tests.factories import NOW, add_cash, add_close, add_lot, add_portfolio, snapshots
 
 DAYS = trading_days_between(date(2026, 10, 1), date(2026, 10, 16))  # 12 trading days
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD"]
@@ -84,7 +83,7 @@ def test_every_snapshot_matches_an_independent_decimal_computation(engine, lots,
         for (sym, i), close in closes.items():
             add_close(c, sym, DAYS[i], close)
             price_map[(sym, DAYS[i])] = close
-    result = job.backfill(engine, Settings(), str(pid), DAYS[0], DAYS[-1], opts=job.Options(progress=False))
+    result = job.backfill(engine, str(pid), DAYS[0], DAYS[-1], opts=job.Options(progress=False), now=NOW)
     assert result.exit_code == 0
     rows = {r["snapshot_date"]: r for r in snapshots(engine, pid)}
     priced_days = {d for (_, d) in price_map}

@@ -1,4 +1,4 @@
-"""NYSE trading days and the "effective trading date" of a moment. Pure: no I/O.
+"""NYSE trading days and the "effective trading date" of a moment. Pure: no I/O, no clock.
 
 Closures come from ``holidays.NYSE`` (public category, which includes the one-off
 closures such as 2001-09-11 and 2012-10-29). Half days (``half_day`` category)
@@ -78,17 +78,20 @@ def trading_days_back(d: date, n: int) -> date:
     return d
 
 
-def effective_trading_date(now: datetime | None = None) -> date:
-    """The latest trading day whose close has passed at ``now``.
+def effective_trading_date(now: datetime) -> date:
+    """The latest trading day whose close has passed at ``now`` (the shell reads the clock once).
 
     A naive ``now`` is taken as UTC; the machine's timezone never matters.
     """
-    if now is None:
-        now = datetime.now(timezone.utc)
-    elif now.tzinfo is None:
+    if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     ny = now.astimezone(NEW_YORK)
     d = ny.date()
     if is_trading_day(d) and ny >= close_time(d):
         return d
     return previous_trading_day(d)
+
+
+def new_york_date(now: datetime) -> date:
+    """The calendar date in New York at ``now``: anything later is "in the future"."""
+    return (now if now.tzinfo else now.replace(tzinfo=timezone.utc)).astimezone(NEW_YORK).date()

@@ -1,4 +1,4 @@
-"""Planning which (portfolio, day) snapshots a run must create. Pure: no I/O.
+"""Planning which (portfolio, day) snapshots a run must create. Pure: no I/O, no clock.
 
 The database answers set questions (which days have closes, which days have no
 snapshot at all); this module turns the answers into a plan the engine executes.
@@ -62,12 +62,11 @@ def plan_gaps(target: date, max_backfill_days: int, priced_days: set[date], unsn
     return Plan("gaps", target, days, holes, unpriced)
 
 
-def plan_dates(days: Sequence[date], priced_days: set[date], force: bool = False) -> Plan:
-    """refresh --date / backfill: the given trading days, those without closes skipped."""
+def plan_dates(target: date, days: Sequence[date], priced_days: set[date], force: bool = False) -> Plan:
+    """refresh --date / backfill: the given trading days (the target resolved by the caller), those without closes skipped."""
     listed = tuple(sorted(days))
     kept = tuple(d for d in listed if d in priced_days)
     unpriced = tuple(d for d in listed if d not in priced_days)
-    target = listed[-1] if listed else date.min
     return Plan("force" if force else "dates", target, kept, frozenset(kept), unpriced)
 
 

@@ -1,4 +1,4 @@
-"""Which provider bars may be stored. Pure: no I/O.
+"""Which prices and symbols may be stored: the one home of price-row validity. Pure: no I/O, no clock.
 
 A bar is stored only when its close is a finite positive decimal that fits
 NUMERIC(20, 6), its date parses, is an NYSE trading day and is not in the
@@ -6,7 +6,8 @@ future, and no other bar of the same symbol has the same date (both copies are
 rejected: nothing says which one is right). Open/high/low, when present, follow
 the same rule as the close; volume must be a non-negative whole number. Bars
 outside the requested range are not errors (Alpha Vantage ``compact`` always
-sends 100 bars), they are just not this run's business.
+sends 100 bars), they are just not this run's business. ``snapshotter load --prices``
+checks each row with the same :func:`check_bar`.
 """
 
 from __future__ import annotations
@@ -54,38 +55,63 @@ def _volume(value: Decimal | None) -> int | None:
     return int(value)
 
 
+MAX_SYMBOL = 20
+
+
+def symbol(raw: str) -> str:
+    """A ticker as stored: stripped, upper case, 1-20 characters, no whitespace, comma or slash."""
+    s = raw.strip().upper()
+    if not s or len(s) > MAX_SYMBOL or any(c.isspace() or c in "/\\," for c in s):
+        raise ValueError(f"bad symbol {raw!r}")
+    return s
+
+
+def check_bar(b: Bar, today: date) -> dict:
+    """One bar as a storable row (prices quantized half-even to 6 decimals), or ValueError with the reason.
+
+    ``today`` is the New York date of the command's instant: a later date is in the future.
+    """
+    _check_date(b.price_date, today)
+    return _row(b)
+
+
+def _check_date(d: date | None, today: date) -> None:
+    if d is None:
+        raise ValueError("date is missing or not a date")
+    if d > today:
+        raise ValueError(f"date {d} is in the future")
+    if not is_trading_day(d):
+        raise ValueError(f"{d} is not an NYSE trading day")
+
+
+def _row(b: Bar) -> dict:
+    return {
+        "symbol": b.symbol,
+        "price_date": b.price_date,
+        "close": _price(b.close, "close", True),
+        "open": _price(b.open, "open", False),
+        "high": _price(b.high, "high", False),
+        "low": _price(b.low, "low", False),
+        "volume": _volume(b.volume),
+    }
+
+
 def validate(bars: list[Bar], start: date, end: date, today: date) -> tuple[list[dict], list[Rejected]]:
     """Split ``bars`` (one symbol's, or one grouped day's) into storable rows and rejects.
 
-    Rows are dicts with the ``symbol_prices_daily`` columns except source/fetched_at,
-    prices quantized half-even to 6 decimals so both backends store the same value.
+    Rows are dicts with the ``symbol_prices_daily`` columns except source/fetched_at.
     """
     rejected: list[Rejected] = []
     dup = Counter((b.symbol, b.price_date) for b in bars if b.price_date is not None)
     rows: list[dict] = []
     for b in bars:
         try:
-            if b.price_date is None:
-                raise ValueError("date is missing or not a date")
-            if b.price_date > today:
-                raise ValueError(f"date {b.price_date} is in the future")
-            if not start <= b.price_date <= end:
+            if b.price_date is not None and b.price_date <= today and not start <= b.price_date <= end:
                 continue
-            if not is_trading_day(b.price_date):
-                raise ValueError(f"{b.price_date} is not an NYSE trading day")
+            _check_date(b.price_date, today)
             if dup[(b.symbol, b.price_date)] > 1:
                 raise ValueError(f"date {b.price_date} appears {dup[(b.symbol, b.price_date)]} times")
-            rows.append(
-                {
-                    "symbol": b.symbol,
-                    "price_date": b.price_date,
-                    "close": _price(b.close, "close", True),
-                    "open": _price(b.open, "open", False),
-                    "high": _price(b.high, "high", False),
-                    "low": _price(b.low, "low", False),
-                    "volume": _volume(b.volume),
-                }
-            )
+            rows.append(_row(b))
         except ValueError as exc:
             rejected.append(Rejected(b.symbol, b.price_date, str(exc)))
     rows.sort(key=lambda r: (r["symbol"], r["price_date"]))

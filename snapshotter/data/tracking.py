@@ -5,16 +5,17 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 
 import sqlalchemy as sa
 
 from snapshotter.data.schema import batch_run_tracking as brt
-from snapshotter.data.store import utcnow
+from snapshotter.clock import utcnow
 
 SYMBOL_BATCH = "symbol_batch"
 PORTFOLIO_REFRESH = "portfolio_refresh"
+PORTFOLIO_BACKFILL = "portfolio_backfill"
 STALE_AFTER = timedelta(minutes=10)
 KEEPALIVE_S = 60.0  # a long wait heartbeats this often, far inside STALE_AFTER
 
@@ -85,7 +86,7 @@ class Run:
             )
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -95,25 +96,34 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def mark_dead_runs(conn: sa.Connection, batch_type: str | None = None) -> int:
-    """Mark ``running`` rows of killed processes ``interrupted`` so they never count as done.
+def is_dead(row, now: datetime, host: str | None = None, alive=pid_alive) -> bool:
+    """The one rule for a dead run: ``running`` with a heartbeat older than STALE_AFTER (or
+    none), or ``running`` on this host (``host``) under a pid that no longer exists.
 
-    Dead means: heartbeat older than STALE_AFTER, or same host and the pid is gone.
+    ``row`` maps status, heartbeat_at, host and pid. Used by every job (to mark the dead
+    rows of its kind ``interrupted``) and by ``status`` (to flag them).
     """
-    q = sa.select(brt.c.id, brt.c.host, brt.c.pid, brt.c.heartbeat_at).where(brt.c.status == "running")
+    if row["status"] != "running":
+        return False
+    beat = row["heartbeat_at"]
+    if beat is None:
+        return True
+    if beat.tzinfo is None:
+        beat = beat.replace(tzinfo=timezone.utc)
+    if now - beat > STALE_AFTER:
+        return True
+    me = host or socket.gethostname()
+    pid = row["pid"]
+    return row["host"] == me and pid is not None and pid != os.getpid() and not alive(pid)
+
+
+def mark_dead_runs(conn: sa.Connection, batch_type: str | None = None) -> int:
+    """Mark ``running`` rows of killed processes ``interrupted`` so they never count as done."""
+    q = sa.select(brt.c.id, brt.c.status, brt.c.host, brt.c.pid, brt.c.heartbeat_at).where(brt.c.status == "running")
     if batch_type:
         q = q.where(brt.c.batch_type == batch_type)
     now = utcnow()
-    me = socket.gethostname()
-    dead = []
-    for row in conn.execute(q):
-        beat = row.heartbeat_at
-        if beat is not None and beat.tzinfo is None:
-            beat = beat.replace(tzinfo=now.tzinfo)
-        stale = beat is None or now - beat > STALE_AFTER
-        gone = row.host == me and row.pid is not None and row.pid != os.getpid() and not _pid_alive(row.pid)
-        if stale or gone:
-            dead.append(row.id)
+    dead = [row.id for row in conn.execute(q) if is_dead(row._mapping, now)]
     if dead:
         conn.execute(
             brt.update()
@@ -134,6 +144,13 @@ def batch_completed(conn: sa.Connection, batch_type: str, target_date: date) -> 
     )
 
 
-def last_runs(conn: sa.Connection, limit: int = 5) -> list[dict]:
-    rows = conn.execute(sa.select(brt).order_by(brt.c.started_at.desc(), brt.c.id.desc()).limit(limit))
-    return [dict(r._mapping) for r in rows]
+
+def calls_spent_today(conn: sa.Connection, provider: str, now: datetime, exclude_run: str | None = None) -> int:
+    """Provider calls recorded by today's (UTC) symbol-batch runs, for the daily budget."""
+    midnight = datetime(now.year, now.month, now.day, tzinfo=timezone.utc)
+    q = sa.select(brt.c.run_id, brt.c.stats).where(brt.c.batch_type == SYMBOL_BATCH, brt.c.started_at >= midnight)
+    total = 0
+    for run_id, stats in conn.execute(q):
+        if run_id != exclude_run and isinstance(stats, dict) and stats.get("provider") == provider:
+            total += int(stats.get("provider_calls") or 0)
+    return total

@@ -20,7 +20,10 @@ import sqlalchemy as sa
 from snapshotter.data import schema
 from snapshotter.config import SAMPLE_DIR
 from snapshotter.errors import InputError
-from snapshotter.data.store import upsert, utcnow
+from snapshotter.core import validation
+from snapshotter.providers.base import Bar
+from snapshotter.core.calendar import new_york_date
+from snapshotter.data.dialect import upsert
 
 MAX_REPORTED = 20
 
@@ -55,11 +58,7 @@ def _positive(v: str) -> Decimal:
     return d
 
 
-def _symbol(v: str) -> str:
-    s = v.strip().upper()
-    if not s or len(s) > 20 or any(c.isspace() for c in s):
-        raise ValueError(f"bad symbol {v!r}")
-    return s
+_symbol = validation.symbol
 
 
 def _currency(v: str) -> str:
@@ -78,7 +77,7 @@ class Kind:
     key: tuple[str, ...]
     required: dict[str, Callable]
     optional: dict[str, Callable]
-    defaults: Callable[[], dict] = dict
+    defaults: Callable[[datetime], dict] = lambda now: {}
 
 
 KINDS: dict[str, Kind] = {
@@ -87,14 +86,14 @@ KINDS: dict[str, Kind] = {
         ("id",),
         {"id": _uuid, "name": str},
         {"owner_id": str, "base_currency": _currency, "created_at": _ts, "deleted_at": _ts},
-        lambda: {"owner_id": None, "base_currency": "USD", "created_at": utcnow(), "deleted_at": None},
+        lambda now: {"owner_id": None, "base_currency": "USD", "created_at": now, "deleted_at": None},
     ),
     "positions": Kind(
         schema.positions,
         ("id",),
         {"id": _uuid, "portfolio_id": _uuid, "symbol": _symbol, "quantity": _positive, "entry_price": _positive, "entry_date": _date},
         {"exit_date": _date, "exit_price": _positive, "deleted_at": _ts},
-        lambda: {"exit_date": None, "exit_price": None, "deleted_at": None},
+        lambda now: {"exit_date": None, "exit_price": None, "deleted_at": None},
     ),
     "cash": Kind(
         schema.cash_transactions,
@@ -102,20 +101,26 @@ KINDS: dict[str, Kind] = {
         {"id": _uuid, "portfolio_id": _uuid, "txn_date": _date, "amount": _dec},
         {},
     ),
-    "watchlist": Kind(schema.watchlist, ("symbol",), {"symbol": _symbol}, {"added_at": _ts}, lambda: {"added_at": utcnow()}),
+    "watchlist": Kind(schema.watchlist, ("symbol",), {"symbol": _symbol}, {"added_at": _ts}, lambda now: {"added_at": now}),
     "prices": Kind(
         schema.symbol_prices_daily,
         ("symbol", "price_date"),
         {"symbol": _symbol, "price_date": _date, "close": _positive},
         {"open": _positive, "high": _positive, "low": _positive, "volume": _int},
-        lambda: {"open": None, "high": None, "low": None, "volume": None, "source": "csv-import", "fetched_at": utcnow()},
+        lambda now: {"open": None, "high": None, "low": None, "volume": None, "source": "csv-import", "fetched_at": now},
     ),
 }
 ORDER = ["portfolios", "positions", "cash", "watchlist", "prices"]
 
 
-def parse_file(kind_name: str, path: Path) -> list[dict]:
-    """Parse and validate one file; raise InputError listing every bad row."""
+def parse_file(kind_name: str, path: Path, now: datetime) -> list[dict]:
+    """Parse and validate one file; raise InputError listing every bad row.
+
+    Price rows go through the same rule as the providers' bars
+    (:func:`snapshotter.core.validation.check_bar`): a trading day, not after the New
+    York date of ``now``, positive prices that fit NUMERIC(20, 6).
+    """
+    today = new_york_date(now)
     kind = KINDS[kind_name]
     errors: list[str] = []
     rows: list[dict] = []
@@ -132,7 +137,7 @@ def parse_file(kind_name: str, path: Path) -> list[dict]:
             raise InputError(f"{path}:1: missing column(s) {', '.join(missing)} for {kind_name}")
         for lineno, raw in enumerate(reader, start=2):
             try:
-                row = kind.defaults()
+                row = kind.defaults(now)
                 for col, parse in {**kind.required, **kind.optional}.items():
                     val = (raw.get(col) or "").strip()
                     if val:
@@ -142,8 +147,10 @@ def parse_file(kind_name: str, path: Path) -> list[dict]:
                 if kind_name == "positions":
                     if row["exit_date"] and row["exit_date"] < row["entry_date"]:
                         raise ValueError("exit_date before entry_date")
-                if kind_name == "prices" and row["price_date"] > date.today():
-                    raise ValueError("price_date is in the future")
+                if kind_name == "prices":
+                    fields = {k: row.get(k) for k in ("open", "high", "low", "close")}
+                    bar = Bar(row["symbol"], row["price_date"], volume=None if row["volume"] is None else Decimal(row["volume"]), **fields)
+                    row.update(validation.check_bar(bar, today))
                 k = tuple(row[c] for c in kind.key)
                 if k in seen:
                     raise ValueError(f"duplicate key, first on line {seen[k]}")
@@ -171,9 +178,14 @@ def _check_portfolios_exist(conn: sa.Connection, path: Path, rows: list[dict]) -
         raise InputError(f"{path}:{bad}: unknown portfolio_id {sorted(map(str, unknown))[0]} ({len(unknown)} unknown)")
 
 
-def load_files(engine: sa.Engine, files: dict[str, Path]) -> dict[str, int]:
-    """Load files in dependency order; each file is its own transaction."""
-    parsed = {k: parse_file(k, files[k]) for k in ORDER if k in files}
+def load_files(engine, files: dict[str, Path], now: datetime) -> dict[str, int]:
+    """Load files in dependency order; each file is its own transaction.
+
+    Every file is parsed and checked before ``engine`` is touched (it may be a
+    zero-argument callable, the CLI's lazy connect).
+    """
+    parsed = {k: parse_file(k, files[k], now) for k in ORDER if k in files}
+    engine = engine if isinstance(engine, sa.Engine) else engine()
     counts = {}
     for kind_name, rows in parsed.items():
         kind = KINDS[kind_name]

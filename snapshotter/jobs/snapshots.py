@@ -1,7 +1,8 @@
 """portfolio-refresh, refresh --date and backfill: one engine, three scopes.
 
 The job is the imperative shell around :mod:`snapshotter.core.gaps` (what to do) and
-:mod:`snapshotter.data.valuation` (the set-based SQL). Portfolios are walked in id
+:mod:`snapshotter.data.snapshot_sql` / :mod:`snapshotter.data.market_value_sql` (the
+set-based SQL). Portfolios are walked in id
 order in chunks (keyset pagination, constant memory); each chunk is one
 transaction that values every missing (portfolio, day) pair with one
 ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT``, heals partial snapshots and
@@ -17,22 +18,20 @@ import time
 import uuid
 from functools import partial
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from typing import Callable, Union
 
 import sqlalchemy as sa
 
-from snapshotter.core import gaps
-from snapshotter.data import tracking, valuation
-from snapshotter.config import Settings
-from snapshotter.errors import BatchNotReady, DatabaseUnavailable, ExitCode, Stopped, UsageError
+from snapshotter.clock import utcnow
+from snapshotter.core import gaps, targets
+from snapshotter.data import dialect, market_value_sql, planning_sql, snapshot_sql, spans, temp_tables, tracking
 from snapshotter.data.locks import run_lock
+from snapshotter.errors import BatchNotReady, DatabaseUnavailable, ExitCode, Stopped, UsageError, exit_code_for_failures
+from snapshotter.jobs.workers import Workers
 from snapshotter.ops.logs import get_logger, redact
 from snapshotter.ops.progress import progress_bar
-from snapshotter.data.schema import portfolios
 from snapshotter.ops.signals import STOP, StopFlag
-from snapshotter.data.store import dialect_insert, utcnow
-from snapshotter.core.calendar import effective_trading_date, is_trading_day, trading_days_between
-from snapshotter.jobs.workers import Workers
 
 log = get_logger(__name__)
 MAX_REPORTED_FAILURES = 100
@@ -57,6 +56,7 @@ class Options:
 @dataclass
 class Result:
     stats: dict
+    target: date  # resolved once by the entry point; the tracking row and stats carry the same day
     exit_code: ExitCode = ExitCode.OK
     run_id: str | None = None
     preview: list[dict] = field(default_factory=list)
@@ -65,88 +65,97 @@ class Result:
     def summary(self) -> dict:
         return {"run_id": self.run_id, "exit_code": int(self.exit_code), **self.stats}
 
+    @property
+    def error(self) -> str | None:
+        """The one line a non-zero exit prints."""
+        if not self.exit_code:
+            return None
+        return f"{self.stats['portfolios_failed']} of {self.stats['portfolios_active']} portfolios failed"
+
+    @property
+    def alert(self) -> str | None:
+        """The alert line: exit 1 alerts only over --alert-failure-ratio."""
+        return self.alerts[0] if self.alerts else None
+
 
 # --- entry points --------------------------------------------------------------
+# Each resolves its target once (snapshotter.core.targets: bad dates exit 64 before the
+# database is touched), then runs the one engine. ``engine`` may be a zero-argument
+# callable (the CLI's lazy connect) so that argument errors never need a database.
+
+EngineSource = Union[sa.Engine, Callable[[], sa.Engine]]
+
+
+def _engine(source: EngineSource) -> sa.Engine:
+    return source if isinstance(source, sa.Engine) else source()
 
 
 def portfolio_refresh(
-    engine: sa.Engine, settings: Settings, target: date | None = None, opts: Options | None = None, stop: StopFlag = STOP,
+    engine: EngineSource, day: date | None, opts: Options | None = None, *, now: datetime, stop: StopFlag = STOP,
     run_id: str | None = None,
 ) -> Result:
-    """Nightly: wait for the symbol batch, then fill every portfolio's gaps up to ``target``."""
+    """Nightly: wait for the symbol batch, then fill every portfolio's gaps up to the target
+    (``day``, else the effective trading date of ``now``)."""
     opts = opts or Options()
-    target = target or effective_trading_date()
-    _check_day(target, "--date")
+    target = targets.nightly_target(day, now)
 
     def plan_fn(conn):
         start, end = gaps.window(target, opts.max_backfill_days)
-        priced = set(conn.execute(valuation.priced_days_between(start, end)).scalars())
-        bare = set(conn.execute(valuation.days_without_snapshots(start, end)).scalars())
+        priced = set(conn.execute(planning_sql.priced_days_between(start, end)).scalars())
+        bare = set(conn.execute(planning_sql.days_without_snapshots(start, end)).scalars())
         return gaps.plan_gaps(target, opts.max_backfill_days, priced, bare)
 
-    return _run(engine, "portfolio_refresh", target, plan_fn, opts, stop, portfolio_id=None, require_active=True, wait=opts.wait_for_batch, run_id=run_id)
+    return _run(_engine(engine), tracking.PORTFOLIO_REFRESH, target, plan_fn, opts, stop, now, portfolio_id=None,
+                require_active=True, wait=opts.wait_for_batch, run_id=run_id)
 
 
 def refresh_date(
-    engine: sa.Engine, settings: Settings, day: date, force: bool = False, opts: Options | None = None, stop: StopFlag = STOP,
+    engine: EngineSource, day: date, force: bool = False, opts: Options | None = None, *, now: datetime, stop: StopFlag = STOP,
     run_id: str | None = None,
 ) -> Result:
     """Redo one trading day for every active portfolio; --force recomputes existing snapshots."""
     opts = opts or Options()
-    _check_day(day, "--date")
+    target = targets.trading_day(day, now)
 
     def plan_fn(conn):
-        priced = set(conn.execute(valuation.priced_days_between(day, day)).scalars())
-        return gaps.plan_dates([day], priced, force)
+        priced = set(conn.execute(planning_sql.priced_days_between(target, target)).scalars())
+        return gaps.plan_dates(target, [target], priced, force)
 
-    return _run(engine, "portfolio_refresh", day, plan_fn, opts, stop, portfolio_id=None, require_active=True, wait=False, mode_label="refresh", run_id=run_id)
+    return _run(_engine(engine), tracking.PORTFOLIO_REFRESH, target, plan_fn, opts, stop, now, portfolio_id=None,
+                require_active=True, wait=False, mode_label="refresh", run_id=run_id)
 
 
 def backfill(
-    engine: sa.Engine,
-    settings: Settings,
+    engine: EngineSource,
     portfolio_id: str,
     date_from: date | None = None,
     date_to: date | None = None,
     force: bool = False,
     opts: Options | None = None,
+    *,
+    now: datetime,
     stop: StopFlag = STOP,
     run_id: str | None = None,
 ) -> Result:
-    """One portfolio over a range of trading days, from cached closes only."""
+    """One portfolio over a range of trading days, from cached closes only; the target is
+    the range's last trading day."""
     opts = opts or Options()
     pid = _parse_portfolio_id(portfolio_id)
-    today = effective_trading_date()
-    date_to = date_to or today
-    if date_to > today:
-        raise UsageError(f"--to {date_to} is after the latest closed trading day {today}")
-    if date_from is None:
-        date_from = date_to - timedelta(days=opts.max_backfill_days - 1)
-    if date_from > date_to:
-        raise UsageError(f"--from {date_from} is after --to {date_to}")
-    span = (date_to - date_from).days + 1
-    if span > opts.max_backfill_days:
-        raise UsageError(f"range {date_from}..{date_to} is {span} days, over --max-backfill-days {opts.max_backfill_days}")
+    rng = targets.backfill_range(date_from, date_to, now, opts.max_backfill_days)
+    engine = _engine(engine)
     with engine.connect() as conn:
-        row = conn.execute(sa.select(portfolios.c.deleted_at).where(portfolios.c.id == pid)).first()
+        row = conn.execute(planning_sql.portfolio_state(pid)).first()
     if row is None:
         raise UsageError(f"unknown portfolio {portfolio_id}")
     if row.deleted_at is not None:
         raise UsageError(f"portfolio {portfolio_id} is deleted")
 
     def plan_fn(conn):
-        priced = set(conn.execute(valuation.priced_days_between(date_from, date_to)).scalars())
-        return gaps.plan_dates(trading_days_between(date_from, date_to), priced, force)
+        priced = set(conn.execute(planning_sql.priced_days_between(rng.first, rng.last)).scalars())
+        return gaps.plan_dates(rng.target, rng.days, priced, force)
 
-    return _run(engine, "portfolio_backfill", date_to, plan_fn, opts, stop, portfolio_id=pid, require_active=False, wait=False, mode_label="backfill", run_id=run_id)
-
-
-def _check_day(day: date, option: str) -> None:
-    latest = effective_trading_date()
-    if day > latest:
-        raise UsageError(f"{option} {day} is in the future: the latest closed trading day is {latest}")
-    if not is_trading_day(day):
-        raise UsageError(f"{option} {day} is not an NYSE trading day")
+    return _run(engine, tracking.PORTFOLIO_BACKFILL, rng.target, plan_fn, opts, stop, now, portfolio_id=pid,
+                require_active=False, wait=False, mode_label="backfill", run_id=run_id)
 
 
 def _parse_portfolio_id(value: str) -> uuid.UUID:
@@ -159,16 +168,16 @@ def _parse_portfolio_id(value: str) -> uuid.UUID:
 # --- the run -------------------------------------------------------------------
 
 
-def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, *, portfolio_id, require_active, wait, mode_label=None, run_id=None) -> Result:
+def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, now: datetime, *, portfolio_id, require_active, wait, mode_label=None, run_id=None) -> Result:
     started = time.monotonic()
     if opts.dry_run:
         with engine.connect() as conn:
             plan = plan_fn(conn)
             conn.rollback()
         stats = _new_stats(plan, mode_label)
-        preview = _execute(engine, plan, stats, opts, stop, None, portfolio_id, require_active)
+        preview = _execute(engine, plan, stats, opts, stop, None, portfolio_id, require_active, now)
         stats["duration_s"] = round(time.monotonic() - started, 3)
-        return Result(stats, ExitCode.OK, None, preview)
+        return Result(stats, target, ExitCode.OK, None, preview)
 
     with run_lock(engine, wait=opts.wait_for_lock, stop=stop):
         run = tracking.Run(engine, batch_type, target, run_id).start()
@@ -188,7 +197,7 @@ def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, *, 
             stats = _new_stats(plan, mode_label)
             if plan.unpriced:
                 log.warning("refresh.days_without_prices", days=[d.isoformat() for d in plan.unpriced], count=len(plan.unpriced))
-            _execute(engine, plan, stats, opts, stop, run, portfolio_id, require_active)
+            _execute(engine, plan, stats, opts, stop, run, portfolio_id, require_active, now)
         except Stopped as exc:
             stats["duration_s"] = round(time.monotonic() - started, 3)
             run.finish("interrupted", stats, str(exc))
@@ -201,7 +210,7 @@ def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, *, 
             raise
         stats["duration_s"] = round(time.monotonic() - started, 3)
         failed = stats["portfolios_failed"]
-        result = Result(stats, ExitCode.PARTIAL if failed or stats["market_value_failures"] else ExitCode.OK, run.run_id)
+        result = Result(stats, target, exit_code_for_failures(failed + stats["market_value_failures"]), run.run_id)
         if failed:
             considered = stats["portfolios_active"] or 1
             if failed / considered > opts.alert_failure_ratio:
@@ -283,18 +292,15 @@ def _iter_chunks(conn: sa.Connection, portfolio_id, sizer: ChunkSizer):
         return
     after = None
     while True:
-        q = sa.select(portfolios.c.id).where(portfolios.c.deleted_at.is_(None)).order_by(portfolios.c.id).limit(sizer.size)
-        if after is not None:
-            q = q.where(portfolios.c.id > after)
         with conn.begin():
-            ids = list(conn.execute(q).scalars())
+            ids = list(conn.execute(planning_sql.live_portfolio_ids(after, sizer.size)).scalars())
         if not ids:
             return
         yield ids
         after = ids[-1]
 
 
-def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag, run, portfolio_id, require_active) -> list[dict]:
+def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag, run, portfolio_id, require_active, now: datetime) -> list[dict]:
     """Two passes over the portfolios, chunk by chunk: all snapshots first, then market values.
 
     Snapshots first because the market-value update rewrites lots all over the
@@ -311,7 +317,7 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
         total = None
         if portfolio_id is None:
             with conn.begin():
-                total = conn.execute(sa.select(sa.func.count()).where(portfolios.c.deleted_at.is_(None))).scalar_one()
+                total = conn.execute(planning_sql.live_portfolio_count()).scalar_one()
 
         def merged(bar, sizer):
             def merge(unit, delta):
@@ -326,7 +332,7 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
                     run.heartbeat(dict(stats))
             return merge
 
-        snapshot = partial(_snapshot_chunk, plan=plan, opts=opts, require_active=require_active, preview=preview)
+        snapshot = partial(_snapshot_chunk, plan=plan, opts=opts, require_active=require_active, preview=preview, now=now)
         started = time.perf_counter()
         with progress_bar("snapshots", total, opts.progress) as bar:
             sizer = ChunkSizer(opts.chunk_size, opts.pairs_per_chunk, len(plan.days))
@@ -378,21 +384,20 @@ def _run_pass(pool: Workers, chunks, task, merge, stop: StopFlag) -> None:
 def _prepare_connection(conn: sa.Connection, plan: gaps.Plan) -> None:
     """The run's temporary tables on one connection: candidate days and latest closes."""
     with conn.begin():
-        valuation.tmp.drop_all(conn, checkfirst=True)
-        valuation.tmp.create_all(conn)
+        temp_tables.metadata.drop_all(conn, checkfirst=True)
+        temp_tables.metadata.create_all(conn)
         if plan.days:
-            conn.execute(valuation.days_t.insert(), [{"d": d, "hole": d in plan.holes} for d in plan.days])
-        conn.execute(valuation.fill_latest_closes())
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("ANALYZE _snap_days"))
-            conn.execute(sa.text("ANALYZE _latest_close"))
+            conn.execute(temp_tables.days.insert(), [{"d": d, "hole": d in plan.holes} for d in plan.days])
+        conn.execute(market_value_sql.fill_latest_closes())
+        dialect.analyze(conn, temp_tables.days)
+        dialect.analyze(conn, temp_tables.latest_close)
 
 
 def _drop_temp_tables(conn: sa.Connection) -> None:
     if conn.invalidated:
         return
     with conn.begin():
-        valuation.tmp.drop_all(conn, checkfirst=True)
+        temp_tables.metadata.drop_all(conn, checkfirst=True)
 
 
 _COUNTERS = (
@@ -445,38 +450,29 @@ def _with_split(conn: sa.Connection, ids, *, work, counter: str, what: str, delt
     return delta
 
 
-def _transaction(conn: sa.Connection):
-    """A chunk's transaction; on PostgreSQL with room to hash and sort in memory (SET LOCAL ends with it)."""
-    trans = conn.begin()
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))
-    return trans
-
-
-def _spans(conn: sa.Connection) -> list[valuation.Span]:
-    dialect = conn.dialect.name
+def _spans(conn: sa.Connection) -> list[spans.Span]:
+    name = conn.dialect.name
     with conn.begin():
-        first, last = conn.execute(valuation.positions_extent(dialect)).one()
-    step = valuation.PG_SPAN_BLOCKS if dialect == "postgresql" else valuation.SQLITE_SPAN_ROWS
-    return valuation.spans(int(first), int(last), step)
+        first, last = conn.execute(spans.extent(name)).one()
+    return spans.spans(int(first), int(last), spans.span_step(name))
 
 
-def _market_value_chunk(conn: sa.Connection, lo, hi, delta: dict, span: valuation.Span | None = None) -> None:
+def _market_value_chunk(conn: sa.Connection, lo, hi, delta: dict, span: spans.Span | None = None) -> None:
     """One transaction: the open lots of portfolios lo..hi (within ``span``) get the latest cached close."""
-    scope = valuation.chunk_scope(valuation.Chunk(lo, hi, date.min, date.min, date.min))
+    scope = market_value_sql.portfolio_range(lo, hi)
     if span is not None:
-        scope = sa.and_(scope, valuation.span_scope(span, conn.dialect.name))
-    with _transaction(conn):
-        valued = conn.execute(valuation.update_market_values(scope).execution_options(preserve_rowcount=True)).rowcount
+        scope = sa.and_(scope, spans.in_span(span, conn.dialect.name))
+    with dialect.begin_chunk(conn):
+        valued = conn.execute(market_value_sql.update_market_values(scope).execution_options(preserve_rowcount=True)).rowcount
     delta["positions_valued"] += valued
 
 
-def _market_value_span(conn: sa.Connection, span: valuation.Span) -> dict:
+def _market_value_span(conn: sa.Connection, span: spans.Span) -> dict:
     """One transaction for a slice of the table; if it fails, its portfolios one by one (split in halves)."""
     delta = _delta()
     try:
-        with _transaction(conn):
-            stmt = valuation.update_market_values(valuation.span_scope(span, conn.dialect.name))
+        with dialect.begin_chunk(conn):
+            stmt = market_value_sql.update_market_values(spans.in_span(span, conn.dialect.name))
             delta["positions_valued"] += conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
         return delta
     except sa.exc.DBAPIError as exc:
@@ -484,63 +480,48 @@ def _market_value_span(conn: sa.Connection, span: valuation.Span) -> dict:
             raise DatabaseUnavailable(f"database connection lost: {redact(str(exc.orig).splitlines()[0])}") from None
         log.warning("refresh.span_failed_splitting", span=[span.lo, span.hi], error=redact(str(exc.orig).splitlines()[0]))
     with conn.begin():
-        ids = list(conn.execute(valuation.portfolios_in_span(span, conn.dialect.name)).scalars())
+        ids = list(conn.execute(spans.portfolios_in_span(span, conn.dialect.name)).scalars())
     if ids:
         work = partial(_market_value_chunk, span=span)
         _with_split(conn, ids, work=work, counter="market_value_failures", what="market values: ", delta=delta)
     return delta
 
 
-def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan, opts: Options, require_active: bool, preview: list) -> None:
+def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan, opts: Options, require_active: bool, preview: list, now: datetime) -> None:
     """One transaction: plan the chunk's pairs and value them (a dry run rolls it back)."""
     force = plan.mode == "force"
-    now = utcnow()
-    pg = conn.dialect.name == "postgresql"
     first_day = plan.days[0] if plan.days else plan.target
-    ch = valuation.Chunk(lo, hi, first_day, plan.days[-1] if plan.days else plan.target, plan.target)
-    insert = lambda table: dialect_insert(conn, table)  # noqa: E731
-    trans = _transaction(conn)
+    ch = snapshot_sql.Chunk(lo, hi, first_day, plan.days[-1] if plan.days else plan.target, plan.target)
+    insert = lambda table: dialect.dialect_insert(conn, table)  # noqa: E731
     run = lambda stmt: conn.execute(stmt.execution_options(preserve_rowcount=True))  # noqa: E731
+    trans = dialect.begin_chunk(conn)
     try:
-        active = run(valuation.fill_chunk(ch, require_active=require_active, ignore_existing=force)).rowcount
+        active = run(snapshot_sql.fill_chunk(ch, require_active=require_active, ignore_existing=force)).rowcount
         if plan.days:
-            conn.execute(valuation.fill_pairs_after_last())
+            conn.execute(snapshot_sql.fill_pairs_after_last())
             if plan.holes and not force:
-                conn.execute(valuation.fill_pairs_holes())
+                conn.execute(snapshot_sql.fill_pairs_holes())
             if not force:
-                conn.execute(valuation.fill_pairs_heal(ch))
-        if pg:
-            conn.execute(sa.text("ANALYZE _snap_pairs"))
-        counts = conn.execute(valuation.pair_counts(plan.target)).one()
-        days = set(conn.execute(valuation.backfilled_days(plan.target)).scalars())
+                conn.execute(snapshot_sql.fill_pairs_heal(ch))
+        dialect.analyze(conn, temp_tables.pairs)
+        counts = conn.execute(snapshot_sql.pair_counts()).one()
+        days = set(conn.execute(snapshot_sql.backfilled_days(plan.target)).scalars())
         if opts.dry_run:
             room = PREVIEW_ROWS - len(preview)
             if room > 0:
-                rows = conn.execute(valuation.valuation_select(ch, False, now).limit(room)).all()
-                preview.extend(dict(zip(valuation.SNAPSHOT_COLUMNS[:-2], r[:-2])) for r in rows)
+                rows = conn.execute(snapshot_sql.valuation_select(ch, False, now).limit(room)).all()
+                preview.extend(dict(zip(snapshot_sql.SNAPSHOT_COLUMNS[:-2], r[:-2])) for r in rows)
             created, healed = counts.new_pairs, counts.heal_pairs
             trans.rollback()
         else:
-            existing = 0
-            if force:
-                existing = conn.execute(
-                    sa.select(sa.func.count()).select_from(valuation.pairs_t).where(
-                        sa.exists().where(
-                            valuation.snaps.c.portfolio_id == valuation.pairs_t.c.portfolio_id,
-                            valuation.snaps.c.snapshot_date == valuation.pairs_t.c.d,
-                        )
-                    )
-                ).scalar_one()
-            if pg:
-                # The planner underestimates "lot held on d" ~100x and would probe the
-                # price index once per lot; the hash join it rejects is 3x faster.
-                conn.execute(sa.text("SET LOCAL enable_nestloop = off"))
-            written = run(valuation.insert_snapshots(insert, ch, heal=False, force=force, now=now)).rowcount if counts.new_pairs else 0
+            existing = conn.execute(snapshot_sql.existing_pairs()).scalar_one() if force else 0
+            dialect.prefer_hash_joins(conn)
+            written = run(snapshot_sql.insert_snapshots(insert, ch, heal=False, force=force, now=now)).rowcount if counts.new_pairs else 0
             created, recomputed_forced = written - existing, existing
-            healed = run(valuation.insert_snapshots(insert, ch, heal=True, force=False, now=now)).rowcount if counts.heal_pairs else 0
+            healed = run(snapshot_sql.insert_snapshots(insert, ch, heal=True, force=False, now=now)).rowcount if counts.heal_pairs else 0
             healed += recomputed_forced
-            conn.execute(valuation.pairs_t.delete())
-            conn.execute(valuation.chunk_t.delete())
+            for stmt in snapshot_sql.clear_chunk():
+                conn.execute(stmt)
             trans.commit()
     except BaseException:
         if trans.is_active:

@@ -26,16 +26,19 @@ import dataclasses
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Callable
 
 import sqlalchemy as sa
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 from tenacity.wait import wait_base
 
-from snapshotter.core import fetch_plan
-from snapshotter.data import schema, tracking
+from snapshotter.clock import utcnow
 from snapshotter.config import Settings
+from snapshotter.core import fetch_plan, targets, validation
+from snapshotter.core.calendar import effective_trading_date, new_york_date
+from snapshotter.data import planning_sql, schema, tracking
+from snapshotter.data.dialect import upsert
 from snapshotter.errors import (
     BadProviderData,
     ExitCode,
@@ -47,6 +50,7 @@ from snapshotter.errors import (
     SymbolNotFound,
     TransientProviderError,
     UsageError,
+    exit_code_for_failures,
 )
 from snapshotter.data.locks import run_lock
 from snapshotter.ops.logs import get_logger, redact
@@ -54,19 +58,14 @@ from snapshotter.ops.progress import progress_bar
 from snapshotter.providers.base import Provider, get_provider, rate_limit_for
 from snapshotter.core.rate_limit import RateLimit, TokenBucket
 from snapshotter.ops.signals import STOP, StopFlag
-from snapshotter.data.store import upsert, utcnow
-from snapshotter.core.calendar import NEW_YORK, effective_trading_date
-from snapshotter.core.validation import validate
 
 log = get_logger(__name__)
 
-RECENTLY_CLOSED_DAYS = 30  # lots closed this many days before the window still get prices
 ATTEMPTS = 3  # per provider call, first try included
 RETRY_INITIAL = 2.0  # seconds, doubled per retry, plus up to as much jitter
 RETRY_MAX = 60.0
 RETRY_AFTER_CAP = 300.0  # a longer Retry-After is capped (the next attempt may then be refused again)
 UNREACHABLE_AFTER = 3  # consecutive calls failing transiently = provider unreachable
-IN_CHUNK = 500  # symbols per IN (...) list
 LOCK_NAME = "snapshotter.symbol_batch"  # one batch per database: two would spend the same daily quota
 
 
@@ -76,7 +75,13 @@ class BatchResult:
     status: str  # completed, failed, aborted
     exit_code: int
     stats: dict
+    target: date  # resolved once; the tracking row, stats, pings and summary show the same day
     error: str | None = None
+
+    @property
+    def alert(self) -> str | None:
+        """Every non-zero batch alerts, with its error line."""
+        return self.error
 
     def summary(self) -> dict:
         return {"run_id": self.run_id, "status": self.status, "exit_code": self.exit_code, "error": self.error, **self.stats}
@@ -100,87 +105,46 @@ class wait_retry_after(wait_base):
 # --- inputs from the database ----------------------------------------------------
 
 
-def symbols_needed(conn: sa.Connection, closed_since: date) -> list[str]:
-    """Open lots, lots closed on or after ``closed_since``, and the watchlist (live portfolios only)."""
-    p, pf = schema.positions, schema.portfolios
-    lots = (
-        sa.select(p.c.symbol)
-        .join(pf, pf.c.id == p.c.portfolio_id)
-        .where(p.c.deleted_at.is_(None), pf.c.deleted_at.is_(None), sa.or_(p.c.exit_date.is_(None), p.c.exit_date >= closed_since))
-    )
-    q = sa.union(lots, sa.select(schema.watchlist.c.symbol))
-    return sorted({s for s in conn.execute(q).scalars() if s})
-
-
-def _chunks(items: list[str]):
-    for i in range(0, len(items), IN_CHUNK):
-        yield items[i : i + IN_CHUNK]
+def symbols_needed(conn: sa.Connection, day: date) -> list[str]:
+    """The symbols the portfolios need on ``day`` (:func:`planning_sql.symbols_needed`), sorted."""
+    need = planning_sql.symbols_needed(day)
+    return sorted({s for s in conn.execute(sa.select(need.c.symbol)).scalars() if s})
 
 
 def last_cached(conn: sa.Connection, symbols: list[str], target: date) -> dict[str, date]:
-    t = schema.symbol_prices_daily
     out: dict[str, date] = {}
-    for chunk in _chunks(symbols):
-        q = sa.select(t.c.symbol, sa.func.max(t.c.price_date)).where(t.c.symbol.in_(chunk), t.c.price_date <= target).group_by(t.c.symbol)
+    for q in planning_sql.last_cached(symbols, target):
         out.update({s: d for s, d in conn.execute(q)})
     return out
 
 
 def cached_days(conn: sa.Connection, symbols: list[str], date_from: date, date_to: date) -> dict[str, set[date]]:
-    t = schema.symbol_prices_daily
     out: dict[str, set[date]] = defaultdict(set)
-    for chunk in _chunks(symbols):
-        q = sa.select(t.c.symbol, t.c.price_date).where(t.c.symbol.in_(chunk), t.c.price_date.between(date_from, date_to))
+    for q in planning_sql.cached_days(symbols, date_from, date_to):
         for s, d in conn.execute(q):
             out[s].add(d)
     return out
-
-
-def calls_spent_today(conn: sa.Connection, provider: str, now: datetime, exclude_run: str | None = None) -> int:
-    """Provider calls recorded by today's (UTC) symbol-batch runs, for the daily budget."""
-    brt = schema.batch_run_tracking
-    midnight = datetime(now.year, now.month, now.day, tzinfo=timezone.utc)
-    q = sa.select(brt.c.run_id, brt.c.stats).where(brt.c.batch_type == tracking.SYMBOL_BATCH, brt.c.started_at >= midnight)
-    total = 0
-    for run_id, stats in conn.execute(q):
-        if run_id != exclude_run and isinstance(stats, dict) and stats.get("provider") == provider:
-            total += int(stats.get("provider_calls") or 0)
-    return total
 
 
 # --- arguments ---------------------------------------------------------------------
 
 
 def normalize_symbols(symbols) -> list[str] | None:
+    """``--symbols``: each through the one symbol rule (:func:`validation.symbol`), sorted, unique."""
     if symbols is None:
         return None
     items = symbols.split(",") if isinstance(symbols, str) else list(symbols)
-    out = []
+    out = set()
     for raw in items:
-        s = str(raw).strip().upper()
-        if not s:
+        if not str(raw).strip():
             continue
-        if len(s) > 20 or any(c.isspace() or c in "/\\," for c in s):
-            raise UsageError(f"--symbols: bad symbol {raw!r}")
-        if s not in out:
-            out.append(s)
+        try:
+            out.add(validation.symbol(str(raw)))
+        except ValueError:
+            raise UsageError(f"--symbols: bad symbol {raw!r}") from None
     if not out:
         raise UsageError("--symbols: no symbols given")
     return sorted(out)
-
-
-def check_dates(target_date: date | None, date_from: date | None, date_to: date | None, now: datetime) -> None:
-    """Bad date arguments are a UsageError (exit 64), raised before anything is written."""
-    latest = effective_trading_date(now)
-    if target_date is not None and (date_from is not None or date_to is not None):
-        raise UsageError("give either --date or --from/--to, not both")
-    if (date_from is None) != (date_to is None):
-        raise UsageError("--from and --to go together")
-    if date_from is not None and date_to is not None and date_from > date_to:
-        raise UsageError(f"--from {date_from} is after --to {date_to}")
-    for flag, d in (("--date", target_date), ("--to", date_to), ("--from", date_from)):
-        if d is not None and d > latest:
-            raise UsageError(f"{flag} {d} is in the future: the latest trading day that has closed is {latest}")
 
 
 # --- the job -------------------------------------------------------------------------
@@ -190,7 +154,7 @@ def check_dates(target_date: date | None, date_from: date | None, date_to: date 
 class _Outcome:
     fetched: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)  # symbol -> reason
-    failure_kinds: dict[str, str] = field(default_factory=dict)  # symbol -> error class name
+    errors: dict[str, ProviderError] = field(default_factory=dict)  # symbol -> the error it failed with
     deferred: list[str] = field(default_factory=list)
     no_data: set[str] = field(default_factory=set)
     stop_reason: ProviderError | None = None  # quota, refusal or unreachable: the loop stopped early
@@ -251,11 +215,11 @@ class _Batch:
             log.warning("symbol_batch.row_rejected", symbol=r.symbol, price_date=str(r.price_date), reason=redact(r.reason))
         self.stats["rows_rejected"] += len(rejected)
 
-    def fail(self, symbols, exc: Exception) -> None:
+    def fail(self, symbols, exc: ProviderError) -> None:
         msg = redact(str(exc))[:300]
         for s in symbols:
             self.out.failed[s] = msg
-            self.out.failure_kinds[s] = type(exc).__name__
+            self.out.errors[s] = exc
             log.debug("symbol_batch.symbol", symbol=s, status="failed", error=msg)
 
     def transient_failure(self) -> bool:
@@ -312,7 +276,7 @@ class _Batch:
             self.streak = 0
             wanted = set(gc.symbols)
             mine = [b for b in bars if b.symbol in wanted]
-            rows, rejected = validate(mine, gc.day, gc.day, self.today)
+            rows, rejected = validation.validate(mine, gc.day, gc.day, self.today)
             self.reject(rejected)
             self.store(rows)
             got = {r["symbol"] for r in rows}
@@ -335,7 +299,7 @@ class _Batch:
             what = f"{rc.symbol} {rc.start}..{rc.end}"
             try:
                 bars = self.call(lambda: self.provider.daily_closes(rc.symbol, rc.start, rc.end, size=rc.size))
-                rows, rejected = validate([b for b in bars if b.symbol == rc.symbol], rc.start, rc.end, self.today)
+                rows, rejected = validation.validate([b for b in bars if b.symbol == rc.symbol], rc.start, rc.end, self.today)
                 self.reject(rejected)
                 if rejected and not rows:
                     raise BadProviderData(f"{self.provider.name}: {what}: every row was rejected ({len(rejected)}), e.g. {rejected[0].reason}")
@@ -388,7 +352,7 @@ class _Request:
 
 
 def run_symbol_batch(
-    engine: sa.Engine,
+    engine: sa.Engine | Callable[[], sa.Engine],
     settings: Settings,
     *,
     target_date: date | None = None,
@@ -396,7 +360,7 @@ def run_symbol_batch(
     date_to: date | None = None,
     symbols=None,
     provider: str | Provider | None = None,
-    now: datetime | None = None,
+    now: datetime,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] | None = None,
     retry_wait: wait_base | None = None,
@@ -409,19 +373,20 @@ def run_symbol_batch(
 
     Raises UsageError (bad arguments), ConfigError (provider/key/limits) and
     LockHeld before anything is written; Stopped after marking the run
-    ``interrupted``. ``now``, ``clock``, ``sleep`` and ``retry_wait`` are for
-    tests; the default sleep is ``stop.sleep`` so a SIGTERM cuts a wait short.
+    ``interrupted``. ``now`` is the command's instant (the target and "the future"
+    derive from it); ``clock``, ``sleep`` and ``retry_wait`` are for tests; the
+    default sleep is ``stop.sleep`` so a SIGTERM cuts a wait short. ``engine`` may be
+    a zero-argument callable, called once the arguments are known to be good.
     """
     started = time.monotonic()
-    now = now or datetime.now(timezone.utc)
-    check_dates(target_date, date_from, date_to, now)
+    target, rng = targets.symbol_batch_target(target_date, date_from, date_to, now)
     latest = effective_trading_date(now)
     req = _Request(
-        target=date_to if date_from is not None else (target_date or latest),
-        date_from=date_from,
+        target=target,
+        date_from=rng.first if rng else None,
         symbols=normalize_symbols(symbols),
         now=now,
-        today=now.astimezone(NEW_YORK).date(),
+        today=new_york_date(now),
         latest=latest,
         clock=clock,
         sleep=sleep or stop.sleep,
@@ -432,6 +397,7 @@ def run_symbol_batch(
         started=started,
     )
     prov = provider if isinstance(provider, Provider) else get_provider(provider, settings)
+    engine = engine if isinstance(engine, sa.Engine) else engine()
     try:
         limit = rate_limit_for(prov, settings)
         try:
@@ -464,9 +430,8 @@ def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request, run
     batch = None
     try:
         with engine.connect() as conn:
-            since = (req.date_from or req.target) - timedelta(days=RECENTLY_CLOSED_DAYS)
-            wanted = req.symbols if req.symbols is not None else symbols_needed(conn, since)
-            spent = calls_spent_today(conn, prov.name, req.now, exclude_run=run.run_id) if limit.per_day else 0
+            wanted = req.symbols if req.symbols is not None else symbols_needed(conn, req.date_from or req.target)
+            spent = tracking.calls_spent_today(conn, prov.name, req.now, exclude_run=run.run_id) if limit.per_day else 0
             if ranged:
                 needs = fetch_plan.range_needs(wanted, cached_days(conn, wanted, req.date_from, req.target), req.date_from, req.target)
             else:
@@ -508,32 +473,35 @@ def _finish_early(run, batch, stats, started, status, error) -> None:
     run.finish(status, stats, error=redact(error)[:1000])
 
 
+def batch_outcome(o: _Outcome) -> tuple[str, ExitCode, str | None]:
+    """The one rule from what happened to the symbols to (run status, exit code, error line)."""
+    if isinstance(o.stop_reason, ProviderRefused):
+        return "aborted", o.stop_reason.exit_code, f"provider refused the request, run aborted: {o.stop_reason}"
+    if isinstance(o.stop_reason, QuotaExhausted):
+        deferred = len(set(o.deferred))
+        return "aborted", o.stop_reason.exit_code, (
+            f"daily quota exhausted, {deferred} symbol(s) deferred to the next run: {o.stop_reason}"
+        )
+    if o.unreachable:
+        return "failed", ExitCode.UNAVAILABLE, (
+            f"provider unreachable ({UNREACHABLE_AFTER} calls in a row failed after retries): {o.stop_reason}"
+        )
+    if not o.failed:
+        return "completed", ExitCode.OK, None
+    errors = list(o.errors.values())
+    code = exit_code_for_failures(len(o.failed))
+    if not o.fetched and all(isinstance(e, TransientProviderError) for e in errors):
+        code = ExitCode.UNAVAILABLE
+    elif not o.fetched and all(isinstance(e, BadProviderData) for e in errors):
+        code = ExitCode.DATAERR
+    return "failed", code, f"{len(o.failed)} symbol(s) failed: {', '.join(sorted(o.failed)[:20])}"
+
+
 def _finish(run: tracking.Run, batch: _Batch, started: float) -> BatchResult:
     o = batch.out
     stats = batch.snapshot_stats()
     stats["duration_s"] = round(time.monotonic() - started, 3)
-    error = None
-    if isinstance(o.stop_reason, ProviderRefused):
-        status, code = "aborted", ExitCode.CONFIG
-        error = f"provider refused the request, run aborted: {o.stop_reason}"
-    elif isinstance(o.stop_reason, QuotaExhausted):
-        status, code = "aborted", ExitCode.TEMPFAIL
-        error = f"daily quota exhausted, {len(stats['symbols_deferred'])} symbol(s) deferred to the next run: {o.stop_reason}"
-    elif o.unreachable:
-        status, code = "failed", ExitCode.UNAVAILABLE
-        error = f"provider unreachable ({UNREACHABLE_AFTER} calls in a row failed after retries): {o.stop_reason}"
-    elif o.failed:
-        status = "failed"
-        kinds = set(o.failure_kinds.values())
-        if not o.fetched and kinds <= {"TransientProviderError", "RateLimited"}:
-            code = ExitCode.UNAVAILABLE
-        elif not o.fetched and kinds == {"BadProviderData"}:
-            code = ExitCode.DATAERR
-        else:
-            code = ExitCode.PARTIAL
-        error = f"{len(o.failed)} symbol(s) failed: {', '.join(sorted(o.failed)[:20])}"
-    else:
-        status, code = "completed", ExitCode.OK
+    status, code, error = batch_outcome(o)
     error = redact(error)[:1000] if error else None
     run.finish(status, stats, error=error)
     (log.info if code == ExitCode.OK else log.warning)(
@@ -545,4 +513,4 @@ def _finish(run: tracking.Run, batch: _Batch, started: float) -> BatchResult:
         symbols_failed=len(stats["symbols_failed"]),
         symbols_deferred=len(stats["symbols_deferred"]),
     )
-    return BatchResult(run.run_id, status, int(code), stats, error)
+    return BatchResult(run.run_id, status, int(code), stats, run.target_date, error)

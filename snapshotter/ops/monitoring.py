@@ -50,11 +50,14 @@ class JobMonitor:
 
     # --- called by the command body -------------------------------------------------
 
-    def report(self, summary: dict, error: str | None = None, *, alert_line: str | None = None, alert_on_partial: bool = True) -> None:
-        self.summary = dict(summary)
-        self.error = error
-        self.alert_line = alert_line
-        self.alert_on_partial = alert_on_partial
+    def report(self, result) -> None:
+        """A job's result: its summary, its target, its error line and its alert line (exit 1
+        alerts only when the job gave one: the snapshot jobs over --alert-failure-ratio)."""
+        self.summary = dict(result.summary())
+        self.target = result.target
+        self.error = result.error
+        self.alert_line = result.alert
+        self.alert_on_partial = result.alert is not None
 
     # --- called by the decorator ------------------------------------------------------
 

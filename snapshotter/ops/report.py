@@ -56,6 +56,26 @@ def _or_dash(v) -> str:
     return "-" if v is None else str(v)
 
 
+def refresh_line(result) -> str:
+    """The one summary line of portfolio-refresh, refresh and backfill."""
+    s = result.stats
+    return (
+        f"{s['mode']} {s['target_date']}: {s['snapshots_created']} snapshots created, "
+        f"{s['snapshots_recomputed']} recomputed, {s['portfolios_failed']} portfolios failed, "
+        f"{s['portfolios_skipped']} up to date, {s['duration_s']}s"
+    )
+
+
+def batch_line(result) -> str:
+    """The one summary line of symbol-batch."""
+    s = result.stats
+    return (
+        f"symbol-batch {s['provider']} {s['target_date']}: {result.status}, {s['symbols_fetched']}/{s['symbols_requested']} "
+        f"symbols fetched, {s['symbols_up_to_date']} up to date, {len(s['symbols_failed'])} failed, "
+        f"{len(s['symbols_deferred'])} deferred, {s['provider_calls']} calls, {s['rows_upserted']} rows, {s['duration_s']}s"
+    )
+
+
 def print_preview(result) -> None:
     """--dry-run: the snapshots that would be written (first rows) and the totals."""
     s = result.stats

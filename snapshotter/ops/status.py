@@ -13,12 +13,10 @@ from datetime import date, datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from snapshotter.data import db, schema, tracking
-from snapshotter.data.dialect import dsign, dsum
-from snapshotter.data.schema import batch_run_tracking as brt
-from snapshotter.data.store import utcnow
 from snapshotter.core.calendar import effective_trading_date, trading_days_between
-from snapshotter.data.valuation import held_on
+from snapshotter.core.valuation import portfolio_activity
+from snapshotter.data import db, planning_sql, schema, tracking
+from snapshotter.data.schema import batch_run_tracking as brt
 
 COUNTED = ("portfolios", "positions", "cash_transactions", "watchlist", "symbol_prices_daily", "portfolio_snapshots", "batch_run_tracking")
 RUNS_PER_JOB = 5
@@ -32,8 +30,7 @@ KEY_STATS = {
 }
 
 
-def status_report(engine: sa.Engine, now: datetime | None = None, runs_per_job: int = RUNS_PER_JOB) -> dict:
-    now = now or utcnow()
+def status_report(engine: sa.Engine, now: datetime, runs_per_job: int = RUNS_PER_JOB) -> dict:
     day = effective_trading_date(now)
     report: dict = {"schema_revision": db.current_revision(engine), "schema_head": db.head_revision(),
                     "effective_trading_date": day.isoformat()}
@@ -70,17 +67,9 @@ def last_runs_per_job(conn: sa.Connection, n: int, now: datetime) -> dict[str, l
 
 
 def dead_runs(conn: sa.Connection, now: datetime) -> list[dict]:
-    """``running`` rows whose heartbeat is older than tracking.STALE_AFTER (10 minutes)."""
+    """``running`` rows that :func:`tracking.is_dead` calls dead."""
     rows = conn.execute(sa.select(brt).where(brt.c.status == "running").order_by(brt.c.started_at, brt.c.id))
     return [v for v in (_run_view(dict(r._mapping), now) for r in rows) if v["dead"]]
-
-
-def is_dead(status: str, heartbeat_at: datetime | None, now: datetime) -> bool:
-    if status != "running":
-        return False
-    if heartbeat_at is None:
-        return True
-    return now - _aware(heartbeat_at) > tracking.STALE_AFTER
 
 
 def _aware(t: datetime) -> datetime:
@@ -99,7 +88,7 @@ def _run_view(r: dict, now: datetime) -> dict:
         "batch_type": r["batch_type"],
         "target_date": _iso(r["target_date"]),
         "status": r["status"],
-        "dead": is_dead(r["status"], r.get("heartbeat_at"), now),
+        "dead": tracking.is_dead(r, now),
         "started_at": _ts(r.get("started_at")),
         "finished_at": _ts(r.get("finished_at")),
         "heartbeat_at": _ts(r.get("heartbeat_at")),
@@ -117,25 +106,18 @@ def _run_view(r: dict, now: datetime) -> dict:
 def snapshot_freshness(conn: sa.Connection, effective: date) -> dict:
     """The newest snapshot date, its lag in trading days, and the active portfolios behind it.
 
-    Active (SPEC) is evaluated on the newest snapshot date: not deleted, and holds
-    a lot or has a non-zero cash balance that day. A portfolio is behind when its
-    own last snapshot is older than the newest one (or it has none).
+    Active is the SPEC rule (:func:`snapshotter.core.valuation.portfolio_activity`) on the
+    newest snapshot date. A portfolio is behind when its own last snapshot is older than
+    the newest one (or it has none).
     """
-    s, p = schema.portfolio_snapshots, schema.portfolios
+    s = schema.portfolio_snapshots
     newest = conn.execute(sa.select(sa.func.max(s.c.snapshot_date))).scalar()
     out = {"newest_snapshot_date": _iso(newest), "lag_trading_days": lag_trading_days(newest, effective),
            "active_portfolios": 0, "portfolios_behind": 0, "portfolios_without_snapshot": 0, "oldest_behind_date": None}
     if newest is None:
         return out
     last = sa.select(s.c.portfolio_id, sa.func.max(s.c.snapshot_date).label("last")).group_by(s.c.portfolio_id).subquery("last")
-    lots = sa.select(schema.positions.c.portfolio_id).where(held_on(newest)).distinct().subquery("lots")
-    c = schema.cash_transactions
-    cash = (
-        sa.select(c.c.portfolio_id, dsign(dsum(c.c.amount)).label("sign"))
-        .where(c.c.txn_date <= newest)
-        .group_by(c.c.portfolio_id)
-        .subquery("cash")
-    )
+    act = portfolio_activity(newest)
     behind = sa.or_(last.c.last.is_(None), last.c.last < newest)
     q = (
         sa.select(
@@ -144,12 +126,8 @@ def snapshot_freshness(conn: sa.Connection, effective: date) -> dict:
             sa.func.count(sa.case((last.c.last.is_(None), 1))),
             sa.func.min(sa.case((behind, last.c.last))),
         )
-        .select_from(
-            p.outerjoin(last, last.c.portfolio_id == p.c.id)
-            .outerjoin(lots, lots.c.portfolio_id == p.c.id)
-            .outerjoin(cash, cash.c.portfolio_id == p.c.id)
-        )
-        .where(p.c.deleted_at.is_(None), sa.or_(lots.c.portfolio_id.is_not(None), sa.func.coalesce(cash.c.sign, 0) != 0))
+        .select_from(act.outerjoin(last, last.c.portfolio_id == act.c.id))
+        .where(act.c.active == sa.true())
     )
     active, n_behind, never, oldest = conn.execute(q).one()
     out.update(active_portfolios=active, portfolios_behind=n_behind, portfolios_without_snapshot=never, oldest_behind_date=_iso(oldest))
@@ -164,26 +142,19 @@ def lag_trading_days(newest: date | None, effective: date) -> int | None:
 
 
 def missing_closes(conn: sa.Connection, day: date) -> dict:
-    """Symbols the portfolios need (open lots of live portfolios + watchlist) without a close on ``day``."""
-    p, pf, px = schema.positions, schema.portfolios, schema.symbol_prices_daily
-    lots = (
-        sa.select(p.c.symbol)
-        .join(pf, pf.c.id == p.c.portfolio_id)
-        .where(p.c.deleted_at.is_(None), pf.c.deleted_at.is_(None), p.c.exit_date.is_(None))
-    )
-    need = sa.union(lots, sa.select(schema.watchlist.c.symbol)).subquery("need")
-    without = sa.select(need.c.symbol).where(~sa.exists().where(px.c.symbol == need.c.symbol, px.c.price_date == day))
+    """The symbols the portfolios need on ``day`` (:func:`planning_sql.symbols_needed`) without a close that day."""
+    without = planning_sql.symbols_without_close(day)
     count = conn.execute(sa.select(sa.func.count()).select_from(without.subquery())).scalar_one()
-    names = list(conn.execute(without.order_by(need.c.symbol).limit(MISSING_LISTED)).scalars())
+    names = list(conn.execute(without.order_by(without.selected_columns.symbol).limit(MISSING_LISTED)).scalars())
     return {"date": day.isoformat(), "count": count, "symbols": names}
 
 
 # --- check ----------------------------------------------------------------------------------
 
 
-def check_freshness(engine: sa.Engine, max_lag: int, now: datetime | None = None) -> tuple[bool, str]:
+def check_freshness(engine: sa.Engine, max_lag: int, now: datetime) -> tuple[bool, str]:
     """(ok, one-line reason): stale when the newest snapshot is more than ``max_lag`` trading days behind."""
-    day = effective_trading_date(now or utcnow())
+    day = effective_trading_date(now)
     if db.current_revision(engine) is None:
         return False, f"stale: the database has no snapshotter schema (effective trading date {day})"
     with engine.connect() as conn:
@@ -202,3 +173,4 @@ def _iso(d: date | None) -> str | None:
 
 def _ts(t: datetime | None) -> str | None:
     return _aware(t).isoformat() if t else None
+

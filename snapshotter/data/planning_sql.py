@@ -1,0 +1,87 @@
+"""The questions a run asks before it works: which days have closes, which portfolios are
+live, which symbols are needed and what the cache already holds. Each is one set-based query."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+
+from snapshotter.data.schema import portfolio_snapshots as snaps
+from snapshotter.data.schema import portfolios, positions, watchlist
+from snapshotter.data.schema import symbol_prices_daily as prices
+
+RECENTLY_CLOSED_DAYS = 30  # lots closed this many days before a day still need its prices
+IN_CHUNK = 500  # symbols per IN (...) list
+
+
+def priced_days_between(start: date, end: date):
+    return sa.select(prices.c.price_date).distinct().where(prices.c.price_date >= start, prices.c.price_date <= end)
+
+
+def days_without_snapshots(start: date, end: date):
+    """Priced days in [start, end] with no snapshot for any portfolio (index probes)."""
+    d = prices.c.price_date
+    return sa.select(d).distinct().where(d >= start, d <= end, ~sa.exists().where(snaps.c.snapshot_date == d))
+
+
+def live_portfolio_ids(after, limit: int):
+    """The next page of live (not deleted) portfolio ids after ``after``: keyset pagination."""
+    q = sa.select(portfolios.c.id).where(portfolios.c.deleted_at.is_(None)).order_by(portfolios.c.id).limit(limit)
+    return q if after is None else q.where(portfolios.c.id > after)
+
+
+def live_portfolio_count():
+    return sa.select(sa.func.count()).where(portfolios.c.deleted_at.is_(None))
+
+
+def portfolio_state(portfolio_id):
+    """(deleted_at,) of one portfolio, or no row when it does not exist."""
+    return sa.select(portfolios.c.deleted_at).where(portfolios.c.id == portfolio_id)
+
+
+def symbols_needed(day: date):
+    """The one rule for "symbols the portfolios need" on ``day`` (SPEC): lots of live
+    portfolios that are open or closed within the ``RECENTLY_CLOSED_DAYS`` before ``day``,
+    and the whole watchlist. A subquery with one column, ``symbol``."""
+    since = day - timedelta(days=RECENTLY_CLOSED_DAYS)
+    lots = (
+        sa.select(positions.c.symbol.label("symbol"))
+        .join(portfolios, portfolios.c.id == positions.c.portfolio_id)
+        .where(
+            positions.c.deleted_at.is_(None),
+            portfolios.c.deleted_at.is_(None),
+            sa.or_(positions.c.exit_date.is_(None), positions.c.exit_date >= since),
+        )
+    )
+    return sa.union(lots, sa.select(watchlist.c.symbol.label("symbol"))).subquery("needed")
+
+
+def symbols_without_close(day: date):
+    """The needed symbols (for ``day``) with no cached close on ``day``."""
+    need = symbols_needed(day)
+    return sa.select(need.c.symbol).where(
+        need.c.symbol.is_not(None), ~sa.exists().where(prices.c.symbol == need.c.symbol, prices.c.price_date == day)
+    )
+
+
+def chunks(items: list[str]):
+    for i in range(0, len(items), IN_CHUNK):
+        yield items[i : i + IN_CHUNK]
+
+
+def last_cached(symbols: list[str], target: date):
+    """Per symbol, its newest cached close on or before ``target`` (one statement per IN chunk)."""
+    for part in chunks(symbols):
+        yield (
+            sa.select(prices.c.symbol, sa.func.max(prices.c.price_date))
+            .where(prices.c.symbol.in_(part), prices.c.price_date <= target)
+            .group_by(prices.c.symbol)
+        )
+
+
+def cached_days(symbols: list[str], date_from: date, date_to: date):
+    for part in chunks(symbols):
+        yield sa.select(prices.c.symbol, prices.c.price_date).where(
+            prices.c.symbol.in_(part), prices.c.price_date.between(date_from, date_to)
+        )

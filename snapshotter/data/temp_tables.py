@@ -1,0 +1,42 @@
+"""The run's scratch tables, created on each worker connection (temporary, per session).
+
+``_snap_days``: the run's candidate days (``hole``: below the snapshot frontier);
+``_snap_chunk``: the chunk's portfolios with their first active day and last snapshot;
+``_snap_pairs``: the (portfolio, day) pairs to value (``heal``: a partial to recompute);
+``_latest_close``: each symbol's newest cached close, for the market values.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from snapshotter.data.dialect import Money
+
+metadata = sa.MetaData()
+days = sa.Table(
+    "_snap_days", metadata,
+    sa.Column("d", sa.Date, primary_key=True),
+    sa.Column("hole", sa.Boolean, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+chunk = sa.Table(
+    "_snap_chunk", metadata,
+    sa.Column("portfolio_id", sa.Uuid, primary_key=True),
+    sa.Column("start_day", sa.Date, nullable=True),
+    sa.Column("after_day", sa.Date, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+pairs = sa.Table(
+    "_snap_pairs", metadata,
+    sa.Column("portfolio_id", sa.Uuid, primary_key=True),
+    sa.Column("d", sa.Date, primary_key=True),
+    sa.Column("heal", sa.Boolean, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+latest_close = sa.Table(
+    "_latest_close", metadata,
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("close", Money(20, 6), nullable=False),
+    sa.Column("price_date", sa.Date, nullable=False),
+    prefixes=["TEMPORARY"],
+)
