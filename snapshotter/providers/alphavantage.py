@@ -23,7 +23,8 @@ from datetime import date
 
 from snapshotter.errors import BadProviderData, ProviderRefused, QuotaExhausted, RateLimited, SymbolNotFound
 from snapshotter.ops.logs import redact
-from snapshotter.providers.base import Bar, Capabilities, PairsDict, Provider, parse_json, to_date, to_decimal
+from snapshotter.core.bars import Bar, Capabilities
+from snapshotter.providers.base import PairsDict, Provider, parse_json, to_date, to_decimal
 from snapshotter.providers.http import HttpGetter
 from snapshotter.core.rate_limit import RateLimit
 

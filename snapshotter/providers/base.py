@@ -11,42 +11,16 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
 from snapshotter.config import Settings
+from snapshotter.core.bars import Bar, Capabilities
 from snapshotter.errors import BadProviderData, ConfigError
 from snapshotter.core.rate_limit import RateLimit
 
 DEFAULT_TIMEOUT = 30.0  # seconds per HTTP request (SNAPSHOTTER_PROVIDER_TIMEOUT)
-
-
-@dataclass(frozen=True)
-class Bar:
-    """One daily bar as the provider sent it; :mod:`snapshotter.core.validation` decides if it is usable.
-
-    ``price_date`` is None when the provider's date could not be parsed; numbers
-    that could not be parsed are ``Decimal('NaN')`` so validation rejects them
-    with a reason instead of the parser dropping them silently.
-    """
-
-    symbol: str
-    price_date: date | None
-    close: Decimal | None
-    open: Decimal | None = None
-    high: Decimal | None = None
-    low: Decimal | None = None
-    volume: Decimal | None = None
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What the planner needs to know to spend as few calls as possible."""
-
-    supports_grouped: bool = False  # one call returns every symbol for one date
-    compact_bars: int | None = None  # a cheaper "latest N bars" mode exists (Alpha Vantage compact)
 
 
 class Provider(ABC):

@@ -14,7 +14,8 @@ from datetime import date
 from pathlib import Path
 
 from snapshotter.errors import BadProviderData, SymbolNotFound
-from snapshotter.providers.base import Bar, Capabilities, Provider, to_date, to_decimal
+from snapshotter.core.bars import Bar, Capabilities
+from snapshotter.providers.base import Provider, to_date, to_decimal
 from snapshotter.core.rate_limit import RateLimit
 
 COLUMNS = ("date", "open", "high", "low", "close", "volume")

@@ -20,7 +20,8 @@ from urllib.parse import quote
 
 from snapshotter.errors import BadProviderData, ProviderRefused
 from snapshotter.ops.logs import redact
-from snapshotter.providers.base import Bar, Capabilities, Provider, parse_json, to_decimal
+from snapshotter.core.bars import Bar, Capabilities
+from snapshotter.providers.base import Provider, parse_json, to_decimal
 from snapshotter.providers.http import HttpGetter
 from snapshotter.core.rate_limit import RateLimit
 from snapshotter.core.calendar import NEW_YORK
