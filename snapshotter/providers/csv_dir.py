@@ -13,6 +13,7 @@ import csv
 from datetime import date
 from pathlib import Path
 
+from snapshotter.config import Settings
 from snapshotter.errors import BadProviderData, SymbolNotFound
 from snapshotter.core.bars import Bar, Capabilities
 from snapshotter.providers.base import Provider, to_date, to_decimal
@@ -28,6 +29,10 @@ class CsvDirProvider(Provider):
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "CsvDirProvider":
+        return cls(settings.prices_dir)
 
     def _path(self, symbol: str) -> Path:
         if not symbol or any(c in symbol for c in "/\\\0") or symbol.startswith("."):
