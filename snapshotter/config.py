@@ -68,6 +68,7 @@ class Settings:
             provider_timeout=env.get("SNAPSHOTTER_PROVIDER_TIMEOUT") or None,
             calls_per_minute=env.get("SNAPSHOTTER_CALLS_PER_MINUTE") or None,
             calls_per_day=env.get("SNAPSHOTTER_CALLS_PER_DAY") or None,
+            extra={k: v for k, v in env.items() if k.startswith("SNAPSHOTTER_") and v},  # provider plugins' settings
         )
         for k, v in overrides.items():
             if v is not None:

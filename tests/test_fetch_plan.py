@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from snapshotter.core import fetch_plan as fp
 from snapshotter.providers.alphavantage import AlphaVantageProvider
-from snapshotter.providers.base import Capabilities
+from snapshotter.core.bars import Capabilities
 from snapshotter.providers.csv_dir import CsvDirProvider
 from snapshotter.providers.polygon import PolygonProvider
 from snapshotter.core.calendar import trading_days_between

@@ -19,7 +19,8 @@ from snapshotter.errors import (
     SymbolNotFound,
     TransientProviderError,
 )
-from snapshotter.providers.base import Bar, get_provider
+from snapshotter.core.bars import Bar
+from snapshotter.providers.base import get_provider
 from snapshotter.providers.http import retry_after_seconds
 from snapshotter.core.validation import validate
 from tests.fake_providers import (  # noqa: F401 - fixtures

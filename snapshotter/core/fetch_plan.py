@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 
-from snapshotter.providers.base import Capabilities
+from snapshotter.core.bars import Capabilities
 from snapshotter.core.calendar import latest_trading_day_on_or_before, trading_days_back, trading_days_between
 
 OVERLAP = 5  # trading days re-fetched before the first missing day

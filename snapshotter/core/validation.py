@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from snapshotter.providers.base import Bar
+from snapshotter.core.bars import Bar
 from snapshotter.core.calendar import is_trading_day
 
 SCALE = Decimal("0.000001")  # NUMERIC(20, 6)

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from datetime import date
 
-from snapshotter.errors import BadProviderData, ProviderRefused, QuotaExhausted, RateLimited, SymbolNotFound
-from snapshotter.ops.logs import redact
-from snapshotter.providers.base import Bar, Capabilities, PairsDict, Provider, parse_json, to_date, to_decimal
+from snapshotter.config import Settings
+from snapshotter.errors import BadProviderData, ConfigError, ProviderRefused, QuotaExhausted, RateLimited, SymbolNotFound
+from snapshotter.ops.logs import redact, register_secrets
+from snapshotter.core.bars import Bar, Capabilities
+from snapshotter.providers.base import PairsDict, Provider, parse_json, provider_timeout, to_date, to_decimal
 from snapshotter.providers.http import HttpGetter
 from snapshotter.core.rate_limit import RateLimit
 
@@ -99,6 +101,13 @@ class AlphaVantageProvider(Provider):
     def __init__(self, api_key: str, base_url: str, timeout: float):
         self._key = api_key
         self._http = HttpGetter(self.name, base_url, timeout)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "AlphaVantageProvider":
+        if not settings.alphavantage_api_key:
+            raise ConfigError("provider alphavantage needs ALPHAVANTAGE_API_KEY")
+        register_secrets([settings.alphavantage_api_key])
+        return cls(settings.alphavantage_api_key, settings.alphavantage_base_url, provider_timeout(settings))
 
     def daily_closes(self, symbol: str, start: date, end: date, *, size: str | None = None) -> list[Bar]:
         size = size if size in ("compact", "full") else "full"

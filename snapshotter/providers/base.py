@@ -1,58 +1,69 @@
-"""The small interface every price provider implements, and the registry.
+"""The small interface every price provider implements, and how a provider is found by name.
 
 Like beanprice's sources, a provider only knows how to ask one service for
-closes and how to turn its answer into :class:`Bar` objects or a classified
-error (errors.py: transient, rate-limited, quota exhausted, refused, not found,
-bad data). Planning, rate limiting, retries, validation and storage live in the
-batch, so adding a provider is one module and one registry line.
+closes and how to turn its answer into :class:`~snapshotter.core.bars.Bar`
+objects or a classified error (errors.py: transient, rate-limited, quota
+exhausted, refused, not found, bad data). Planning, rate limiting, retries,
+validation and storage live in the batch.
+
+Providers are found through the ``snapshotter.providers`` entry point group
+(pyproject.toml): :func:`get_provider` looks the name up there, loads the class
+and builds it with :meth:`Provider.from_settings`. This module imports no
+concrete provider, so a new one, built in or from another package, is one
+module and one entry point (README "Adding a price source").
 """
 
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
 from snapshotter.config import Settings
-from snapshotter.errors import BadProviderData, ConfigError
+from snapshotter.core.bars import Bar, Capabilities
+from snapshotter.errors import BadProviderData, ConfigError, SnapshotterError
 from snapshotter.core.rate_limit import RateLimit
 
 DEFAULT_TIMEOUT = 30.0  # seconds per HTTP request (SNAPSHOTTER_PROVIDER_TIMEOUT)
-
-
-@dataclass(frozen=True)
-class Bar:
-    """One daily bar as the provider sent it; :mod:`snapshotter.core.validation` decides if it is usable.
-
-    ``price_date`` is None when the provider's date could not be parsed; numbers
-    that could not be parsed are ``Decimal('NaN')`` so validation rejects them
-    with a reason instead of the parser dropping them silently.
-    """
-
-    symbol: str
-    price_date: date | None
-    close: Decimal | None
-    open: Decimal | None = None
-    high: Decimal | None = None
-    low: Decimal | None = None
-    volume: Decimal | None = None
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What the planner needs to know to spend as few calls as possible."""
-
-    supports_grouped: bool = False  # one call returns every symbol for one date
-    compact_bars: int | None = None  # a cheaper "latest N bars" mode exists (Alpha Vantage compact)
+ENTRY_POINT_GROUP = "snapshotter.providers"
 
 
 class Provider(ABC):
+    """One price source. ``name`` is stored as ``source`` and keys the daily call budget."""
+
     name: str = "provider"
     capabilities: Capabilities = Capabilities()
     default_limit: RateLimit = RateLimit()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Provider":
+        """Build the provider from the settings read at start-up (:func:`get_provider` calls this).
+
+        Raise ConfigError (exit 78) for missing or bad configuration. The default
+        takes no configuration: ``cls()``.
+        """
+        return cls()
+
+    @classmethod
+    def setting(cls, settings: Settings, key: str, *, required: bool = False, secret: bool = False) -> str | None:
+        """This provider's ``SNAPSHOTTER_<NAME>_<KEY>`` environment variable, as read at start-up.
+
+        ``required``: missing or empty is a ConfigError naming the variable.
+        ``secret``: the value is redacted from every log line and message.
+        """
+        var = env_name(cls.name, key)
+        value = settings.extra.get(var) or None
+        if value is None and required:
+            raise ConfigError(f"provider {cls.name} needs {var}")
+        if value is not None and secret:
+            from snapshotter.ops import logs
+
+            logs.register_secrets([value])
+        return value
 
     @abstractmethod
     def daily_closes(self, symbol: str, start: date, end: date, *, size: str | None = None) -> list[Bar]:
@@ -166,30 +177,60 @@ def rate_limit_for(provider: Provider, settings: Settings) -> RateLimit:
     return limit
 
 
-PROVIDERS = ("csv", "alphavantage", "polygon")
+def env_name(provider: str, key: str) -> str:
+    """``SNAPSHOTTER_<NAME>_<KEY>``: upper case, anything but letters and digits as ``_``."""
+    return re.sub(r"[^A-Z0-9]+", "_", f"SNAPSHOTTER_{provider}_{key}".upper())
+
+
+def _one_line(exc: BaseException) -> str:
+    from snapshotter.ops import logs
+
+    text = " ".join(str(exc).split())
+    return logs.redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:300]
+
+
+def provider_entry_points() -> dict[str, EntryPoint]:
+    """The registered providers by (lower-case) name, without importing any of them.
+
+    When two installed distributions register the same name, the first one on
+    ``sys.path`` wins (importlib.metadata's order).
+    """
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name.strip().lower(), ep)
+    return found
+
+
+def available_providers() -> list[str]:
+    return sorted(provider_entry_points())
 
 
 def get_provider(name: str | None, settings: Settings) -> Provider:
-    """Build the named provider; a missing key or an unknown name is a ConfigError (exit 78)."""
-    from snapshotter.ops import logs
+    """Find the named provider's entry point, load its class and build it with ``from_settings``.
 
+    An unknown name, an entry point that does not import, or a missing key is a
+    ConfigError (exit 78), raised before the database is touched.
+    """
     name = (name or settings.provider or "csv").strip().lower()
-    if name == "csv":
-        from snapshotter.providers.csv_dir import CsvDirProvider
-
-        return CsvDirProvider(settings.prices_dir)
-    if name == "alphavantage":
-        from snapshotter.providers.alphavantage import AlphaVantageProvider
-
-        if not settings.alphavantage_api_key:
-            raise ConfigError("provider alphavantage needs ALPHAVANTAGE_API_KEY")
-        logs.register_secrets([settings.alphavantage_api_key])
-        return AlphaVantageProvider(settings.alphavantage_api_key, settings.alphavantage_base_url, provider_timeout(settings))
-    if name == "polygon":
-        from snapshotter.providers.polygon import PolygonProvider
-
-        if not settings.polygon_api_key:
-            raise ConfigError("provider polygon needs POLYGON_API_KEY")
-        logs.register_secrets([settings.polygon_api_key])
-        return PolygonProvider(settings.polygon_api_key, settings.polygon_base_url, provider_timeout(settings))
-    raise ConfigError(f"unknown provider {name!r}: use one of {', '.join(PROVIDERS)}")
+    found = provider_entry_points()
+    ep = found.get(name)
+    if ep is None:
+        known = ", ".join(sorted(found)) or "none (no provider is registered: is snapshotter installed? pip install -e .)"
+        raise ConfigError(f"unknown provider {name!r}: use one of {known}")
+    try:
+        cls = ep.load()
+    except Exception as exc:  # noqa: BLE001 - a plugin can fail to import in any way
+        raise ConfigError(f"provider {name!r} ({ep.value}) cannot be loaded: {_one_line(exc)}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise ConfigError(f"provider {name!r} ({ep.value}) is not a snapshotter Provider class")
+    try:
+        provider = cls.from_settings(settings)
+    except SnapshotterError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"provider {name!r} cannot be configured: {_one_line(exc)}") from None
+    if not isinstance(provider, Provider):
+        raise ConfigError(f"provider {name!r}: {cls.__name__}.from_settings did not return a Provider")
+    if provider.name == Provider.name:  # the class did not name itself: the entry point names it
+        provider.name = name
+    return provider

@@ -13,8 +13,10 @@ import csv
 from datetime import date
 from pathlib import Path
 
+from snapshotter.config import Settings
 from snapshotter.errors import BadProviderData, SymbolNotFound
-from snapshotter.providers.base import Bar, Capabilities, Provider, to_date, to_decimal
+from snapshotter.core.bars import Bar, Capabilities
+from snapshotter.providers.base import Provider, to_date, to_decimal
 from snapshotter.core.rate_limit import RateLimit
 
 COLUMNS = ("date", "open", "high", "low", "close", "volume")
@@ -27,6 +29,10 @@ class CsvDirProvider(Provider):
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "CsvDirProvider":
+        return cls(settings.prices_dir)
 
     def _path(self, symbol: str) -> Path:
         if not symbol or any(c in symbol for c in "/\\\0") or symbol.startswith("."):

@@ -18,9 +18,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from urllib.parse import quote
 
-from snapshotter.errors import BadProviderData, ProviderRefused
-from snapshotter.ops.logs import redact
-from snapshotter.providers.base import Bar, Capabilities, Provider, parse_json, to_decimal
+from snapshotter.config import Settings
+from snapshotter.errors import BadProviderData, ConfigError, ProviderRefused
+from snapshotter.ops.logs import redact, register_secrets
+from snapshotter.core.bars import Bar, Capabilities
+from snapshotter.providers.base import Provider, parse_json, provider_timeout, to_decimal
 from snapshotter.providers.http import HttpGetter
 from snapshotter.core.rate_limit import RateLimit
 from snapshotter.core.calendar import NEW_YORK
@@ -77,6 +79,13 @@ class PolygonProvider(Provider):
 
     def __init__(self, api_key: str, base_url: str, timeout: float):
         self._http = HttpGetter(self.name, base_url, timeout, headers={"Authorization": f"Bearer {api_key}"})
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "PolygonProvider":
+        if not settings.polygon_api_key:
+            raise ConfigError("provider polygon needs POLYGON_API_KEY")
+        register_secrets([settings.polygon_api_key])
+        return cls(settings.polygon_api_key, settings.polygon_base_url, provider_timeout(settings))
 
     def daily_closes(self, symbol: str, start: date, end: date, *, size: str | None = None) -> list[Bar]:
         what = f"{symbol} {start}..{end}"
