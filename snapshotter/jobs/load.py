@@ -21,7 +21,7 @@ from snapshotter.data import schema
 from snapshotter.config import SAMPLE_DIR
 from snapshotter.errors import InputError
 from snapshotter.core import validation
-from snapshotter.providers.base import Bar
+from snapshotter.core.bars import Bar
 from snapshotter.core.calendar import new_york_date
 from snapshotter.data.dialect import upsert
 
