@@ -57,6 +57,12 @@ def test_money_round_trips_exactly(engine):
         ("2.00000050001", "2.000001"),
         ("0.1234564999", "0.123456"),
         ("12", "12.000000"),
+        ("0.0000005", "0.000000"),
+        ("-0.0000025", "-0.000002"),
+        ("3.9999995", "4.000000"),  # a tie above an odd truncation goes up, across the integer
+        ("-3.9999995", "-4.000000"),
+        ("7.00000250", "7.000002"),
+        ("7.0000035", "7.000004"),
     ],
 )
 def test_round_half_even_in_the_database(engine, value, expected):

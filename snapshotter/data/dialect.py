@@ -173,18 +173,16 @@ def _pg_sum(el, c, **kw):
 def _pg_round(el, c, **kw):
     """Half-even rounding inline: PostgreSQL's round() breaks ties away from zero.
 
-    Written out as a CASE with literal constants rather than calling a SQL function:
-    a function whose argument is an aggregate expression is not inlined by the
-    planner, and the per-row function call tripled the cost of a refresh.
+    A tie whose truncation is even is exactly a value v with v x 2 x 10^s = 4k + 1
+    (or -(4k + 1)): then trunc() is the even neighbour; otherwise round() is right.
+    Written out as a CASE rather than calling a SQL function: a function whose
+    argument is an aggregate expression is not inlined by the planner, and the
+    per-row function call tripled the cost of a refresh.
     """
     value, scale, _int_digits = list(el.clauses)
     s = int(scale.value)
     v = c.process(value, **kw)
-    half = format(Decimal(5).scaleb(-(s + 1)), "f")
-    return (
-        f"(CASE WHEN abs(({v}) - trunc(({v}), {s})) = {half} AND mod(trunc(({v}), {s}) * {10 ** s}, 2) = 0 "
-        f"THEN trunc(({v}), {s}) ELSE round(({v}), {s}) END)"
-    )
+    return f"CASE WHEN abs(mod({v} * {2 * 10 ** s}, 4)) = 1 THEN trunc({v}, {s}) ELSE round({v}, {s}) END"
 
 
 @compiles(dsign, "postgresql")

@@ -135,8 +135,8 @@ def clear_chunk():
 def valuation_select(ch: Chunk, heal: bool, now):
     """One row per pair in _snap_pairs (heal or not), valued by the SPEC rules.
 
-    Two layers: the inner query computes every exact value once, the outer one
-    rounds them. PostgreSQL would otherwise inline each aggregate expression into
+    Two layers: the inner query computes every exact value once (total and P&L
+    included), the outer one only rounds columns. PostgreSQL would otherwise inline each aggregate expression into
     every half-even CASE that reads it (four times per value); ``OFFSET 0`` keeps
     the inner query from being flattened (on SQLite it is harmless). A lot's cost
     (quantity x entry price) is computed once per lot, not once per lot and day.
@@ -195,7 +195,9 @@ def valuation_select(ch: Chunk, heal: bool, now):
             pr.c.d,
             holdings.label("holdings"),
             sa.func.coalesce(balances.c.cash, 0).label("cash"),
+            dadd(holdings, sa.func.coalesce(balances.c.cash, 0)).label("total"),
             cost.label("cost"),
+            dsub(holdings, cost).label("pnl"),
             sa.case((dsign(cost) == 0, 0), else_=ddiv(dmul(dsub(holdings, cost), 100), cost)).label("pct"),
             sa.func.coalesce(lots.c.n, 0).label("n"),
             sa.func.coalesce(lots.c.priced, 0).label("priced"),
@@ -217,9 +219,9 @@ def valuation_select(ch: Chunk, heal: bool, now):
         v.d,
         money(v.holdings),
         money(v.cash),
-        money(dadd(v.holdings, v.cash)),
+        money(v.total),
         money(v.cost),
-        money(dsub(v.holdings, v.cost)),
+        money(v.pnl),
         money(v.pct),
         v.n,
         v.priced,
