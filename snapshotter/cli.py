@@ -31,7 +31,7 @@ from snapshotter.clock import utcnow
 from snapshotter.config import Settings, mask_url
 from snapshotter.core.durations import parse_duration
 from snapshotter.data import db
-from snapshotter.errors import ExitCode, SnapshotterError, UsageError, exit_code_for, exit_code_for_failures
+from snapshotter.errors import SnapshotterError, UsageError, exit_code_for, exit_code_for_failures
 from snapshotter.jobs.snapshots import Options
 from snapshotter.ops import logs
 from snapshotter.ops.monitoring import JobMonitor
@@ -53,6 +53,12 @@ app.add_typer(db_app, name="db")
 class LogFormat(str, Enum):
     json = "json"
     console = "console"
+
+
+class ExplainMode(str, Enum):
+    sql = "sql"
+    plan = "plan"
+    analyze = "analyze"
 
 
 class LogLevel(str, Enum):
@@ -129,7 +135,8 @@ def command(fn=None, *, job: str | None = None):
             from snapshotter.ops.signals import install_handlers
 
             install_handlers()
-            monitor = ctx.obj.monitor = JobMonitor(ctx.obj.settings, job, enabled=not kwargs.get("dry_run"))
+            quiet = kwargs.get("dry_run") or kwargs.get("explain")  # nothing runs for real: no pings, no alert
+            monitor = ctx.obj.monitor = JobMonitor(ctx.obj.settings, job, enabled=not quiet)
             monitor.start()
         code, error = _call(fn, args, kwargs)
         if monitor is not None:
@@ -317,9 +324,12 @@ def snapshots_cmd(
 
 
 def _finish_snapshots(state: State, result, as_json: bool, dry_run: bool) -> int:
-    from snapshotter.ops.report import print_preview, refresh_line
+    from snapshotter.ops.report import print_explained, print_preview, refresh_line
 
     state.monitor.report(result)
+    if result.explained:
+        emit_json({"target_date": result.stats["target_date"], "steps": result.explained}) if as_json else print_explained(result)
+        return int(result.exit_code)
     if dry_run:
         print_preview(result)
     if as_json:
@@ -333,6 +343,8 @@ def _finish_snapshots(state: State, result, as_json: bool, dry_run: bool) -> int
 
 D = Options  # the defaults below are the jobs' own, declared once in Options
 DryRun = typer.Option(False, "--dry-run", help="Print what would be created; write nothing.")
+Explain = typer.Option(None, "--explain", help="Print the statements of the first chunk for a DBA: sql, plan (EXPLAIN) or "
+                       "analyze (EXPLAIN ANALYZE on PostgreSQL, run and rolled back); write nothing.")
 AsJson = typer.Option(False, "--json", help="Print the final summary as one JSON line on stdout.")
 WaitForLock = typer.Option(D.wait_for_lock, "--wait-for-lock", help="Wait for a running refresh instead of exiting 75.")
 ChunkSize = typer.Option(D.chunk_size, "--chunk-size", min=1, help="Most portfolios per transaction.")
@@ -355,6 +367,7 @@ def portfolio_refresh_cmd(
     alert_failure_ratio: float = typer.Option(D.alert_failure_ratio, "--alert-failure-ratio", min=0.0, max=1.0,
                                               help="Alert when more than this share of portfolios fail."),
     dry_run: bool = DryRun,
+    explain: Optional[ExplainMode] = Explain,
     as_json: bool = AsJson,
 ) -> int:
     """Wait for the symbol batch, then snapshot every active portfolio's missing trading days."""
@@ -364,7 +377,7 @@ def portfolio_refresh_cmd(
     opts = Options(
         wait_timeout_s=wait_timeout, poll_interval_s=poll_interval, wait_for_batch=not no_wait, wait_for_lock=wait_for_lock,
         max_backfill_days=max_backfill_days, chunk_size=chunk_size, workers=workers, alert_failure_ratio=alert_failure_ratio,
-        dry_run=dry_run,
+        dry_run=dry_run, explain=explain and explain.value,
     )
     result = portfolio_refresh(state.engine, parse_date(date_), opts, now=state.now, run_id=state.monitor.run_id)
     return _finish_snapshots(state, result, as_json, dry_run)
@@ -380,13 +393,15 @@ def refresh_cmd(
     chunk_size: int = ChunkSize,
     workers: int = Workers,
     dry_run: bool = DryRun,
+    explain: Optional[ExplainMode] = Explain,
     as_json: bool = AsJson,
 ) -> int:
     """Redo one date for every active portfolio (existing snapshots kept unless --force)."""
     from snapshotter.jobs.snapshots import refresh_date
 
     state: State = ctx.obj
-    opts = Options(wait_for_lock=wait_for_lock, chunk_size=chunk_size, workers=workers, dry_run=dry_run)
+    opts = Options(wait_for_lock=wait_for_lock, chunk_size=chunk_size, workers=workers, dry_run=dry_run,
+                   explain=explain and explain.value)
     result = refresh_date(state.engine, parse_date(date_), force, opts, now=state.now, run_id=state.monitor.run_id)
     return _finish_snapshots(state, result, as_json, dry_run)
 
@@ -402,13 +417,15 @@ def backfill_cmd(
     max_backfill_days: int = MaxBackfill,
     wait_for_lock: bool = WaitForLock,
     dry_run: bool = DryRun,
+    explain: Optional[ExplainMode] = Explain,
     as_json: bool = AsJson,
 ) -> int:
     """Snapshot one portfolio over a range of trading days from cached closes."""
     from snapshotter.jobs.snapshots import backfill
 
     state: State = ctx.obj
-    opts = Options(max_backfill_days=max_backfill_days, wait_for_lock=wait_for_lock, dry_run=dry_run)
+    opts = Options(max_backfill_days=max_backfill_days, wait_for_lock=wait_for_lock, dry_run=dry_run,
+                   explain=explain and explain.value)
     result = backfill(state.engine, portfolio, parse_date(date_from), parse_date(date_to), force, opts, now=state.now,
                       run_id=state.monitor.run_id)
     return _finish_snapshots(state, result, as_json, dry_run)

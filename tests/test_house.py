@@ -116,3 +116,25 @@ def test_now_fixes_the_default_target_of_every_command(db_url, engine, one_lot):
     r = run_cli("--now", "2026-09-19T12:00:00Z", "check", "--max-lag", "0", db_url=db_url)
     assert (r.returncode, r.stdout.split(":")[0]) == (0, "ok")
     assert date.fromisoformat(r.stdout.split("behind ")[1].split(" ")[0]) == D("2026-09-18")
+
+
+@pytest.mark.parametrize("mode", ["sql", "plan", "analyze"])
+def test_explain_prints_the_first_chunks_statements_and_keeps_nothing(db_url, engine, one_lot, mode):
+    counts = row_counts(engine)
+    r = run_cli("--now", "2026-12-07T12:00:00Z", "portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--explain", mode, db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    assert row_counts(engine) == counts  # no snapshot, no tracking row, positions untouched
+    assert table_rows(engine, schema.positions)[0]["market_value"] is None
+    steps = [line for line in r.stdout.splitlines() if line.startswith("-- ") and line[3:4].isdigit()]
+    assert steps == [
+        "-- 1. the chunk's portfolios", "-- 2. days after each portfolio's last snapshot", "-- 3. partial snapshots to heal",
+        "-- 4. value the new snapshots", "-- 5. market values of the first slice",
+    ]
+    assert "INSERT INTO portfolio_snapshots" in r.stdout and "UPDATE positions" in r.stdout
+    plans = [line for line in r.stdout.splitlines() if line.startswith("--   ")]
+    if mode == "sql":
+        assert plans == []
+    elif engine.dialect.name == "postgresql" and mode == "analyze":
+        assert any("actual time=" in line for line in plans)
+    else:
+        assert plans and not any("actual time=" in line for line in plans)

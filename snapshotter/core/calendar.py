@@ -60,13 +60,6 @@ def previous_trading_day(d: date) -> date:
     return d
 
 
-def next_trading_day(d: date) -> date:
-    d += timedelta(days=1)
-    while not is_trading_day(d):
-        d += timedelta(days=1)
-    return d
-
-
 def latest_trading_day_on_or_before(d: date) -> date:
     return d if is_trading_day(d) else previous_trading_day(d)
 

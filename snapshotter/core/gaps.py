@@ -34,10 +34,6 @@ class Plan:
     holes: frozenset[date] = field(default_factory=frozenset)
     unpriced: tuple[date, ...] = ()
 
-    @property
-    def window_start(self) -> date | None:
-        return self.days[0] if self.days else None
-
 
 def window(target: date, max_backfill_days: int) -> tuple[date, date]:
     """The calendar-day window a nightly run may backfill: (target - cap, target]."""

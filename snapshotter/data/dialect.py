@@ -368,3 +368,30 @@ def analyze(conn: sa.Connection, table: sa.Table) -> None:
     """Fresh statistics for a temporary table (PostgreSQL never autovacuums them)."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text(f"ANALYZE {table.name}"))
+
+
+# --- showing a statement to a DBA -------------------------------------------------------
+
+
+def literal_sql(stmt, conn: sa.Connection) -> str:
+    """The statement as the server runs it, its values inlined."""
+    sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    # SQLAlchemy's SQLite compiler spells OFFSET without LIMIT as "LIMIT ? OFFSET", a bind it does not inline.
+    return sql.replace("LIMIT ? OFFSET", "LIMIT -1 OFFSET") if conn.dialect.name == "sqlite" else sql
+
+
+def render(stmt, conn: sa.Connection) -> str:
+    """The statement formatted for a DBA (sqlparse), values inlined."""
+    import sqlparse
+
+    return sqlparse.format(literal_sql(stmt, conn), reindent=True, indent_width=2).strip()
+
+
+def explain(conn: sa.Connection, stmt, analyze: bool) -> str:
+    """The server's plan for ``stmt``. EXPLAIN (ANALYZE, BUFFERS) runs it: the caller rolls back.
+    SQLite has only EXPLAIN QUERY PLAN, which never runs it."""
+    sql = literal_sql(stmt, conn)
+    if conn.dialect.name == "postgresql":
+        prefix = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
+        return "\n".join(r[0] for r in conn.exec_driver_sql(prefix + sql).all())
+    return "\n".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql).all())

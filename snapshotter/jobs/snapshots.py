@@ -51,6 +51,7 @@ class Options:
     alert_failure_ratio: float = 0.10
     progress: bool | None = None
     workers: int = 2  # connections working on chunks at once (PostgreSQL; SQLite uses 1)
+    explain: str | None = None  # "sql", "plan" or "analyze": show the first chunk's statements, keep nothing
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Result:
     run_id: str | None = None
     preview: list[dict] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
+    explained: list[dict] = field(default_factory=list)  # --explain: each step's SQL (and plan)
 
     def summary(self) -> dict:
         return {"run_id": self.run_id, "exit_code": int(self.exit_code), **self.stats}
@@ -170,14 +172,18 @@ def _parse_portfolio_id(value: str) -> uuid.UUID:
 
 def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, now: datetime, *, portfolio_id, require_active, wait, mode_label=None, run_id=None) -> Result:
     started = time.monotonic()
-    if opts.dry_run:
+    if opts.dry_run or opts.explain:  # no lock, no tracking row, nothing kept
         with engine.connect() as conn:
             plan = plan_fn(conn)
             conn.rollback()
         stats = _new_stats(plan, mode_label)
-        preview = _execute(engine, plan, stats, opts, stop, None, portfolio_id, require_active, now)
+        result = Result(stats, target, ExitCode.OK, None)
+        if opts.explain:
+            result.explained = _explain(engine, plan, opts, portfolio_id, require_active, now)
+        else:
+            result.preview = _execute(engine, plan, stats, opts, stop, None, portfolio_id, require_active, now)
         stats["duration_s"] = round(time.monotonic() - started, 3)
-        return Result(stats, target, ExitCode.OK, None, preview)
+        return result
 
     with run_lock(engine, wait=opts.wait_for_lock, stop=stop):
         run = tracking.Run(engine, batch_type, target, run_id).start()
@@ -487,22 +493,26 @@ def _market_value_span(conn: sa.Connection, span: spans.Span) -> dict:
     return delta
 
 
-def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan, opts: Options, require_active: bool, preview: list, now: datetime) -> None:
-    """One transaction: plan the chunk's pairs and value them (a dry run rolls it back)."""
+def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan, opts: Options, require_active: bool, preview: list,
+                    now: datetime, execute=None) -> None:
+    """One transaction: plan the chunk's pairs and value them (a dry run or an explain rolls it back).
+
+    ``execute(stmt, step)`` runs each statement; ``step`` names the ones ``--explain`` shows.
+    """
+    execute = execute or (lambda stmt, step=None: conn.execute(stmt.execution_options(preserve_rowcount=True)))
     force = plan.mode == "force"
     first_day = plan.days[0] if plan.days else plan.target
     ch = snapshot_sql.Chunk(lo, hi, first_day, plan.days[-1] if plan.days else plan.target, plan.target)
     insert = lambda table: dialect.dialect_insert(conn, table)  # noqa: E731
-    run = lambda stmt: conn.execute(stmt.execution_options(preserve_rowcount=True))  # noqa: E731
     trans = dialect.begin_chunk(conn)
     try:
-        active = run(snapshot_sql.fill_chunk(ch, require_active=require_active, ignore_existing=force)).rowcount
+        active = execute(snapshot_sql.fill_chunk(ch, require_active=require_active, ignore_existing=force), "the chunk's portfolios").rowcount
         if plan.days:
-            conn.execute(snapshot_sql.fill_pairs_after_last())
+            execute(snapshot_sql.fill_pairs_after_last(), "days after each portfolio's last snapshot")
             if plan.holes and not force:
-                conn.execute(snapshot_sql.fill_pairs_holes())
+                execute(snapshot_sql.fill_pairs_holes(), "hole days a portfolio still lacks")
             if not force:
-                conn.execute(snapshot_sql.fill_pairs_heal(ch))
+                execute(snapshot_sql.fill_pairs_heal(ch), "partial snapshots to heal")
         dialect.analyze(conn, temp_tables.pairs)
         counts = conn.execute(snapshot_sql.pair_counts()).one()
         days = set(conn.execute(snapshot_sql.backfilled_days(plan.target)).scalars())
@@ -516,13 +526,15 @@ def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan
         else:
             existing = conn.execute(snapshot_sql.existing_pairs()).scalar_one() if force else 0
             dialect.prefer_hash_joins(conn)
-            written = run(snapshot_sql.insert_snapshots(insert, ch, heal=False, force=force, now=now)).rowcount if counts.new_pairs else 0
+            new = snapshot_sql.insert_snapshots(insert, ch, heal=False, force=force, now=now)
+            written = execute(new, "value the new snapshots").rowcount if counts.new_pairs else 0
             created, recomputed_forced = written - existing, existing
-            healed = run(snapshot_sql.insert_snapshots(insert, ch, heal=True, force=False, now=now)).rowcount if counts.heal_pairs else 0
+            heal = snapshot_sql.insert_snapshots(insert, ch, heal=True, force=False, now=now)
+            healed = execute(heal, "recompute the partial snapshots").rowcount if counts.heal_pairs else 0
             healed += recomputed_forced
             for stmt in snapshot_sql.clear_chunk():
                 conn.execute(stmt)
-            trans.commit()
+            trans.rollback() if opts.explain else trans.commit()
     except BaseException:
         if trans.is_active:
             trans.rollback()
@@ -533,3 +545,41 @@ def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan
     delta["snapshots_recomputed"] += healed
     delta["pairs"] += created + healed
     delta["days"] |= days
+
+
+class _Ran:
+    """What EXPLAIN ANALYZE leaves of a statement it ran: no row count."""
+
+    rowcount = 0
+
+
+def _explain(engine, plan: gaps.Plan, opts: Options, portfolio_id, require_active: bool, now: datetime) -> list[dict]:
+    """The statements of the run's first chunk and first market-value slice, formatted, with the
+    server's plan (``plan``) or its measured plan (``analyze``, which runs them); rolled back."""
+    steps: list[dict] = []
+    with engine.connect() as conn:
+        _prepare_connection(conn, plan)
+        try:
+            def execute(stmt, step=None):
+                if step is None:
+                    return conn.execute(stmt.execution_options(preserve_rowcount=True))
+                entry = {"step": step, "sql": dialect.render(stmt, conn)}
+                if opts.explain != "sql":
+                    entry["plan"] = dialect.explain(conn, stmt, analyze=opts.explain == "analyze")
+                steps.append(entry)
+                if opts.explain == "analyze" and conn.dialect.name == "postgresql":
+                    return _Ran()  # EXPLAIN ANALYZE ran it
+                return conn.execute(stmt.execution_options(preserve_rowcount=True))
+
+            ids = next(_iter_chunks(conn, portfolio_id, ChunkSizer(opts.chunk_size, opts.pairs_per_chunk, len(plan.days))), None)
+            if ids is not None:
+                _snapshot_chunk(conn, ids[0], ids[-1], _delta(), plan=plan, opts=opts, require_active=require_active,
+                                preview=[], now=now, execute=execute)
+            scope = (market_value_sql.portfolio_range(portfolio_id, portfolio_id) if portfolio_id is not None
+                     else spans.in_span(_spans(conn)[0], conn.dialect.name))
+            with dialect.begin_chunk(conn) as trans:
+                execute(market_value_sql.update_market_values(scope), "market values of the first slice")
+                trans.rollback()
+        finally:
+            _drop_temp_tables(conn)
+    return steps

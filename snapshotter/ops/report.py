@@ -76,6 +76,18 @@ def batch_line(result) -> str:
     )
 
 
+def print_explained(result) -> None:
+    """--explain: each statement of the first chunk, formatted, with its plan when asked."""
+    out = sys.stdout
+    out.write(f"-- {result.stats['mode']} {result.stats['target_date']}: {len(result.explained)} statements of the first chunk "
+              "(run in a transaction that was rolled back)\n")
+    for i, step in enumerate(result.explained, start=1):
+        out.write(f"\n-- {i}. {step['step']}\n{step['sql']};\n")
+        if step.get("plan"):
+            out.write("".join(f"--   {line}\n" for line in step["plan"].splitlines()))
+    out.flush()
+
+
 def print_preview(result) -> None:
     """--dry-run: the snapshots that would be written (first rows) and the totals."""
     s = result.stats
