@@ -301,6 +301,18 @@ def test_outside_insert_without_run_id(engine, backend):
     assert {r["run_id"] for r in last} == {r["run_id"] for r in rows}
 
 
+def test_outside_running_row_without_heartbeat_is_taken_for_dead(engine):
+    """As the README says: the next run of that type marks it interrupted."""
+    with outside(engine) as c:
+        c.execute(sa.text("INSERT INTO batch_run_tracking (batch_type, target_date, status) VALUES ('symbol_batch', '2026-11-24', 'running')"))
+    run = tracking.Run(engine, tracking.SYMBOL_BATCH, date(2026, 11, 25)).start()
+    brt = schema.batch_run_tracking
+    with engine.connect() as c:
+        statuses = dict(c.execute(sa.select(brt.c.run_id, brt.c.status)).all())
+    assert statuses.pop(run.run_id) == "running"
+    assert list(statuses.values()) == ["interrupted"]
+
+
 def test_outside_insert_still_checks_status(engine):
     with pytest.raises(sa.exc.IntegrityError):
         with outside(engine) as c:
