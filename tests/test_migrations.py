@@ -351,3 +351,31 @@ def test_downgrade_keeps_every_row(at_0003, backend):
     db.upgrade(engine)
     assert typed_rows(engine) == rows
     assert_matches_metadata(engine)
+
+
+def test_sqlite_recreate_that_failed_midway_can_be_rerun(tmp_path):
+    """pysqlite commits the batch's CREATE TABLE of the copy on its own; a failure after it
+    leaves the copy behind (the table itself is rolled back intact) and 0004 clears it on rerun."""
+    engine = db.connect(f"sqlite:///{tmp_path / 'midway.db'}")
+    db.upgrade(engine, BEFORE)
+    populate(engine)
+    rows = typed_rows(engine)
+    armed = True
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def fail_on_drop(conn, cursor, statement, params, context, executemany):
+        if armed and statement.strip().startswith("DROP TABLE batch_run_tracking"):
+            raise RuntimeError("simulated failure")
+
+    with pytest.raises(RuntimeError):
+        db.upgrade(engine)
+    assert db.current_revision(engine) == BEFORE
+    assert "_alembic_tmp_batch_run_tracking" in sa.inspect(engine).get_table_names()
+    assert typed_rows(engine) == rows
+
+    armed = False
+    db.upgrade(engine)
+    assert "_alembic_tmp_batch_run_tracking" not in sa.inspect(engine).get_table_names()
+    assert typed_rows(engine) == rows
+    assert_matches_metadata(engine)
+    engine.dispose()

@@ -60,6 +60,13 @@ def _dialect() -> str:
     return op.get_bind().dialect.name
 
 
+def _drop_leftover_batch_table() -> None:
+    """SQLite: pysqlite runs the batch's CREATE TABLE outside the migration's transaction
+    (DDL starts none), so a recreate that failed later leaves this empty copy behind
+    (the real table is intact: its DROP was rolled back) and a rerun would stop on it."""
+    op.execute(f"DROP TABLE IF EXISTS _alembic_tmp_{TABLE}")
+
+
 def upgrade() -> None:
     dialect = _dialect()
     if dialect == "postgresql":
@@ -68,6 +75,7 @@ def upgrade() -> None:
         op.alter_column(TABLE, "started_at", server_default=sa.text(NOW))
         op.execute(f"ALTER TABLE {TABLE} RENAME CONSTRAINT {OLD_CHECK} TO {NEW_CHECK}")
         return
+    _drop_leftover_batch_table()
     with op.batch_alter_table(TABLE, recreate="always") as batch:
         batch.alter_column("run_id", existing_type=sa.Text(), existing_nullable=False, server_default=sa.text(RUN_ID_DEFAULT[dialect]))
         batch.alter_column("started_at", existing_type=sa.DateTime(timezone=True), existing_nullable=False, server_default=sa.text(NOW))
@@ -83,6 +91,7 @@ def downgrade() -> None:
         op.alter_column(TABLE, "run_id", server_default=None)
         op.execute(PG_ROUND_HALF_EVEN)
         return
+    _drop_leftover_batch_table()
     with op.batch_alter_table(TABLE, recreate="always") as batch:
         batch.alter_column("run_id", existing_type=sa.Text(), existing_nullable=False, server_default=None)
         batch.alter_column("started_at", existing_type=sa.DateTime(timezone=True), existing_nullable=False, server_default=None)
