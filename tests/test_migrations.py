@@ -21,6 +21,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from snapshotter.data import db, schema, tracking
+from snapshotter.ops import status as ops_status
 
 BEFORE = "0003"
 OLD_CHECK = "ck_batch_run_tracking_ck_batch_run_tracking_status"
@@ -288,7 +289,7 @@ def test_outside_insert_without_run_id(engine, backend):
     with engine.connect() as c:
         rows = [dict(r._mapping) for r in c.execute(sa.select(brt).order_by(brt.c.id))]
         completed = tracking.batch_completed(c, tracking.SYMBOL_BATCH, date(2026, 11, 24))
-        last = tracking.last_runs(c)
+        shown = ops_status.last_runs_per_job(c, 5, datetime.now(timezone.utc))  # what `snapshotter status` lists
     assert len(rows) == 2
     for r in rows:
         assert HEX32.match(r["run_id"]), r["run_id"]
@@ -298,7 +299,8 @@ def test_outside_insert_without_run_id(engine, backend):
         assert (r["batch_type"], r["target_date"], r["status"]) == ("symbol_batch", date(2026, 11, 24), "completed")
     assert rows[0]["run_id"] != rows[1]["run_id"]
     assert completed
-    assert {r["run_id"] for r in last} == {r["run_id"] for r in rows}
+    assert {r["run_id"] for r in shown["symbol_batch"]} == {r["run_id"] for r in rows}
+    assert not any(r["dead"] for r in shown["symbol_batch"])
 
 
 def test_outside_running_row_without_heartbeat_is_taken_for_dead(engine):
