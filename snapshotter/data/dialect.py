@@ -206,19 +206,6 @@ for _cls in (dmul, dsub, dadd, ddiv, dsum, dround, dsign, sorted_csv):
     compiles(_cls)(_default)
 
 
-PG_ROUND_HALF_EVEN = """
-CREATE OR REPLACE FUNCTION snapshotter_round_half_even(v numeric, s integer)
-RETURNS numeric LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-  SELECT CASE
-    WHEN abs(v - trunc(v, s)) * power(10::numeric, s) = 0.5
-     AND mod(trunc(v, s) * power(10::numeric, s), 2) = 0
-    THEN trunc(v, s)
-    ELSE round(v, s)
-  END
-$$
-"""
-
-
 # --- SQLite implementations ----------------------------------------------------
 
 

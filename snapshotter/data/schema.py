@@ -7,6 +7,8 @@ Additions beyond SPEC.md (documented in README): ``batch_run_tracking.run_id``
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from snapshotter.data.dialect import Money
 
@@ -117,15 +119,40 @@ sa.Index(
     sqlite_where=sa.text("is_partial = 1"),
 )
 
+
+
+class random_run_id(FunctionElement):
+    """Server default of ``batch_run_tracking.run_id``: 32 lowercase hex digits, like ``uuid4().hex``.
+
+    Rendered as each backend stores it (migration 0004), so autogenerate compares equal.
+    """
+
+    name = "random_run_id"
+    inherit_cache = True
+    type = sa.Text()
+
+
+@compiles(random_run_id, "postgresql")
+def _pg_random_run_id(element, compiler, **kw):
+    return "replace((gen_random_uuid())::text, '-'::text, ''::text)"
+
+
+@compiles(random_run_id, "sqlite")
+def _sqlite_random_run_id(element, compiler, **kw):
+    return "(lower(hex(randomblob(16))))"
+
+
+# run_id and started_at have server defaults so that another service can record a batch
+# with only the SPEC columns (migration 0004); this application always sets both.
 batch_run_tracking = sa.Table(
     "batch_run_tracking",
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.Text, nullable=False, unique=True),
+    sa.Column("run_id", sa.Text, nullable=False, unique=True, server_default=random_run_id()),
     sa.Column("batch_type", sa.Text, nullable=False),
     sa.Column("target_date", sa.Date, nullable=True),
     sa.Column("status", sa.Text, nullable=False),
-    sa.Column("started_at", TZ, nullable=False),
+    sa.Column("started_at", TZ, nullable=False, server_default=sa.func.current_timestamp()),
     sa.Column("finished_at", TZ, nullable=True),
     sa.Column("heartbeat_at", TZ, nullable=True),
     sa.Column("host", sa.Text, nullable=True),

@@ -7,7 +7,7 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from snapshotter.data.dialect import PG_ROUND_HALF_EVEN, Money
+from snapshotter.data.dialect import Money
 
 revision = "0001"
 down_revision = None
@@ -17,6 +17,19 @@ depends_on = None
 TZ = sa.DateTime(timezone=True)
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 NOW = sa.func.current_timestamp()
+
+# Frozen here rather than imported from application code (0004 drops the function).
+PG_ROUND_HALF_EVEN = """
+CREATE OR REPLACE FUNCTION snapshotter_round_half_even(v numeric, s integer)
+RETURNS numeric LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN abs(v - trunc(v, s)) * power(10::numeric, s) = 0.5
+     AND mod(trunc(v, s) * power(10::numeric, s), 2) = 0
+    THEN trunc(v, s)
+    ELSE round(v, s)
+  END
+$$
+"""
 
 
 def upgrade() -> None:
