@@ -1,4 +1,4 @@
-"""Migration 0004 on populated databases, on SQLite and PostgreSQL.
+"""Migrations 0004 and 0005 on populated databases, on SQLite and PostgreSQL.
 
 Each test starts from its own scratch database at revision 0003 (a file on SQLite,
 a uniquely named database on the PostgreSQL server of ``pg_server_url``, dropped
@@ -24,6 +24,7 @@ from snapshotter.data import db, schema, tracking
 from snapshotter.ops import status as ops_status
 
 BEFORE = "0003"
+AFTER = "0004"
 OLD_CHECK = "ck_batch_run_tracking_ck_batch_run_tracking_status"
 NEW_CHECK = "ck_batch_run_tracking_status"
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -150,21 +151,39 @@ def primary_key(table: sa.Table):
     return list(table.primary_key.columns)
 
 
-def typed_rows(engine) -> dict[str, list[dict]]:
-    """Every row of every table through the application's types (Decimal, UUID, JSON, datetimes)."""
+def columns(engine) -> dict[str, list[str]]:
+    """The application's tables and columns that exist in the database at its revision."""
+    insp = sa.inspect(engine)
+    present = set(insp.get_table_names())
+    return {
+        name: [c["name"] for c in insp.get_columns(name) if c["name"] in t.c]
+        for name, t in schema.metadata.tables.items() if name in present
+    }
+
+
+def typed_rows(engine, cols: dict[str, list[str]] | None = None) -> dict[str, list[dict]]:
+    """Every row of every table through the application's types (Decimal, UUID, JSON, datetimes);
+    ``cols``: only these tables and columns (those of an earlier revision)."""
+    cols = cols or columns(engine)
     with engine.connect() as c:
         return {
-            name: [dict(r._mapping) for r in c.execute(sa.select(t).order_by(*primary_key(t)))]
-            for name, t in schema.metadata.tables.items()
+            name: [dict(r._mapping) for r in c.execute(
+                sa.select(*(schema.metadata.tables[name].c[k] for k in names)).order_by(*primary_key(schema.metadata.tables[name]))
+            )]
+            for name, names in cols.items()
         }
 
 
-def raw_rows(engine) -> dict[str, list[tuple]]:
+def raw_rows(engine, cols: dict[str, list[str]] | None = None) -> dict[str, list[tuple]]:
     """Every row as the driver returns it: the stored text of SQLite money and JSON, byte for byte."""
+    cols = cols or columns(engine)
     with engine.connect() as c:
         return {
-            name: [tuple(r) for r in c.execute(sa.text(f"SELECT * FROM {name} ORDER BY {', '.join(col.name for col in primary_key(t))}"))]
-            for name, t in schema.metadata.tables.items()
+            name: [tuple(r) for r in c.execute(sa.text(
+                f"SELECT {', '.join(names)} FROM {name} ORDER BY "
+                f"{', '.join(col.name for col in primary_key(schema.metadata.tables[name]))}"
+            ))]
+            for name, names in cols.items()
         }
 
 
@@ -235,10 +254,11 @@ def test_upgrade_keeps_every_row_and_fixes_the_table(at_0003, backend):
     if backend == "postgresql":
         assert pg_function_count(engine) == 1
 
-    assert db.upgrade(engine) == (BEFORE, db.head_revision())
+    cols = columns(engine)
+    assert db.upgrade(engine, AFTER) == (BEFORE, AFTER)
 
-    assert typed_rows(engine) == rows
-    assert raw_rows(engine) == raw
+    assert typed_rows(engine, cols) == rows
+    assert raw_rows(engine, cols) == raw
     assert [r["id"] for r in rows["batch_run_tracking"]] == [1, 3, 4, 5]
 
     # the structure is the same but for the defaults and the constraint's name
@@ -261,6 +281,8 @@ def test_upgrade_keeps_every_row_and_fixes_the_table(at_0003, backend):
     assert check_names(engine) == [NEW_CHECK]
     if backend == "postgresql":
         assert pg_function_count(engine) == 0
+    db.upgrade(engine)
+    assert typed_rows(engine, cols) == rows
     assert_matches_metadata(engine)
 
     # ids carry on after the highest one; on SQLite id is still the rowid
@@ -324,7 +346,7 @@ def test_outside_insert_still_checks_status(engine):
 def test_downgrade_keeps_every_row(at_0003, backend):
     engine = at_0003
     structure_0003 = structure(engine)
-    db.upgrade(engine)
+    db.upgrade(engine, AFTER)
     populate(engine)
     with outside(engine) as c:  # a row that relied on the defaults
         c.execute(sa.text(OUTSIDE_INSERT))
@@ -349,9 +371,10 @@ def test_downgrade_keeps_every_row(at_0003, backend):
                 Decimal("2"), Decimal("0.12"),
             )
 
-    # and up again
+    # and up again, to the head
+    cols = columns(engine)
     db.upgrade(engine)
-    assert typed_rows(engine) == rows
+    assert typed_rows(engine, cols) == rows
     assert_matches_metadata(engine)
 
 
@@ -376,8 +399,36 @@ def test_sqlite_recreate_that_failed_midway_can_be_rerun(tmp_path):
     assert typed_rows(engine) == rows
 
     armed = False
+    cols = columns(engine)
     db.upgrade(engine)
     assert "_alembic_tmp_batch_run_tracking" not in sa.inspect(engine).get_table_names()
-    assert typed_rows(engine) == rows
+    assert typed_rows(engine, cols) == rows
     assert_matches_metadata(engine)
     engine.dispose()
+
+
+def test_0005_adds_the_rejection_and_dead_symbol_tables_and_keeps_every_row(at_0003, backend):
+    engine = at_0003
+    db.upgrade(engine, AFTER)
+    populate(engine)
+    cols, rows, raw = columns(engine), typed_rows(engine), raw_rows(engine)
+    assert "stale_symbols" not in cols["portfolio_snapshots"] and "price_rejections" not in cols
+
+    assert db.upgrade(engine) == (AFTER, "0005")
+
+    assert typed_rows(engine, cols) == rows and raw_rows(engine, cols) == raw
+    after = typed_rows(engine)
+    assert after["price_rejections"] == [] and after["symbol_fetch_failures"] == []
+    assert [r["stale_symbols"] for r in after["portfolio_snapshots"]] == [None] * len(rows["portfolio_snapshots"])
+    assert_matches_metadata(engine)
+    with engine.begin() as c:  # the new table takes a row, and its key holds
+        c.execute(schema.price_rejections.insert().values(symbol="BBB", price_date=date(2026, 11, 20), reason="close is not positive (-1)",
+                                                          source="alphavantage", first_seen_at=T0, last_seen_at=T0))
+    with pytest.raises(sa.exc.IntegrityError):
+        with engine.begin() as c:
+            c.execute(schema.price_rejections.insert().values(symbol="BBB", price_date=date(2026, 11, 20), reason="x", source="y",
+                                                              first_seen_at=T0, last_seen_at=T0))
+
+    downgrade(engine, AFTER)
+    assert typed_rows(engine, cols) == rows
+    assert "price_rejections" not in sa.inspect(engine).get_table_names()

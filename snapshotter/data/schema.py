@@ -52,7 +52,7 @@ positions = sa.Table(
     sa.Column("last_price", Money(20, 6), nullable=True),
     sa.Column("market_value", Money(28, 6), nullable=True),
     sa.Column("market_value_date", sa.Date, nullable=True),
-    # Covering on PostgreSQL (migration 0003, which also sets fillfactor 80 for HOT market-value updates).
+    # Covering on PostgreSQL (migration 0003, which also sets fillfactor 50 for HOT market-value updates).
     sa.Index(None, "portfolio_id", "entry_date", postgresql_include=["exit_date", "deleted_at", "symbol", "quantity", "entry_price"]),
     sa.Index(None, "symbol"),
 )
@@ -105,6 +105,8 @@ portfolio_snapshots = sa.Table(
     sa.Column("priced_position_count", sa.Integer, nullable=False),
     sa.Column("is_partial", sa.Boolean, nullable=False),
     sa.Column("missing_symbols", sa.Text, nullable=True),
+    # Symbols valued at an older close (--max-price-age): comma-separated, sorted; NULL when none (migration 0005).
+    sa.Column("stale_symbols", sa.Text, nullable=True),
     sa.Column("created_at", TZ, nullable=False),
     sa.Column("updated_at", TZ, nullable=False),
     sa.UniqueConstraint("portfolio_id", "snapshot_date"),
@@ -163,6 +165,35 @@ batch_run_tracking = sa.Table(
         "status IN ('running', 'completed', 'failed', 'aborted', 'interrupted')", name="status"
     ),
     sa.Index(None, "batch_type", "target_date", "status"),
+)
+
+# Bars the batch rejected, remembered so that the same answer gives the same outcome:
+# a rejected day is not "missing" again, and rejecting it again is not a new failure (migration 0005).
+price_rejections = sa.Table(
+    "price_rejections",
+    metadata,
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("price_date", sa.Date, primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("first_seen_at", TZ, nullable=False),
+    sa.Column("last_seen_at", TZ, nullable=False),
+    sa.Column("times_seen", sa.Integer, nullable=False, server_default="1"),
+)
+
+# Symbols the provider did not know or had no data for, night after night (migration 0005).
+# ``unavailable_since`` set: marked unavailable, retried only on ``next_attempt_on``.
+symbol_fetch_failures = sa.Table(
+    "symbol_fetch_failures",
+    metadata,
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False),
+    sa.Column("first_failed_on", sa.Date, nullable=False),  # nightly target dates
+    sa.Column("last_failed_on", sa.Date, nullable=False),
+    sa.Column("last_attempt_at", TZ, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False),
+    sa.Column("unavailable_since", sa.Date, nullable=True),
+    sa.Column("next_attempt_on", sa.Date, nullable=True),
 )
 
 MONEY_SCALE = 6
