@@ -439,7 +439,9 @@ def symbol_batch_cmd(
     date_from: Optional[str] = typer.Option(None, "--from", help="Backfill from this day (with --to)."),
     date_to: Optional[str] = typer.Option(None, "--to", help="Backfill up to this day (with --from)."),
     symbols: Optional[str] = typer.Option(None, "--symbols", help="Comma-separated symbols instead of those the portfolios need."),
-    provider: Optional[str] = typer.Option(None, "--provider", help="csv, alphavantage or polygon [default: $SNAPSHOTTER_PROVIDER or csv]."),
+    provider: Optional[str] = typer.Option(None, "--provider", help="csv, alphavantage, polygon or an installed plugin [default: $SNAPSHOTTER_PROVIDER or csv]."),
+    alert_failure_ratio: float = typer.Option(0.10, "--alert-failure-ratio", min=0.0, max=1.0,
+                                              help="Alert when more than this share of the symbols tried fail."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as one JSON line on stdout."),
 ) -> int:
     """Fetch the missing daily closes of every symbol the portfolios need, within the provider's rate limits."""
@@ -449,7 +451,7 @@ def symbol_batch_cmd(
     state: State = ctx.obj
     result = run_symbol_batch(
         state.engine, state.settings, target_date=parse_date(date_), date_from=parse_date(date_from), date_to=parse_date(date_to),
-        symbols=symbols, provider=provider, now=state.now, run_id=state.monitor.run_id,
+        symbols=symbols, provider=provider, now=state.now, run_id=state.monitor.run_id, alert_failure_ratio=alert_failure_ratio,
     )
     state.monitor.report(result)
     emit_json(result.summary()) if as_json else typer.echo(batch_line(result))

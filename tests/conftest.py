@@ -69,15 +69,8 @@ def pg_server_url():
     admin.dispose()
 
 
-TABLES_IN_DELETE_ORDER = [
-    "portfolio_snapshots",
-    "positions",
-    "cash_transactions",
-    "portfolios",
-    "watchlist",
-    "symbol_prices_daily",
-    "batch_run_tracking",
-]
+# Every table of the schema, children first (a new table is emptied between tests without being listed here).
+TABLES_IN_DELETE_ORDER = [t.name for t in reversed(schema.metadata.sorted_tables)]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

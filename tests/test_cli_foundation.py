@@ -8,7 +8,7 @@ import pytest
 from snapshotter.data import db, schema
 from tests.conftest import row_counts, run_cli, table_rows
 
-EMPTY = {t: 0 for t in ("portfolio_snapshots", "positions", "cash_transactions", "portfolios", "watchlist", "symbol_prices_daily", "batch_run_tracking")}
+EMPTY = {t.name: 0 for t in schema.metadata.sorted_tables}
 
 
 def test_help_on_every_command():

@@ -199,10 +199,11 @@ def test_exit_65_when_the_provider_returns_only_unusable_data(db_url, engine, tm
                 env={"SNAPSHOTTER_PRICES_DIR": str(tmp_path)})
     assert r.returncode == 65, r.stderr
     out = json.loads(r.stdout)
-    assert (out["status"], out["symbols_failed"], out["error"]) == ("failed", ["AAA"], "1 symbol(s) failed: AAA")
+    msg = "every symbol's data was unusable: 1 of 1 symbol(s) failed: AAA"
+    assert (out["status"], out["symbols_failed"], out["error"]) == ("failed", ["AAA"], msg)
     assert "header must have date and close columns" in out["failures"]["AAA"]
     (run,) = table_rows(engine, brt)
-    assert (run["status"], run["error"]) == ("failed", "1 symbol(s) failed: AAA")
+    assert (run["status"], run["error"]) == ("failed", msg)
     assert row_counts(engine)["symbol_prices_daily"] == 0
 
 

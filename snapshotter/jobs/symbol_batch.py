@@ -35,9 +35,9 @@ from tenacity.wait import wait_base
 
 from snapshotter.clock import utcnow
 from snapshotter.config import Settings
-from snapshotter.core import fetch_plan, targets, validation
+from snapshotter.core import fetch_plan, symbol_health, targets, validation
 from snapshotter.core.calendar import effective_trading_date, new_york_date
-from snapshotter.data import planning_sql, schema, tracking
+from snapshotter.data import fetch_memory, planning_sql, schema, tracking
 from snapshotter.data.dialect import upsert
 from snapshotter.errors import (
     BadProviderData,
@@ -66,6 +66,7 @@ RETRY_INITIAL = 2.0  # seconds, doubled per retry, plus up to as much jitter
 RETRY_MAX = 60.0
 RETRY_AFTER_CAP = 300.0  # a longer Retry-After is capped (the next attempt may then be refused again)
 UNREACHABLE_AFTER = 3  # consecutive calls failing transiently = provider unreachable
+ALERT_FAILURE_RATIO = 0.10  # exit 1 alerts only when more than this share of the symbols tried failed
 LOCK_NAME = "snapshotter.symbol_batch"  # one batch per database: two would spend the same daily quota
 
 
@@ -77,11 +78,7 @@ class BatchResult:
     stats: dict
     target: date  # resolved once; the tracking row, stats, pings and summary show the same day
     error: str | None = None
-
-    @property
-    def alert(self) -> str | None:
-        """Every non-zero batch alerts, with its error line."""
-        return self.error
+    alert: str | None = None  # the alert line, when this run alerts (see batch_alert)
 
     def summary(self) -> dict:
         return {"run_id": self.run_id, "status": self.status, "exit_code": self.exit_code, "error": self.error, **self.stats}
@@ -159,6 +156,10 @@ class _Outcome:
     no_data: set[str] = field(default_factory=set)
     stop_reason: ProviderError | None = None  # quota, refusal or unreachable: the loop stopped early
     unreachable: bool = False
+    attempted: set[str] = field(default_factory=set)  # symbols a call was made for
+    expected_failures: set[str] = field(default_factory=set)  # marked unavailable before and failing again
+    marked: list[str] = field(default_factory=list)  # newly marked unavailable by this run
+    back: list[str] = field(default_factory=list)  # unavailable until this run fetched them
 
 
 class _Batch:
@@ -207,13 +208,21 @@ class _Batch:
         rows = [{**r, "source": source, "fetched_at": now} for r in rows]
         with self.engine.begin() as conn:
             n = upsert(conn, schema.symbol_prices_daily, rows, ("symbol", "price_date"))
+            fetch_memory.forget_rejections(conn, rows)
         self.stats["rows_upserted"] += n
         return n
 
-    def reject(self, rejected) -> None:
+    def reject(self, rejected) -> int:
+        """Log and remember rejected bars; returns how many were rejected for the first time."""
+        if not rejected:
+            return 0
+        with self.engine.begin() as conn:
+            new = fetch_memory.remember_rejections(conn, rejected, self.provider.name, utcnow())
         for r in rejected:
             log.warning("symbol_batch.row_rejected", symbol=r.symbol, price_date=str(r.price_date), reason=redact(r.reason))
         self.stats["rows_rejected"] += len(rejected)
+        self.stats["rows_rejected_new"] += new
+        return new
 
     def fail(self, symbols, exc: ProviderError) -> None:
         msg = redact(str(exc))[:300]
@@ -239,6 +248,9 @@ class _Batch:
             "symbols_deferred": sorted(set(o.deferred)),
             "symbols_no_data": sorted(o.no_data),
             "failures": {s: o.failed[s] for s in sorted(o.failed)},
+            "symbols_attempted": len(o.attempted),
+            "symbols_marked_unavailable": sorted(o.marked),
+            "symbols_back": sorted(o.back),
         }
 
     # grouped-by-date calls: one per day for every symbol the planner put there
@@ -251,6 +263,7 @@ class _Batch:
         seen_last_day: dict[str, bool] = {}
         for i, gc in enumerate(calls):
             self.stop.check()
+            self.out.attempted.update(gc.symbols)
             try:
                 bars = self.call(lambda: self.provider.grouped_closes(gc.day))
             except (QuotaExhausted, ProviderRefused) as exc:
@@ -297,11 +310,12 @@ class _Batch:
         for i, rc in enumerate(calls):
             self.stop.check()
             what = f"{rc.symbol} {rc.start}..{rc.end}"
+            self.out.attempted.add(rc.symbol)
             try:
                 bars = self.call(lambda: self.provider.daily_closes(rc.symbol, rc.start, rc.end, size=rc.size))
                 rows, rejected = validation.validate([b for b in bars if b.symbol == rc.symbol], rc.start, rc.end, self.today)
-                self.reject(rejected)
-                if rejected and not rows:
+                new = self.reject(rejected)
+                if new and not rows:  # bars rejected before and again are the same answer, not a new failure
                     raise BadProviderData(f"{self.provider.name}: {what}: every row was rejected ({len(rejected)}), e.g. {rejected[0].reason}")
             except (QuotaExhausted, ProviderRefused) as exc:
                 self.out.stop_reason = exc
@@ -349,6 +363,13 @@ class _Request:
     progress: bool | None
     stop: StopFlag
     started: float
+    alert_failure_ratio: float = ALERT_FAILURE_RATIO
+    unavailable_after: int = symbol_health.FAILURES_TO_MARK
+
+    @property
+    def nightly(self) -> bool:
+        """The scheduled run: the symbols the portfolios need, up to the target (dead symbols back off)."""
+        return self.date_from is None and self.symbols is None
 
 
 def run_symbol_batch(
@@ -368,6 +389,8 @@ def run_symbol_batch(
     progress: bool | None = None,
     stop: StopFlag = STOP,
     run_id: str | None = None,
+    alert_failure_ratio: float = 0.10,
+    unavailable_after: int = symbol_health.FAILURES_TO_MARK,
 ) -> BatchResult:
     """Run one symbol batch (see the module docstring); provider trouble is a result, not an exception.
 
@@ -395,6 +418,8 @@ def run_symbol_batch(
         progress=progress,
         stop=stop,
         started=started,
+        alert_failure_ratio=alert_failure_ratio,
+        unavailable_after=unavailable_after,
     )
     prov = provider if isinstance(provider, Provider) else get_provider(provider, settings)
     engine = engine if isinstance(engine, sa.Engine) else engine()
@@ -425,17 +450,30 @@ def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request, run
         "provider_calls": 0,
         "rows_upserted": 0,
         "rows_rejected": 0,
+        "rows_rejected_new": 0,
+        "symbols_skipped_unavailable": [],
         "rate_limit": limit.describe(),
     }
     batch = None
     try:
         with engine.connect() as conn:
             wanted = req.symbols if req.symbols is not None else symbols_needed(conn, req.date_from or req.target)
+            health = fetch_memory.load_health(conn, wanted)
+            if req.nightly:  # a symbol marked unavailable waits for its next attempt; --symbols and --from/--to always try
+                skipped = sorted(s for s in wanted if not symbol_health.due(health.get(s), req.target))
+                stats["symbols_skipped_unavailable"] = skipped
+                wanted = [s for s in wanted if s not in set(skipped)]
             spent = tracking.calls_spent_today(conn, prov.name, req.now, exclude_run=run.run_id) if limit.per_day else 0
             if ranged:
-                needs = fetch_plan.range_needs(wanted, cached_days(conn, wanted, req.date_from, req.target), req.date_from, req.target)
+                known = cached_days(conn, wanted, req.date_from, req.target)
+                for sym, days in fetch_memory.rejected_days(conn, wanted, req.date_from, req.target).items():
+                    known[sym] |= days  # a rejected bar is an answer, not a missing day
+                needs = fetch_plan.range_needs(wanted, known, req.date_from, req.target)
             else:
-                needs = fetch_plan.nightly_needs(wanted, last_cached(conn, wanted, req.target), req.target)
+                last = last_cached(conn, wanted, req.target)
+                for sym, day in fetch_memory.last_rejected(conn, wanted, req.target).items():
+                    last[sym] = max(day, last.get(sym, day))
+                needs = fetch_plan.nightly_needs(wanted, last, req.target)
         the_plan = fetch_plan.plan(needs, prov.capabilities, req.latest)
         stats.update(symbols_requested=len(wanted), symbols_up_to_date=len(the_plan.up_to_date), calls_planned=the_plan.calls)
         bucket = TokenBucket(limit, name=prov.name, spent_today=spent, clock=req.clock, sleep=req.sleep)
@@ -458,7 +496,8 @@ def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request, run
             else:  # the provider stopped answering during the grouped calls
                 batch.out.deferred.extend(rc.symbol for rc in the_plan.range_calls)
         stats["daily_budget_left"] = bucket.remaining_today
-        return _finish(run, batch, req.started)
+        _update_health(engine, batch.out, health, req)
+        return _finish(run, batch, req)
     except Stopped:
         _finish_early(run, batch, stats, req.started, "interrupted", "stopped by signal after the call in flight")
         raise
@@ -473,8 +512,40 @@ def _finish_early(run, batch, stats, started, status, error) -> None:
     run.finish(status, stats, error=redact(error)[:1000])
 
 
+def _update_health(engine: sa.Engine, o: _Outcome, health: dict, req: _Request) -> None:
+    """Count the nightly failures of unknown or silent symbols, mark the dead, clear the living."""
+    dead_kind = {s for s, e in o.errors.items() if isinstance(e, SymbolNotFound)} | (o.no_data - set(o.failed))
+    alive = (o.fetched - o.no_data) - set(o.failed)
+    with engine.begin() as conn:
+        for s in sorted(alive & set(health)):
+            if health[s].unavailable:
+                o.back.append(s)
+                log.warning("symbol_batch.symbol_back", symbol=s, unavailable_since=str(health[s].unavailable_since))
+        fetch_memory.clear_health(conn, sorted(alive & set(health)))
+        if not req.nightly:
+            return
+        for s in sorted(dead_kind & o.attempted):
+            before = health.get(s)
+            error = o.failed.get(s) or "no close from the provider for the target date"
+            after, marked = symbol_health.after_failure(before, s, req.target, req.now, error, req.unavailable_after)
+            fetch_memory.save_health(conn, after)
+            if before is not None and before.unavailable:
+                o.expected_failures.add(s)  # known dead: a retry that fails changes nothing
+            if marked:
+                o.marked.append(s)
+                log.warning("symbol_batch.symbol_unavailable", symbol=s, failures=after.consecutive_failures,
+                            next_attempt_on=str(after.next_attempt_on), error=redact(error))
+
+
 def batch_outcome(o: _Outcome) -> tuple[str, ExitCode, str | None]:
-    """The one rule from what happened to the symbols to (run status, exit code, error line)."""
+    """The one rule from what happened to the symbols to (run status, exit code, error line).
+
+    ``completed`` means the batch went through every symbol it set out to fetch, whatever
+    each one's fate; exit 1 names the symbols that failed. ``failed`` is for a batch that
+    could not do its job as a whole: the provider unreachable (69), or every symbol's data
+    unusable (65). A refused key (78) or an exhausted quota (75) stop it: ``aborted``.
+    A symbol already marked unavailable that fails again is expected, not a failure.
+    """
     if isinstance(o.stop_reason, ProviderRefused):
         return "aborted", o.stop_reason.exit_code, f"provider refused the request, run aborted: {o.stop_reason}"
     if isinstance(o.stop_reason, QuotaExhausted):
@@ -486,23 +557,48 @@ def batch_outcome(o: _Outcome) -> tuple[str, ExitCode, str | None]:
         return "failed", ExitCode.UNAVAILABLE, (
             f"provider unreachable ({UNREACHABLE_AFTER} calls in a row failed after retries): {o.stop_reason}"
         )
-    if not o.failed:
+    failed = _failed(o)
+    if not failed:
         return "completed", ExitCode.OK, None
-    errors = list(o.errors.values())
-    code = exit_code_for_failures(len(o.failed))
-    if not o.fetched and all(isinstance(e, TransientProviderError) for e in errors):
-        code = ExitCode.UNAVAILABLE
-    elif not o.fetched and all(isinstance(e, BadProviderData) for e in errors):
-        code = ExitCode.DATAERR
-    return "failed", code, f"{len(o.failed)} symbol(s) failed: {', '.join(sorted(o.failed)[:20])}"
+    errors = [o.errors[s] for s in failed if s in o.errors]
+    line = f"{len(failed)} of {len(o.attempted)} symbol(s) failed: {', '.join(failed[:20])}"
+    if not o.fetched and errors and all(isinstance(e, TransientProviderError) for e in errors):
+        return "failed", ExitCode.UNAVAILABLE, line
+    if not o.fetched and errors and all(isinstance(e, BadProviderData) for e in errors):
+        return "failed", ExitCode.DATAERR, f"every symbol's data was unusable: {line}"
+    return "completed", exit_code_for_failures(len(failed)), line
 
 
-def _finish(run: tracking.Run, batch: _Batch, started: float) -> BatchResult:
+def _failed(o: _Outcome) -> list[str]:
+    return sorted(set(o.failed) - o.expected_failures)
+
+
+def batch_alert(o: _Outcome, status: str, code: int, error: str | None, ratio: float) -> str | None:
+    """The alert line, or None: a failed or aborted run alerts; exit 1 only over ``ratio`` of the
+    symbols tried; a symbol newly marked unavailable, or back, alerts once (whatever the exit code)."""
+    parts = []
+    if code not in (ExitCode.OK, ExitCode.PARTIAL):
+        parts.append(error or status)
+    elif code == ExitCode.PARTIAL:
+        failed, tried = len(_failed(o)), max(1, len(o.attempted))
+        if failed / tried > ratio:
+            parts.append(f"{error} ({failed / tried:.0%} of the symbols tried, threshold {ratio:.0%})")
+    if o.marked:
+        parts.append(f"marked unavailable (retried with a growing backoff): {', '.join(sorted(o.marked))}")
+    if o.back:
+        parts.append(f"available again: {', '.join(sorted(o.back))}")
+    return "; ".join(parts) if parts else None
+
+
+def _finish(run: tracking.Run, batch: _Batch, req: _Request) -> BatchResult:
     o = batch.out
     stats = batch.snapshot_stats()
-    stats["duration_s"] = round(time.monotonic() - started, 3)
+    stats["duration_s"] = round(time.monotonic() - req.started, 3)
+    stats["symbols_failed"] = _failed(o)
+    stats["symbols_unavailable_failed_again"] = sorted(o.expected_failures)
     status, code, error = batch_outcome(o)
     error = redact(error)[:1000] if error else None
+    alert = batch_alert(o, status, int(code), error, req.alert_failure_ratio)
     run.finish(status, stats, error=error)
     (log.info if code == ExitCode.OK else log.warning)(
         "symbol_batch.done",
@@ -513,4 +609,4 @@ def _finish(run: tracking.Run, batch: _Batch, started: float) -> BatchResult:
         symbols_failed=len(stats["symbols_failed"]),
         symbols_deferred=len(stats["symbols_deferred"]),
     )
-    return BatchResult(run.run_id, status, int(code), stats, run.target_date, error)
+    return BatchResult(run.run_id, status, int(code), stats, run.target_date, error, redact(alert) if alert else None)

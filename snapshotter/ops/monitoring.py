@@ -13,11 +13,12 @@ Rules (README "Alerts and monitoring"):
 
 * ``ping_start`` when the command body begins; ``ping_finish`` with the exit
   code and the JSON summary when it ends, whatever the code.
-* One alert per run when the exit code is not 0: ``<job> <target date> exited
-  <code>: <one-line error>`` plus the run id. Exception: exit 1 of the snapshot
-  jobs alerts only when more than ``--alert-failure-ratio`` of the portfolios
-  failed (the job then puts the ratio line in ``result.alerts``, used as the
-  alert's error); the /1 ping still tells the monitor.
+* At most one alert per run: ``<job> <target date> exited <code>: <one line>``
+  plus the run id. A job that returns a result decides (``result.alert``): a
+  failed or aborted run; exit 1 only when more than ``--alert-failure-ratio`` of
+  the portfolios or symbols failed; a symbol newly marked unavailable or back
+  (even on exit 0). A job that raised alerts on any non-zero exit. The ping
+  always tells the monitor the exit code.
 * ``--dry-run`` runs are not monitored: they write nothing, and a ping would
   tell the monitor the nightly job ran.
 """
@@ -46,7 +47,6 @@ class JobMonitor:
         self.summary: dict | None = None
         self.error: str | None = None  # one line, for a non-zero exit the command returned
         self.alert_line: str | None = None  # replaces ``error`` in the alert (failure ratio)
-        self.alert_on_partial = True  # False: exit 1 sends no alert (snapshot jobs under the ratio)
 
     # --- called by the command body -------------------------------------------------
 
@@ -57,7 +57,6 @@ class JobMonitor:
         self.target = result.target
         self.error = result.error
         self.alert_line = result.alert
-        self.alert_on_partial = result.alert is not None
 
     # --- called by the decorator ------------------------------------------------------
 
@@ -88,9 +87,12 @@ class JobMonitor:
             return None
 
     def alert_due(self, exit_code: int) -> bool:
-        if exit_code == 0:
-            return False
-        return exit_code != 1 or self.alert_on_partial
+        """A job that reported its result alerts when it gave an alert line (its own rule:
+        a failure ratio, a dead symbol marked or back, a failed run); one that raised alerts
+        on any non-zero exit."""
+        if self.summary is not None:
+            return self.alert_line is not None
+        return exit_code != 0
 
     def alert_text(self, exit_code: int, summary: dict, error: str | None) -> str:
         target = summary.get("target_date")

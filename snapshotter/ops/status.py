@@ -18,7 +18,7 @@ from snapshotter.core.valuation import portfolio_activity
 from snapshotter.data import db, planning_sql, schema, tracking
 from snapshotter.data.schema import batch_run_tracking as brt
 
-COUNTED = ("portfolios", "positions", "cash_transactions", "watchlist", "symbol_prices_daily", "portfolio_snapshots", "batch_run_tracking")
+COUNTED = tuple(t.name for t in schema.metadata.sorted_tables)  # every table of the schema
 RUNS_PER_JOB = 5
 MISSING_LISTED = 50  # symbols listed by name; the count is always exact
 
