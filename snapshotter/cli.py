@@ -55,6 +55,11 @@ class LogFormat(str, Enum):
     console = "console"
 
 
+class OnTimeout(str, Enum):
+    abort = "abort"
+    proceed = "proceed"
+
+
 class ExplainMode(str, Enum):
     sql = "sql"
     plan = "plan"
@@ -360,6 +365,9 @@ def portfolio_refresh_cmd(
     wait_timeout: float = typer.Option("60m", "--wait-timeout", parser=_duration, help="How long to wait for the symbol batch (deadline)."),
     poll_interval: float = typer.Option("5m", "--poll-interval", parser=_duration, help="How often to check batch_run_tracking while waiting."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Do not wait for the symbol batch; use the cache as it is."),
+    on_timeout: OnTimeout = typer.Option(OnTimeout.abort, "--on-timeout",
+                                         help="Batch not completed by the deadline: abort (exit 75, nothing written) or "
+                                              "proceed (value from the cache: partial snapshots heal later; exit 1)."),
     wait_for_lock: bool = WaitForLock,
     max_backfill_days: int = MaxBackfill,
     chunk_size: int = ChunkSize,
@@ -375,7 +383,8 @@ def portfolio_refresh_cmd(
 
     state: State = ctx.obj
     opts = Options(
-        wait_timeout_s=wait_timeout, poll_interval_s=poll_interval, wait_for_batch=not no_wait, wait_for_lock=wait_for_lock,
+        wait_timeout_s=wait_timeout, poll_interval_s=poll_interval, wait_for_batch=not no_wait, on_timeout=on_timeout.value,
+        wait_for_lock=wait_for_lock,
         max_backfill_days=max_backfill_days, chunk_size=chunk_size, workers=workers, alert_failure_ratio=alert_failure_ratio,
         dry_run=dry_run, explain=explain and explain.value,
     )

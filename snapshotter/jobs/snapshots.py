@@ -48,6 +48,7 @@ class Options:
     wait_for_batch: bool = True
     wait_timeout_s: float = 3600.0
     poll_interval_s: float = 300.0
+    on_timeout: str = "abort"  # symbol batch not completed by the deadline: "abort" (exit 75) or "proceed" (value the cache, exit 1)
     alert_failure_ratio: float = 0.10
     progress: bool | None = None
     workers: int = 2  # connections working on chunks at once (PostgreSQL; SQLite uses 1)
@@ -72,12 +73,14 @@ class Result:
         """The one line a non-zero exit prints."""
         if not self.exit_code:
             return None
+        if self.stats.get("symbol_batch_completed") is False and not self.stats["portfolios_failed"]:
+            return self.alerts[0]
         return f"{self.stats['portfolios_failed']} of {self.stats['portfolios_active']} portfolios failed"
 
     @property
     def alert(self) -> str | None:
         """The alert line: exit 1 alerts only over --alert-failure-ratio."""
-        return self.alerts[0] if self.alerts else None
+        return "; ".join(self.alerts) if self.alerts else None
 
 
 # --- entry points --------------------------------------------------------------
@@ -188,19 +191,27 @@ def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, now
     with run_lock(engine, wait=opts.wait_for_lock, stop=stop):
         run = tracking.Run(engine, batch_type, target, run_id).start()
         stats: dict = {"mode": mode_label or "gaps", "target_date": target.isoformat()}
+        late = None  # the batch was not ready and --on-timeout proceed valued the cache anyway
         try:
             if wait and not _wait_for_symbol_batch(engine, target, opts, stop, run):
-                msg = (
-                    f"symbol batch for {target} not completed within {opts.wait_timeout_s:.0f}s; "
-                    "portfolio refresh aborted, nothing written; the next run backfills the day"
+                if opts.on_timeout != "proceed":
+                    msg = (
+                        f"symbol batch for {target} not completed within {opts.wait_timeout_s:.0f}s; "
+                        "portfolio refresh aborted, nothing written; the next run backfills the day"
+                    )
+                    stats["duration_s"] = round(time.monotonic() - started, 3)
+                    run.finish("aborted", stats, msg)
+                    raise BatchNotReady(msg)
+                late = (
+                    f"symbol batch for {target} not completed within {opts.wait_timeout_s:.0f}s; valued from the cache "
+                    "(--on-timeout proceed): lots without a close are partial and heal when it arrives"
                 )
-                stats["duration_s"] = round(time.monotonic() - started, 3)
-                run.finish("aborted", stats, msg)
-                raise BatchNotReady(msg)
+                log.warning("refresh.proceeding_without_symbol_batch", target_date=target.isoformat())
             with engine.connect() as conn:
                 plan = plan_fn(conn)
                 conn.rollback()
             stats = _new_stats(plan, mode_label)
+            stats["symbol_batch_completed"] = late is None
             if plan.unpriced:
                 log.warning("refresh.days_without_prices", days=[d.isoformat() for d in plan.unpriced], count=len(plan.unpriced))
             _execute(engine, plan, stats, opts, stop, run, portfolio_id, require_active, now)
@@ -216,7 +227,9 @@ def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, now
             raise
         stats["duration_s"] = round(time.monotonic() - started, 3)
         failed = stats["portfolios_failed"]
-        result = Result(stats, target, exit_code_for_failures(failed + stats["market_value_failures"]), run.run_id)
+        result = Result(stats, target, exit_code_for_failures(failed + stats["market_value_failures"] + (late is not None)), run.run_id)
+        if late:
+            result.alerts.append(late)
         if failed:
             considered = stats["portfolios_active"] or 1
             if failed / considered > opts.alert_failure_ratio:
@@ -224,7 +237,7 @@ def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, now
                     f"portfolio refresh for {target}: {failed} of {stats['portfolios_active']} portfolios failed "
                     f"({failed / considered:.0%}, threshold {opts.alert_failure_ratio:.0%})"
                 )
-        run.finish("failed" if result.exit_code else "completed", stats)
+        run.finish("failed" if failed or stats["market_value_failures"] else "completed", stats, late)
         log.info("refresh.finished", **{k: v for k, v in stats.items() if k != "failed_portfolios"})
         return result
 

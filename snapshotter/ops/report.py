@@ -38,6 +38,16 @@ def print_status(report: dict) -> None:
     if missing is not None:
         listed = ", ".join(missing["symbols"]) + (", ..." if missing["count"] > len(missing["symbols"]) else "")
         console.print(f"symbols without a close for {missing['date']}: {missing['count']}" + (f" ({listed})" if listed else ""))
+    for u in report.get("unavailable_symbols") or []:
+        console.print(
+            f"unavailable: {u['symbol']} since {u['unavailable_since']} ({u['consecutive_failures']} nights failing, "
+            f"next attempt {u['next_attempt_on']}): {u['last_error']}", markup=False, highlight=False,
+        )
+    rejected = report.get("rejected_bars")
+    if rejected and rejected["count"]:
+        console.print(f"rejected bars remembered: {rejected['count']}", markup=False)
+        for r in rejected["latest"][:5]:
+            console.print(f"  {r['symbol']} {r['price_date']} ({r['source']}, seen {r['times_seen']}x): {r['reason']}", markup=False, highlight=False)
     for kind, runs in (report.get("last_runs") or {}).items():
         t = Table("target", "status", "started", "duration s", "stats", "error", title=f"last runs: {kind}")
         for r in runs:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from snapshotter.core.calendar import effective_trading_date, trading_days_between
 from snapshotter.core.valuation import portfolio_activity
-from snapshotter.data import db, planning_sql, schema, tracking
+from snapshotter.data import db, fetch_memory, planning_sql, schema, tracking
 from snapshotter.data.schema import batch_run_tracking as brt
 
 COUNTED = tuple(t.name for t in schema.metadata.sorted_tables)  # every table of the schema
@@ -49,6 +49,17 @@ def status_report(engine: sa.Engine, now: datetime, runs_per_job: int = RUNS_PER
         report["newest_snapshot_date"] = fresh.pop("newest_snapshot_date")
         report["snapshots"] = fresh
         report["missing_closes"] = missing_closes(conn, day)
+        report["unavailable_symbols"] = [
+            {k: _iso(v) if isinstance(v, date) and not isinstance(v, datetime) else (_ts(v) if isinstance(v, datetime) else v)
+             for k, v in r.items()}
+            for r in fetch_memory.unavailable_held(conn, day)
+        ]
+        rej = fetch_memory.recent_rejections(conn)
+        report["rejected_bars"] = {
+            "count": rej["count"],
+            "latest": [{"symbol": r["symbol"], "price_date": _iso(r["price_date"]), "reason": r["reason"], "source": r["source"],
+                        "times_seen": r["times_seen"], "last_seen_at": _ts(r["last_seen_at"])} for r in rej["latest"]],
+        }
     return report
 
 
