@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	rm -f demo.db demo.db-wal demo.db-shm demo.db.lock
+	rm -f demo.db demo.db-wal demo.db-shm demo.db.lock demo.db.symbol_batch.lock
 	$(SNAP) db upgrade
 	$(SNAP) load --sample
 	$(SNAP) symbol-batch --from $(DEMO_FROM) --to $(DEMO_DATE)
@@ -35,4 +35,4 @@ bench: install
 	$(BIN)/python scripts/bench.py
 
 clean:
-	rm -rf $(VENV) demo.db demo.db-wal demo.db-shm .pytest_cache .hypothesis
+	rm -rf $(VENV) demo.db demo.db-wal demo.db-shm demo.db.lock demo.db.symbol_batch.lock .pytest_cache .hypothesis

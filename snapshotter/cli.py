@@ -84,8 +84,10 @@ class State:
     def engine(self, migrate: bool | None = None):
         """Connect (with retries) and bring the schema to head unless --no-migrate."""
         if self._engine is None:
-            self._engine = db.connect(self.settings.database_url)
-            db.ensure_schema(self._engine, self.migrate if migrate is None else migrate)
+            engine = db.connect(self.settings.database_url)
+            db.check_writable(engine)
+            db.ensure_schema(engine, self.migrate if migrate is None else migrate)
+            self._engine = engine
         return self._engine
 
     def reader(self):
@@ -143,7 +145,7 @@ def command(fn=None, *, job: str | None = None):
             quiet = kwargs.get("dry_run") or kwargs.get("explain")  # nothing runs for real: no pings, no alert
             monitor = ctx.obj.monitor = JobMonitor(ctx.obj.settings, job, enabled=not quiet)
             monitor.start()
-        code, error = _call(fn, args, kwargs)
+        code, error = _call(fn, args, kwargs, monitor.run_id if monitor else None)
         if monitor is not None:
             if code and error is None and monitor.error:
                 typer.echo(f"snapshotter: error: {logs.redact(monitor.error)}", err=True)
@@ -153,7 +155,7 @@ def command(fn=None, *, job: str | None = None):
     return wrapper
 
 
-def _call(fn, args, kwargs) -> tuple[int, str | None]:
+def _call(fn, args, kwargs, run_id: str | None = None) -> tuple[int, str | None]:
     """Run a command body: (exit code, the one-line error when it raised)."""
     try:
         return int(fn(*args, **kwargs) or 0), None
@@ -168,10 +170,12 @@ def _call(fn, args, kwargs) -> tuple[int, str | None]:
     except KeyboardInterrupt as exc:  # SIGINT before the handlers were installed
         typer.echo("snapshotter: error: interrupted", err=True)
         return int(exit_code_for(exc)), "interrupted (SIGINT)"
-    except Exception as exc:  # noqa: BLE001 - the last line of defence
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, the traceback at debug level
         msg = logs.redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
-        log.exception("command.crashed", error=msg)
-        typer.echo(f"snapshotter: internal error: {msg}", err=True)
+        log.error("command.crashed", error=msg, run_id=run_id)
+        log.debug("command.traceback", exc_info=True)
+        where = f" in run {run_id}" if run_id else ""
+        typer.echo(f"snapshotter: internal error{where}: {msg} (the traceback is logged at --log-level debug)", err=True)
         return int(exit_code_for(exc)), f"internal error: {msg}"
 
 
@@ -226,6 +230,7 @@ def root(
 def db_upgrade(ctx: typer.Context, revision: str = typer.Argument("head")) -> int:
     """Create or upgrade the schema to the latest migration."""
     state: State = ctx.obj
+    db.check_revision(revision)  # before connecting: a typo must not create a database file
     engine = db.connect(state.settings.database_url)
     before, after = db.upgrade(engine, revision)
     typer.echo(f"{mask_url(state.settings.database_url)}: {before or 'empty'} -> {after}")
@@ -319,7 +324,7 @@ def snapshots_cmd(
     """The latest snapshot of each portfolio (what `make demo` prints)."""
     from snapshotter.ops.report import latest_snapshots, print_latest
 
-    rows = latest_snapshots(ctx.obj.engine(), limit)
+    rows = latest_snapshots(ctx.obj.reader(), limit)
     if as_json:
         for r in rows:
             emit_json(r)
@@ -468,12 +473,20 @@ def symbol_batch_cmd(
 
 
 def main() -> None:
-    """Entry point: Click exits 2 on a usage error, which SPEC spells 64 (EX_USAGE)."""
+    """Entry point. Click's usage errors (its exit 2) become one line and SPEC's 64 (EX_USAGE)."""
+    from typer.exceptions import TyperException
+
     try:
-        app(prog_name="snapshotter")
-    except SystemExit as exc:
-        if exc.code == 2:
-            sys.exit(int(exit_code_for(UsageError(""))))
-        if exc.code == 1 and isinstance(exc.__context__, KeyboardInterrupt):
-            sys.exit(int(exit_code_for(exc.__context__)))
-        raise
+        code = app(prog_name="snapshotter", standalone_mode=False)
+    except KeyboardInterrupt as exc:  # Ctrl-C while Click parses, before any handler
+        sys.exit(int(exit_code_for(exc)))
+    except TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `snapshotter` alone: the help, as a usage error
+            exc.show()
+        else:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            typer.echo(f"snapshotter: error: {message}{hint}", err=True)
+        code = exit_code_for(UsageError(str(exc))) if getattr(exc, "exit_code", 2) == 2 else getattr(exc, "exit_code", 1)
+    sys.exit(int(code or 0))

@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     DATAERR = 65  # EX_DATAERR: provider returned unusable data
     UNAVAILABLE = 69  # EX_UNAVAILABLE: database or provider unreachable after retries
     SOFTWARE = 70  # EX_SOFTWARE: internal error
+    CANTCREAT = 73  # EX_CANTCREAT: the database cannot be written (a read-only SQLite file)
     TEMPFAIL = 75  # EX_TEMPFAIL: batch not ready, quota exhausted, lock held; safe to rerun
     CONFIG = 78  # EX_CONFIG: configuration missing or invalid
     SIGINT = 130
@@ -49,6 +50,12 @@ class UnavailableError(SnapshotterError):
 
 class DatabaseUnavailable(UnavailableError):
     pass
+
+
+class CantCreate(SnapshotterError):
+    """The database cannot be written: a read-only SQLite file (a writing job refuses it up front)."""
+
+    exit_code = ExitCode.CANTCREAT
 
 
 class TempFailError(SnapshotterError):

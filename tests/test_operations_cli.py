@@ -207,20 +207,48 @@ def test_exit_65_when_the_provider_returns_only_unusable_data(db_url, engine, tm
     assert row_counts(engine)["symbol_prices_daily"] == 0
 
 
+BUGGY_PLUGIN = """
+from snapshotter.providers.base import Provider
+
+
+class BuggyProvider(Provider):
+    name = "buggy"
+
+    def daily_closes(self, symbol, start, end, *, size=None):
+        raise ZeroDivisionError("division by zero in the plugin")
+"""
+
+
 def test_exit_70_on_an_unclassified_error_with_the_alert_and_pings(tmp_path, receiver):
-    # A SQLite "database" that is not one: nothing in snapshotter classifies that, so it is an internal error.
-    bad = tmp_path / "corrupt.db"
-    bad.write_bytes(b"not a database" * 100)
-    r = run_cli("portfolio-refresh", "--no-wait", db_url=f"sqlite:///{bad}", env=receiver.env)
+    """A bug nothing classifies (a provider plugin that divides by zero): one line naming the run,
+    exit 70, the traceback in the tracking row and at debug level, the alert and the /70 ping."""
+    (tmp_path / "buggy_prices.py").write_text(BUGGY_PLUGIN)
+    info = tmp_path / "buggy_prices-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: buggy-prices\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[snapshotter.providers]\nbuggy = buggy_prices:BuggyProvider\n")
+    url = f"sqlite:///{tmp_path / 'bug.db'}"
+    env = {**receiver.env, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    r = run_cli("symbol-batch", "--provider", "buggy", "--symbols", "AAA", "--date", "2026-09-18", db_url=url, env=env)
     assert r.returncode == 70, r.stderr
-    msg = "DatabaseError: (sqlite3.DatabaseError) file is not a database"
-    assert [l for l in r.stderr.splitlines() if l.startswith("snapshotter:")] == [f"snapshotter: internal error: {msg}"]
-    suffix, body = receiver.finish()
+    msg = "ZeroDivisionError: division by zero in the plugin"
     rid_ = receiver.pings[0].query[len("rid="):]
+    run_id = rid_.replace("-", "")
+    assert [l for l in r.stderr.splitlines() if l.startswith("snapshotter:")] == [
+        f"snapshotter: internal error in run {run_id}: {msg} (the traceback is logged at --log-level debug)"
+    ]
+    assert "Traceback" not in r.stderr  # info level: the one line only
+    (run,) = table_rows(sa.create_engine(url), brt)
+    assert (run["run_id"], run["status"]) == (run_id, "failed")
+    first, rest = run["error"].split("\n", 1)
+    assert first == msg and rest.startswith("Traceback (most recent call last):") and "buggy_prices.py" in rest
+    suffix, body = receiver.finish()
     assert suffix == "70"
-    assert body == {"job": "portfolio-refresh", "run_id": rid_.replace("-", ""), "exit_code": 70, "error": f"internal error: {msg}",
-                    "target_date": None}
-    assert receiver.alerts == [{"text": f"portfolio-refresh exited 70: internal error: {msg}\nrun_id: {rid_}"}]
+    assert body["exit_code"] == 70 and body["error"] == f"internal error: {msg}" and body["status"] == "failed"
+    assert receiver.alerts == [{"text": f"symbol-batch 2026-09-18 exited 70: internal error: {msg}\nrun_id: {rid_}"}]
+    r = run_cli("--log-level", "debug", "symbol-batch", "--provider", "buggy", "--symbols", "AAA", "--date", "2026-09-18",
+                db_url=url, env=env)
+    assert r.returncode == 70 and "command.traceback" in r.stderr and "ZeroDivisionError" in r.stderr
 
 
 # --- secrets ------------------------------------------------------------------------------------------------

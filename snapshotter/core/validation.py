@@ -58,6 +58,21 @@ def _volume(value: Decimal | None) -> int | None:
 MAX_SYMBOL = 20
 
 
+def fit_numeric(value: Decimal, precision: int, scale: int, name: str = "value") -> Decimal:
+    """``value`` as NUMERIC(precision, scale) stores it, or ValueError: never a silent rounding
+    (PostgreSQL would round, SQLite's exact text would not) nor a database overflow."""
+    if not value.is_finite():
+        raise ValueError(f"{name} is not a finite number ({value})")
+    if value == 0:
+        return value
+    exponent = value.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > scale:
+        raise ValueError(f"{name} has more than {scale} decimals ({value})")
+    if value.adjusted() + 1 > precision - scale:
+        raise ValueError(f"{name} is too large: at most {precision - scale} digits before the point ({value})")
+    return value
+
+
 def symbol(raw: str) -> str:
     """A ticker as stored: stripped, upper case, 1-20 characters, no whitespace, comma or slash."""
     s = raw.strip().upper()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sqlite3
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -10,11 +13,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, stop_after_attempt, wait_exponential
 
 from snapshotter.config import mask_url
 from snapshotter.data.dialect import register_sqlite_functions
-from snapshotter.errors import ConfigError, DatabaseUnavailable
+from snapshotter.errors import CantCreate, ConfigError, DatabaseUnavailable, UsageError
 from snapshotter.ops.logs import get_logger, redact
 
 log = get_logger(__name__)
@@ -36,7 +39,10 @@ def make_engine(url: str) -> sa.Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys = ON")
             if parsed.database and parsed.database != ":memory:":
-                cur.execute("PRAGMA journal_mode = WAL")
+                try:
+                    cur.execute("PRAGMA journal_mode = WAL")
+                except sqlite3.OperationalError:  # a read-only database keeps its mode; readers still work
+                    pass
             cur.execute("PRAGMA busy_timeout = 30000")
             cur.close()
 
@@ -46,28 +52,63 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
 
 
+# Connection failures that no retry can fix: the server says the database or the role
+# does not exist, or refuses the credentials (psycopg gives no SQLSTATE for these).
+PERMANENT = re.compile(
+    r'database ".*" does not exist|role ".*" does not exist|password authentication failed|no pg_hba\.conf entry'
+    r"|unable to open database file|file is not a database"
+)
+
+
+def _permanent(exc: BaseException) -> bool:
+    return isinstance(exc, sa.exc.DBAPIError) and bool(PERMANENT.search(str(exc.orig)))
+
+
 def connect(url: str, wait_multiplier: float = 0.5) -> sa.Engine:
-    """An engine whose first connection succeeded, retried with exponential backoff."""
+    """An engine whose first connection succeeded, retried with exponential backoff.
+
+    A missing database or role, refused credentials, or a file that is not a SQLite
+    database is a configuration error at once (exit 78): retrying cannot fix it.
+    """
     engine = make_engine(url)
     try:
         for attempt in Retrying(
             stop=stop_after_attempt(CONNECT_ATTEMPTS),
             wait=wait_exponential(multiplier=wait_multiplier, max=10),
-            retry=retry_if_exception_type(sa.exc.OperationalError),
-            reraise=False,
+            retry=lambda rs: rs.outcome.failed and isinstance(rs.outcome.exception(), sa.exc.OperationalError)
+            and not _permanent(rs.outcome.exception()),
+            reraise=True,
         ):
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     log.warning("db.connect_retry", attempt=attempt.retry_state.attempt_number)
                 with engine.connect() as conn:
                     conn.execute(sa.text("SELECT 1"))
-    except RetryError as exc:
-        cause = exc.last_attempt.exception()
-        reason = str(getattr(cause, "orig", cause)).strip().splitlines()[0] if cause else "unknown"
-        raise DatabaseUnavailable(
-            f"database unreachable after {CONNECT_ATTEMPTS} attempts: {mask_url(url)}: {redact(reason)}"
-        ) from None
+    except sa.exc.DBAPIError as exc:
+        lines = str(exc.orig).strip().splitlines() or ["unknown"]
+        fatal = [line.split("FATAL:", 1)[1].strip() for line in lines if "FATAL:" in line]
+        reason = redact(fatal[0] if fatal else lines[0])
+        if _permanent(exc):
+            raise ConfigError(f"database {mask_url(url)}: {reason}") from None
+        if isinstance(exc, sa.exc.OperationalError):
+            raise DatabaseUnavailable(f"database unreachable after {CONNECT_ATTEMPTS} attempts: {mask_url(url)}: {reason}") from None
+        raise
     return engine
+
+
+def check_writable(engine: sa.Engine) -> None:
+    """A job that writes refuses a read-only SQLite database up front, naming the file (exit 73)."""
+    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+        return
+    with engine.connect() as conn:
+        read_only = conn.exec_driver_sql("PRAGMA query_only").scalar() or _readonly_uri(engine)
+    path = engine.url.database.removeprefix("file:").split("?")[0]
+    if read_only or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise CantCreate(f"{path}: the SQLite database is read-only; this command writes to it")
+
+
+def _readonly_uri(engine: sa.Engine) -> bool:
+    return "mode=ro" in str(engine.url) or engine.url.query.get("mode") == "ro"
 
 
 def _alembic_config(conn: sa.Connection) -> Config:
@@ -88,7 +129,20 @@ def current_revision(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def known_revisions() -> list[str]:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return sorted(rev.revision for rev in ScriptDirectory.from_config(cfg).walk_revisions())
+
+
+def check_revision(revision: str) -> None:
+    if revision not in ("head", "heads") and revision not in known_revisions():
+        raise UsageError(f"unknown revision {revision!r}: known revisions {', '.join(known_revisions())} (head {head_revision()})")
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Upgrade to ``revision`` (an unknown one is a usage error naming the known ones)."""
+    check_revision(revision)
     before = current_revision(engine)
     with engine.begin() as conn:
         command.upgrade(_alembic_config(conn), revision)

@@ -17,6 +17,7 @@ SYMBOL_BATCH = "symbol_batch"
 PORTFOLIO_REFRESH = "portfolio_refresh"
 PORTFOLIO_BACKFILL = "portfolio_backfill"
 STALE_AFTER = timedelta(minutes=10)
+ERROR_CHARS = 8000  # a failed run's error: its one line, then the traceback
 KEEPALIVE_S = 60.0  # a long wait heartbeats this often, far inside STALE_AFTER
 
 
@@ -84,6 +85,17 @@ class Run:
                 .where(brt.c.run_id == self.run_id)
                 .values(status=status, finished_at=now, heartbeat_at=now, stats=stats or {}, error=error)
             )
+
+
+def error_with_traceback(exc: BaseException) -> str:
+    """A failed run's ``error``: the one line an operator reads first, then the traceback (redacted)."""
+    import traceback
+
+    from snapshotter.ops.logs import redact
+
+    line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    trace = "".join(traceback.format_exception(exc))
+    return redact(f"{line}\n{trace}")[:ERROR_CHARS]
 
 
 def pid_alive(pid: int) -> bool:

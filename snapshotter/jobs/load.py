@@ -58,6 +58,21 @@ def _positive(v: str) -> Decimal:
     return d
 
 
+def _numeric(precision: int, scale: int, positive: bool = False) -> Callable[[str], Decimal]:
+    """A decimal cell that fits its column (NUMERIC(precision, scale)) exactly."""
+
+    def parse(v: str) -> Decimal:
+        d = _positive(v) if positive else _dec(v)
+        return validation.fit_numeric(d, precision, scale, v)
+
+    return parse
+
+
+_quantity = _numeric(28, 10, positive=True)
+_price = _numeric(20, 6, positive=True)
+_amount = _numeric(28, 6)
+
+
 _symbol = validation.symbol
 
 
@@ -91,14 +106,14 @@ KINDS: dict[str, Kind] = {
     "positions": Kind(
         schema.positions,
         ("id",),
-        {"id": _uuid, "portfolio_id": _uuid, "symbol": _symbol, "quantity": _positive, "entry_price": _positive, "entry_date": _date},
-        {"exit_date": _date, "exit_price": _positive, "deleted_at": _ts},
+        {"id": _uuid, "portfolio_id": _uuid, "symbol": _symbol, "quantity": _quantity, "entry_price": _price, "entry_date": _date},
+        {"exit_date": _date, "exit_price": _price, "deleted_at": _ts},
         lambda now: {"exit_date": None, "exit_price": None, "deleted_at": None},
     ),
     "cash": Kind(
         schema.cash_transactions,
         ("id",),
-        {"id": _uuid, "portfolio_id": _uuid, "txn_date": _date, "amount": _dec},
+        {"id": _uuid, "portfolio_id": _uuid, "txn_date": _date, "amount": _amount},
         {},
     ),
     "watchlist": Kind(schema.watchlist, ("symbol",), {"symbol": _symbol}, {"added_at": _ts}, lambda now: {"added_at": now}),
@@ -131,11 +146,21 @@ def parse_file(kind_name: str, path: Path, now: datetime) -> list[dict]:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     with fh:
         reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
+        try:
+            header = reader.fieldnames or []
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
         missing = [c for c in kind.required if c not in header]
         if missing:
             raise InputError(f"{path}:1: missing column(s) {', '.join(missing)} for {kind_name}")
-        for lineno, raw in enumerate(reader, start=2):
+        lines = enumerate(reader, start=2)
+        while True:
+            try:
+                lineno, raw = next(lines)
+            except StopIteration:
+                break
+            except UnicodeDecodeError:
+                raise _not_utf8(path) from None
             try:
                 row = kind.defaults(now)
                 for col, parse in {**kind.required, **kind.optional}.items():
@@ -162,6 +187,17 @@ def parse_file(kind_name: str, path: Path, now: datetime) -> list[dict]:
         more = f" (and {len(errors) - MAX_REPORTED} more)" if len(errors) > MAX_REPORTED else ""
         raise InputError("\n".join(errors[:MAX_REPORTED]) + more)
     return rows
+
+
+def _not_utf8(path: Path) -> InputError:
+    """file:line of the first byte that is not UTF-8 (the reader decodes ahead, so find it in the bytes)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+        return InputError(f"{path}: not UTF-8 text; save the file as UTF-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return InputError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8")
 
 
 def _check_portfolios_exist(conn: sa.Connection, path: Path, rows: list[dict]) -> None:

@@ -223,7 +223,7 @@ def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, now
             raise
         except BaseException as exc:
             stats["duration_s"] = round(time.monotonic() - started, 3)
-            run.finish("failed", stats, redact(f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            run.finish("failed", stats, tracking.error_with_traceback(exc))
             raise
         stats["duration_s"] = round(time.monotonic() - started, 3)
         failed = stats["portfolios_failed"]

@@ -502,14 +502,14 @@ def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request, run
         _finish_early(run, batch, stats, req.started, "interrupted", "stopped by signal after the call in flight")
         raise
     except BaseException as exc:
-        _finish_early(run, batch, stats, req.started, "failed", f"{type(exc).__name__}: {exc}")
+        _finish_early(run, batch, stats, req.started, "failed", tracking.error_with_traceback(exc))
         raise
 
 
 def _finish_early(run, batch, stats, started, status, error) -> None:
     stats = batch.snapshot_stats() if batch is not None else dict(stats)
     stats["duration_s"] = round(time.monotonic() - started, 3)
-    run.finish(status, stats, error=redact(error)[:1000])
+    run.finish(status, stats, error=redact(error)[: tracking.ERROR_CHARS])
 
 
 def _update_health(engine: sa.Engine, o: _Outcome, health: dict, req: _Request) -> None:

@@ -69,8 +69,9 @@ def _or_dash(v) -> str:
 def refresh_line(result) -> str:
     """The one summary line of portfolio-refresh, refresh and backfill."""
     s = result.stats
+    what = {"gaps": "portfolio-refresh", "dates": "refresh", "force": "refresh --force"}.get(s["mode"], s["mode"])
     return (
-        f"{s['mode']} {s['target_date']}: {s['snapshots_created']} snapshots created, "
+        f"{what} {s['target_date']}: {s['snapshots_created']} snapshots created, "
         f"{s['snapshots_recomputed']} recomputed, {s['portfolios_failed']} portfolios failed, "
         f"{s['portfolios_skipped']} up to date, {s['duration_s']}s"
     )
@@ -79,10 +80,14 @@ def refresh_line(result) -> str:
 def batch_line(result) -> str:
     """The one summary line of symbol-batch."""
     s = result.stats
+    silent = len(s.get("symbols_no_data") or [])
+    skipped = len(s.get("symbols_skipped_unavailable") or [])
     return (
         f"symbol-batch {s['provider']} {s['target_date']}: {result.status}, {s['symbols_fetched']}/{s['symbols_requested']} "
-        f"symbols fetched, {s['symbols_up_to_date']} up to date, {len(s['symbols_failed'])} failed, "
-        f"{len(s['symbols_deferred'])} deferred, {s['provider_calls']} calls, {s['rows_upserted']} rows, {s['duration_s']}s"
+        f"symbols fetched" + (f" ({silent} without a close for {s['target_date']})" if silent else "")
+        + f", {s['symbols_up_to_date']} up to date, {len(s['symbols_failed'])} failed, "
+        f"{len(s['symbols_deferred'])} deferred" + (f", {skipped} unavailable skipped" if skipped else "")
+        + f", {s['provider_calls']} calls, {s['rows_upserted']} rows, {s['rows_rejected']} rejected, {s['duration_s']}s"
     )
 
 

@@ -173,7 +173,8 @@ def check_freshness(engine: sa.Engine, max_lag: int, now: datetime) -> tuple[boo
     newest, lag = fresh["newest_snapshot_date"], fresh["lag_trading_days"]
     if newest is None:
         return False, f"stale: no snapshots at all (effective trading date {day})"
-    behind = f"; {fresh['portfolios_behind']} of {fresh['active_portfolios']} active portfolios behind it"
+    n, of = fresh["portfolios_behind"], fresh["active_portfolios"]
+    behind = f"; {n} of {of} active portfolios behind it" if n else f"; every one of the {of} active portfolios has it"
     what = f"newest snapshot {newest} is {lag} trading day{'s' if lag != 1 else ''} behind {day} (max {max_lag}){behind}"
     return (lag <= max_lag), ("ok: " if lag <= max_lag else "stale: ") + what
 

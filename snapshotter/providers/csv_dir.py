@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 
 from snapshotter.config import Settings
-from snapshotter.errors import BadProviderData, SymbolNotFound
+from snapshotter.errors import BadProviderData, ConfigError, SymbolNotFound
 from snapshotter.core.bars import Bar, Capabilities
 from snapshotter.providers.base import Provider, to_date, to_decimal
 from snapshotter.core.rate_limit import RateLimit
@@ -32,7 +32,10 @@ class CsvDirProvider(Provider):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "CsvDirProvider":
-        return cls(settings.prices_dir)
+        directory = Path(settings.prices_dir)
+        if not directory.is_dir():
+            raise ConfigError(f"csv provider: prices directory {directory} does not exist (SNAPSHOTTER_PRICES_DIR / --prices-dir)")
+        return cls(directory)
 
     def _path(self, symbol: str) -> Path:
         if not symbol or any(c in symbol for c in "/\\\0") or symbol.startswith("."):
