@@ -1,23 +1,38 @@
-"""Fixtures: every data-layer test runs on SQLite and on a real PostgreSQL server.
+"""Every fixture of the suite, and the ways to run the CLI.
 
+Databases: every data-layer test runs on SQLite and on a real PostgreSQL server.
 The PostgreSQL side creates one uniquely named database per test session and drops
 it afterwards (the server is shared). Without a reachable server those cases skip,
 unless SNAPSHOTTER_REQUIRE_POSTGRES=1, where they fail.
+
+HTTP: one threaded pytest-httpserver on 127.0.0.1 for the session (``http_server``),
+emptied for each test (``server``); the provider fakes (``av``, ``poly``) and the
+webhook/ping ``receiver`` are mounted on it.
+
+Fixtures are never imported from another module: they all live here. Plain helpers
+do live in modules (tests/factories.py, tests/fake_providers.py).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import threading
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from pytest_httpserver import HTTPServer
 
+from snapshotter.core.calendar import trading_days_between
 from snapshotter.data import db, schema
 from snapshotter.ops import logs
+from tests.factories import D, add_cash, add_closes, add_lot, add_portfolio
+from tests.fake_providers import FakeAlphaVantage, FakePolygon, Receiver
 
 logs.configure("json", "warning")  # in-process jobs log quietly; CLI subprocesses configure their own
 
@@ -100,6 +115,85 @@ def engine(db_url):
     eng = db.connect(db_url)
     yield eng
     eng.dispose()
+
+
+# --- data ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def four_week_portfolio(engine):
+    """(portfolio id, its trading days): one lot of 10 AAA at 100 and 500.50 cash from 2026-08-24;
+    AAA closes 100, 101, ... on every trading day 2026-08-24..2026-09-18 (19 days, Labor Day off)."""
+    days = trading_days_between(D("2026-08-24"), D("2026-09-18"))
+    with engine.begin() as c:
+        pid = add_portfolio(c, "sept")
+        add_lot(c, pid, "AAA", "10", "100", "2026-08-24")
+        add_cash(c, pid, "2026-08-24", "500.50")
+        add_closes(c, "AAA", {d: Decimal(100 + i) for i, d in enumerate(days)})
+    return pid, days
+
+
+@pytest.fixture
+def one_week_portfolio(engine):
+    """Portfolio id: one lot of 10 AAA at 100 and 500 cash from 2026-09-14;
+    AAA closes 100..104 on the five trading days 2026-09-14..18."""
+    days = trading_days_between(D("2026-09-14"), D("2026-09-18"))
+    with engine.begin() as c:
+        pid = add_portfolio(c, "sept")
+        add_lot(c, pid, "AAA", "10", "100", "2026-09-14")
+        add_cash(c, pid, "2026-09-14", "500")
+        add_closes(c, "AAA", {d: Decimal(100 + i) for i, d in enumerate(days)})
+    return pid
+
+
+# --- HTTP on 127.0.0.1 ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def http_server():
+    """One threaded server for the session: a slow answer must not block the retry behind it."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+@pytest.fixture
+def server(http_server):
+    """The session's server, emptied for each test. ``server.release`` lets a handler that
+    holds its answer go at teardown, so no server thread outlives the test."""
+    http_server.clear()
+    http_server.release = threading.Event()
+    yield http_server
+    http_server.release.set()
+    http_server.clear()
+
+
+@pytest.fixture
+def av(server):
+    fake = FakeAlphaVantage()
+    server.expect_request("/query").respond_with_handler(fake.handle)
+    fake.url = server.url_for("/query")
+    return fake
+
+
+@pytest.fixture
+def poly(server):
+    fake = FakePolygon()
+    server.expect_request(re.compile(r"^/v2/")).respond_with_handler(fake.handle)
+    fake.url = server.url_for("/").rstrip("/")
+    return fake
+
+
+@pytest.fixture
+def receiver(server):
+    """The alert webhook and the ping endpoint; ``receiver.env`` points the CLI at them."""
+    return Receiver(server)
+
+
+# --- the CLI --------------------------------------------------------------------------
 
 
 def run_cli(*args: str, db_url: str | None = None, env: dict | None = None, timeout: float = 120, **kw):

@@ -1,4 +1,7 @@
-"""Tiny builders for test data; every money value is a Decimal."""
+"""Tiny builders for test data (every money value is a Decimal) and a fake clock.
+
+A plain helper module: fixtures live in conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,34 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from snapshotter.core.calendar import trading_days_between
 from snapshotter.data import schema
 from snapshotter.clock import utcnow
 
 D = date.fromisoformat
 # The instant the tests run "as of" (jobs take ``now``; nothing reads the clock): effective trading date 2026-12-04.
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+NOV = trading_days_between(D("2026-11-02"), D("2026-11-24"))  # 17 trading days
+
+
+def closes(base: str, days=NOV) -> dict:
+    """Distinct exact closes per day, as a provider fake serves them: base + day-of-month/100."""
+    return {d: str(Decimal(base) + Decimal(d.day) / 100) for d in days}
+
+
+class FakeClock:
+    """A monotonic clock and a sleep that only advances it: rate limits and backoff cost no real time."""
+
+    def __init__(self):
+        self.t = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(round(s, 6))
+        self.t += s
 
 
 def add_portfolio(conn, name="p", pid=None, deleted=False) -> uuid.UUID:

@@ -1,21 +1,26 @@
-"""Alpha Vantage- and Polygon-shaped HTTP endpoints on 127.0.0.1 (pytest-httpserver).
+"""Fake HTTP services on 127.0.0.1 (pytest-httpserver): Alpha Vantage- and Polygon-shaped
+endpoints, and the alert webhook and healthchecks.io-style ping receiver.
 
-Each fake holds per-symbol daily closes and a per-symbol script of special
-answers (throttle notes, quota messages, 429/403/500, slow or broken bodies)
+Each provider fake holds per-symbol daily closes and a per-symbol script of special
+answers (throttle notes, quota messages, 429/403/500, slow, held or broken bodies)
 served before the normal data; every request is recorded, so tests can assert
 exactly how many calls a run made and with what parameters.
+
+This is a plain helper module; the fixtures (``http_server``, ``server``, ``av``,
+``poly``, ``receiver``) live in conftest.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import date, datetime, time as dtime
 from decimal import Decimal
 
-import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -63,6 +68,17 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
 def slow(response: Response, seconds: float):
     def answer():
         time.sleep(seconds)
+        return response
+
+    return answer
+
+
+def held(response: Response, arrived: threading.Event, release: threading.Event, timeout: float = 60):
+    """An answer that signals its request arrived, then waits for the test to let it go."""
+
+    def answer():
+        arrived.set()
+        release.wait(timeout)
         return response
 
     return answer
@@ -182,38 +198,52 @@ class FakePolygon(_Fake):
         return [r["key"] for r in self.requests]
 
 
-# --- fixtures (import them into a test module to use them) ---------------------
+# --- the alert webhook and the ping receiver ---------------------------------------
+
+HOOK_PATH = "/services/T01/B02/hook-s3cr3t"
+PING_PATH = "/ping/9d1c-ping-s3cr3t"
 
 
-@pytest.fixture(scope="session")
-def http_server():
-    """One threaded server for the session: a slow answer must not block the retry behind it."""
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.clear()
-    if server.is_running():
-        server.stop()
+@dataclass
+class Hit:
+    path: str
+    query: str
+    body: bytes
 
 
-@pytest.fixture
-def server(http_server):
-    http_server.clear()
-    yield http_server
-    http_server.clear()
+class Receiver:
+    """The webhook and the ping endpoint on the shared local server; every request recorded."""
+
+    def __init__(self, srv: HTTPServer):
+        self.srv = srv
+        srv.expect_request(HOOK_PATH, method="POST").respond_with_data("ok")
+        srv.expect_request(re.compile("^" + re.escape(PING_PATH) + "/"), method="POST").respond_with_data("OK")
+        self.env = {"ALERT_WEBHOOK_URL": srv.url_for(HOOK_PATH), "HEALTHCHECK_URL": srv.url_for(PING_PATH)}
+
+    def _hits(self, prefix: str) -> list[Hit]:
+        return [
+            Hit(req.path, req.query_string.decode(), req.get_data())
+            for req, _ in self.srv.log
+            if req.path.startswith(prefix)
+        ]
+
+    @property
+    def alerts(self) -> list[dict]:
+        return [json.loads(h.body) for h in self._hits(HOOK_PATH)]
+
+    @property
+    def pings(self) -> list[Hit]:
+        return self._hits(PING_PATH + "/")
+
+    def finish(self) -> tuple[str, dict]:
+        """(path suffix, JSON body) of the one finish ping, after checking the start ping."""
+        start, finish = self.pings
+        assert (start.path, start.body) == (f"{PING_PATH}/start", b"")
+        assert finish.query == start.query and re.fullmatch(r"rid=[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", start.query)
+        return finish.path[len(PING_PATH) + 1 :], json.loads(finish.body)
 
 
-@pytest.fixture
-def av(server):
-    fake = FakeAlphaVantage()
-    server.expect_request("/query").respond_with_handler(fake.handle)
-    fake.url = server.url_for("/query")
-    return fake
-
-
-@pytest.fixture
-def poly(server):
-    fake = FakePolygon()
-    server.expect_request(re.compile(r"^/v2/")).respond_with_handler(fake.handle)
-    fake.url = server.url_for("/").rstrip("/")
-    return fake
+def rid(run_id: str) -> str:
+    """A run id (uuid4().hex) as the ping's rid= carries it."""
+    h = run_id
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -5,87 +5,16 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
-from decimal import Decimal
-
-import pytest
-import sqlalchemy as sa
 
 from snapshotter.data import schema
-from snapshotter.core.calendar import trading_days_between
 from tests.conftest import row_counts, run_cli, table_rows
-from tests.factories import D, add_cash, add_close, add_closes, add_lot, add_portfolio, complete_symbol_batch
-from tests.fake_providers import AV_KEY, av, http_server, json_response, server  # noqa: F401 - fixtures
-from tests.test_symbol_batch import closes
+from tests.factories import D, add_close, add_lot, add_portfolio, closes, complete_symbol_batch
+from tests.fake_providers import AV_KEY, PING_PATH, rid
 
-HOOK_PATH = "/services/T01/B02/hook-s3cr3t"
-PING_PATH = "/ping/9d1c-ping-s3cr3t"
 WAIT_MSG = (
     "symbol batch for 2026-09-18 not completed within 1s; portfolio refresh aborted, nothing written; "
     "the next run backfills the day"
 )
-
-
-@dataclass
-class Hit:
-    path: str
-    query: str
-    body: bytes
-
-
-class Receiver:
-    """The webhook and the ping endpoint on the shared local server; every request recorded."""
-
-    def __init__(self, srv):
-        self.srv = srv
-        srv.expect_request(HOOK_PATH, method="POST").respond_with_data("ok")
-        srv.expect_request(re.compile("^" + re.escape(PING_PATH) + "/"), method="POST").respond_with_data("OK")
-        self.env = {"ALERT_WEBHOOK_URL": srv.url_for(HOOK_PATH), "HEALTHCHECK_URL": srv.url_for(PING_PATH)}
-
-    def _hits(self, prefix: str) -> list[Hit]:
-        return [
-            Hit(req.path, req.query_string.decode(), req.get_data())
-            for req, _ in self.srv.log
-            if req.path.startswith(prefix)
-        ]
-
-    @property
-    def alerts(self) -> list[dict]:
-        return [json.loads(h.body) for h in self._hits(HOOK_PATH)]
-
-    @property
-    def pings(self) -> list[Hit]:
-        return self._hits(PING_PATH + "/")
-
-    def finish(self) -> tuple[str, dict]:
-        """(path suffix, JSON body) of the one finish ping, after checking the start ping."""
-        start, finish = self.pings
-        assert (start.path, start.body) == (f"{PING_PATH}/start", b"")
-        assert finish.query == start.query and re.fullmatch(r"rid=[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", start.query)
-        return finish.path[len(PING_PATH) + 1 :], json.loads(finish.body)
-
-
-def rid(run_id: str) -> str:
-    h = run_id
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-@pytest.fixture
-def receiver(server):
-    return Receiver(server)
-
-
-@pytest.fixture
-def sept(engine):
-    """One portfolio (one lot, cash), AAA priced every trading day 2026-09-14..18."""
-    days = trading_days_between(D("2026-09-14"), D("2026-09-18"))
-    with engine.begin() as c:
-        pid = add_portfolio(c, "sept")
-        add_lot(c, pid, "AAA", "10", "100", "2026-09-14")
-        add_cash(c, pid, "2026-09-14", "500")
-        add_closes(c, "AAA", {d: Decimal(100 + i) for i, d in enumerate(days)})
-    return pid
 
 
 def the_run(engine, batch_type: str) -> dict:
@@ -98,7 +27,7 @@ def stdout_json(r) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def test_successful_refresh_pings_start_and_0_with_the_summary_and_sends_no_alert(db_url, engine, sept, receiver):
+def test_successful_refresh_pings_start_and_0_with_the_summary_and_sends_no_alert(db_url, engine, one_week_portfolio, receiver):
     with engine.begin() as c:
         complete_symbol_batch(c, "2026-09-18")
     r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--json", db_url=db_url, env=receiver.env)
@@ -115,7 +44,7 @@ def test_successful_refresh_pings_start_and_0_with_the_summary_and_sends_no_aler
     assert "snapshotter: error" not in r.stderr
 
 
-def test_wait_timeout_exits_75_pings_75_and_alerts_once(db_url, engine, sept, receiver):
+def test_wait_timeout_exits_75_pings_75_and_alerts_once(db_url, engine, one_week_portfolio, receiver):
     r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "1s", "--poll-interval", "0.2s",
                 db_url=db_url, env=receiver.env)
     assert r.returncode == 75, r.stderr
@@ -140,7 +69,7 @@ def add_overflowing_portfolio(engine):
     return bad
 
 
-def test_failing_portfolio_over_the_ratio_exits_1_and_alerts_with_the_ratio(db_url, engine, sept, receiver):
+def test_failing_portfolio_over_the_ratio_exits_1_and_alerts_with_the_ratio(db_url, engine, one_week_portfolio, receiver):
     bad = add_overflowing_portfolio(engine)
     r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--json", db_url=db_url, env=receiver.env)
     assert r.returncode == 1, r.stderr
@@ -159,7 +88,7 @@ def test_failing_portfolio_over_the_ratio_exits_1_and_alerts_with_the_ratio(db_u
     assert errors == ["snapshotter: error: 1 of 2 portfolios failed"]
 
 
-def test_failures_under_the_ratio_exit_1_and_ping_1_without_an_alert(db_url, engine, sept, receiver):
+def test_failures_under_the_ratio_exit_1_and_ping_1_without_an_alert(db_url, engine, one_week_portfolio, receiver):
     add_overflowing_portfolio(engine)
     r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--alert-failure-ratio", "0.5",
                 db_url=db_url, env=receiver.env)
@@ -188,7 +117,7 @@ def test_symbol_batch_quota_exhausted_exits_75_alerts_and_pings_75(db_url, engin
     assert AV_KEY not in r.stdout + r.stderr + json.dumps(receiver.alerts)
 
 
-def test_usage_error_inside_a_job_pings_64_and_alerts(db_url, engine, sept, receiver):
+def test_usage_error_inside_a_job_pings_64_and_alerts(db_url, engine, one_week_portfolio, receiver):
     counts = row_counts(engine)
     r = run_cli("refresh", "--date", "2026-09-07", db_url=db_url, env=receiver.env)  # Labor Day
     assert r.returncode == 64, r.stderr
@@ -202,10 +131,10 @@ def test_usage_error_inside_a_job_pings_64_and_alerts(db_url, engine, sept, rece
     assert receiver.alerts == [{"text": f"refresh exited 64: {msg}\nrun_id: {rid_}"}]
 
 
-def test_click_usage_errors_and_dry_runs_are_not_monitored(db_url, engine, sept, receiver):
+def test_click_usage_errors_and_dry_runs_are_not_monitored(db_url, engine, one_week_portfolio, receiver):
     r = run_cli("portfolio-refresh", "--bogus", db_url=db_url, env=receiver.env)
     assert r.returncode == 64
-    r = run_cli("backfill", "--portfolio", str(sept), "--from", "2026-09-14", "--to", "2026-09-18", "--dry-run", "--json",
+    r = run_cli("backfill", "--portfolio", str(one_week_portfolio), "--from", "2026-09-14", "--to", "2026-09-18", "--dry-run", "--json",
                 db_url=db_url, env=receiver.env)
     assert r.returncode == 0, r.stderr
     assert stdout_json(r)["snapshots_created"] == 5
@@ -213,8 +142,8 @@ def test_click_usage_errors_and_dry_runs_are_not_monitored(db_url, engine, sept,
     assert row_counts(engine)["portfolio_snapshots"] == 0
 
 
-def test_backfill_and_refresh_are_monitored_with_their_target(db_url, engine, sept, receiver):
-    r = run_cli("backfill", "--portfolio", str(sept), "--from", "2026-09-14", "--to", "2026-09-16", db_url=db_url, env=receiver.env)
+def test_backfill_and_refresh_are_monitored_with_their_target(db_url, engine, one_week_portfolio, receiver):
+    r = run_cli("backfill", "--portfolio", str(one_week_portfolio), "--from", "2026-09-14", "--to", "2026-09-16", db_url=db_url, env=receiver.env)
     assert r.returncode == 0, r.stderr
     r = run_cli("refresh", "--date", "2026-09-18", db_url=db_url, env=receiver.env)
     assert r.returncode == 0, r.stderr

@@ -8,7 +8,6 @@ import json
 import logging
 import socket
 import sys
-import threading
 import time
 import uuid
 from datetime import date
@@ -25,24 +24,6 @@ RUN_ID = "0123456789abcdef0123456789abcdef"  # batch_run_tracking.run_id is uuid
 RID = "01234567-89ab-cdef-0123-456789abcdef"  # what healthchecks.io accepts
 HOOK_PATH = "/services/T0001/B0002/hook-s3cr3t-token"
 PING_PATH = "/ping/5f0c2e1a-ping-s3cr3t"
-
-
-@pytest.fixture(scope="module")
-def _receiver():
-    srv = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def server(_receiver):
-    """A threaded local receiver, emptied for each test."""
-    _receiver.clear()
-    _receiver.release = threading.Event()  # lets a hanging handler go at teardown
-    yield _receiver
-    _receiver.release.set()
-    _receiver.clear()
 
 
 @pytest.fixture(autouse=True)

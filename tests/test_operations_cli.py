@@ -22,10 +22,8 @@ from snapshotter.data import schema
 from snapshotter.clock import utcnow
 from snapshotter.core.calendar import trading_days_between
 from tests.conftest import ROOT, row_counts, run_cli, table_rows
-from tests.factories import D, complete_symbol_batch
-from tests.fake_providers import AV_KEY, POLY_KEY, av, http_server, json_response, poly, server  # noqa: F401 - fixtures
-from tests.test_job_monitoring import PING_PATH, Receiver, receiver, rid  # noqa: F401 - fixture
-from tests.test_symbol_batch import closes
+from tests.factories import D, closes, complete_symbol_batch
+from tests.fake_providers import AV_KEY, POLY_KEY, json_response, rid
 
 DAYS = trading_days_between(D("2026-09-14"), D("2026-09-18"))
 brt = schema.batch_run_tracking

@@ -23,22 +23,7 @@ from snapshotter.core.bars import Bar
 from snapshotter.providers.base import get_provider
 from snapshotter.providers.http import retry_after_seconds
 from snapshotter.core.validation import validate
-from tests.fake_providers import (  # noqa: F401 - fixtures
-    AV_BURST,
-    AV_ERROR,
-    AV_KEY,
-    AV_NOTE,
-    AV_PREMIUM,
-    AV_QUOTA,
-    HTML,
-    POLY_KEY,
-    av,
-    http_server,
-    json_response,
-    poly,
-    server,
-    slow,
-)
+from tests.fake_providers import AV_BURST, AV_ERROR, AV_KEY, AV_NOTE, AV_PREMIUM, AV_QUOTA, HTML, POLY_KEY, json_response, slow
 
 D = date.fromisoformat
 A, B = D("2026-11-20"), D("2026-11-24")

@@ -9,19 +9,7 @@ from snapshotter.providers.base import rate_limit_for
 from snapshotter.providers.csv_dir import CsvDirProvider
 from snapshotter.providers.polygon import PolygonProvider
 from snapshotter.core.rate_limit import RateLimit, TokenBucket
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.sleeps.append(round(s, 6))
-        self.t += s
+from tests.factories import FakeClock
 
 
 def bucket(limit, **kw):

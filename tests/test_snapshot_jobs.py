@@ -32,20 +32,8 @@ def closes_for(days, start=Decimal("100"), step=Decimal("1")):
     return {d: start + step * i for i, d in enumerate(days)}
 
 
-@pytest.fixture
-def sept(engine):
-    """One portfolio with one lot and cash; AAA priced every trading day of 2026-08-24..2026-09-18."""
-    days = trading_days_between(D("2026-08-24"), D("2026-09-18"))
-    with engine.begin() as c:
-        pid = add_portfolio(c, "sept")
-        add_lot(c, pid, "AAA", "10", "100", "2026-08-24")
-        add_cash(c, pid, "2026-08-24", "500.50")
-        add_closes(c, "AAA", closes_for(days))
-    return pid, days
-
-
-def test_backfills_missed_days_across_weekend_and_holiday(engine, sept):
-    pid, days = sept
+def test_backfills_missed_days_across_weekend_and_holiday(engine, four_week_portfolio):
+    pid, days = four_week_portfolio
     r = job.portfolio_refresh(engine, D("2026-09-04"), opts(), now=NOW)
     assert r.exit_code == 0 and r.stats["snapshots_created"] == 10
     # Mon 2026-09-07 is Labor Day; the run on Wed 09-09 fills Tue 8 and Wed 9 only.
@@ -55,16 +43,16 @@ def test_backfills_missed_days_across_weekend_and_holiday(engine, sept):
     assert r.stats["snapshots_created"] == 2 and r.stats["days_backfilled"] == 1
 
 
-def test_missed_monday_and_tuesday_are_filled_on_wednesday(engine, sept):
-    pid, _ = sept
+def test_missed_monday_and_tuesday_are_filled_on_wednesday(engine, four_week_portfolio):
+    pid, _ = four_week_portfolio
     job.portfolio_refresh(engine, D("2026-09-11"), opts(), now=NOW)
     r = job.portfolio_refresh(engine, D("2026-09-16"), opts(), now=NOW)
     assert snapshot_dates(engine, pid)[-4:] == ["2026-09-11", "2026-09-14", "2026-09-15", "2026-09-16"]
     assert (r.stats["snapshots_created"], r.stats["days_backfilled"]) == (3, 2)
 
 
-def test_new_portfolio_starts_at_its_first_activity_and_values_each_day_with_that_days_close(engine, sept):
-    pid, days = sept
+def test_new_portfolio_starts_at_its_first_activity_and_values_each_day_with_that_days_close(engine, four_week_portfolio):
+    pid, days = four_week_portfolio
     r = job.portfolio_refresh(engine, D("2026-08-28"), opts(), now=NOW)
     assert r.exit_code == 0
     rows = snapshots(engine, pid)
@@ -78,7 +66,7 @@ def test_new_portfolio_starts_at_its_first_activity_and_values_each_day_with_tha
         )
 
 
-def test_rerun_is_idempotent(engine, sept):
+def test_rerun_is_idempotent(engine, four_week_portfolio):
     job.portfolio_refresh(engine, D("2026-09-18"), opts(), now=NOW)
     before = snapshots(engine)
     pos_before = table_rows(engine, schema.positions)
@@ -88,14 +76,14 @@ def test_rerun_is_idempotent(engine, sept):
     assert table_rows(engine, schema.positions) == pos_before
 
 
-def test_max_backfill_days_caps_a_new_portfolio(engine, sept):
-    pid, _ = sept
+def test_max_backfill_days_caps_a_new_portfolio(engine, four_week_portfolio):
+    pid, _ = four_week_portfolio
     job.portfolio_refresh(engine, D("2026-09-18"), opts(max_backfill_days=7), now=NOW)
     assert snapshot_dates(engine, pid) == ["2026-09-14", "2026-09-15", "2026-09-16", "2026-09-17", "2026-09-18"]
 
 
-def test_partial_snapshot_is_healed_when_the_close_arrives(engine, sept):
-    pid, _ = sept
+def test_partial_snapshot_is_healed_when_the_close_arrives(engine, four_week_portfolio):
+    pid, _ = four_week_portfolio
     with engine.begin() as c:
         add_lot(c, pid, "ZZZ", "2", "50", "2026-09-01")
         add_closes(c, "ZZZ", {D("2026-09-01"): Decimal("55"), D("2026-09-03"): Decimal("56")})  # 09-02 missing
@@ -114,8 +102,8 @@ def test_partial_snapshot_is_healed_when_the_close_arrives(engine, sept):
     assert healed["created_at"] == partial["created_at"] and healed["updated_at"] >= partial["updated_at"]
 
 
-def test_day_without_any_close_is_skipped_then_filled_later(engine, sept):
-    pid, _ = sept
+def test_day_without_any_close_is_skipped_then_filled_later(engine, four_week_portfolio):
+    pid, _ = four_week_portfolio
     with engine.begin() as c:
         c.execute(schema.symbol_prices_daily.delete().where(schema.symbol_prices_daily.c.price_date == D("2026-09-10")))
     r = job.portfolio_refresh(engine, D("2026-09-11"), opts(max_backfill_days=10), now=NOW)
@@ -152,7 +140,7 @@ def test_lots_and_cash_as_of_each_day_not_today(engine):
     }
 
 
-def test_inactive_and_deleted_portfolios_get_nothing(engine, sept):
+def test_inactive_and_deleted_portfolios_get_nothing(engine, four_week_portfolio):
     with engine.begin() as c:
         gone = add_portfolio(c, "deleted", deleted=True)
         add_lot(c, gone, "AAA", "1", "1", "2026-08-24")
@@ -163,8 +151,8 @@ def test_inactive_and_deleted_portfolios_get_nothing(engine, sept):
     assert r.stats["portfolios_active"] == 1
 
 
-def test_market_values_follow_the_latest_close(engine, sept):
-    pid, days = sept
+def test_market_values_follow_the_latest_close(engine, four_week_portfolio):
+    pid, days = four_week_portfolio
     with engine.begin() as c:
         closed = add_lot(c, pid, "AAA", "5", "90", "2026-08-24", exit_date="2026-09-01")
     job.portfolio_refresh(engine, D("2026-09-18"), opts(), now=NOW)
@@ -175,8 +163,8 @@ def test_market_values_follow_the_latest_close(engine, sept):
     assert (lots[closed]["last_price"], lots[closed]["market_value"]) == (None, None)
 
 
-def test_one_bad_portfolio_is_reported_and_the_others_are_written(engine, sept):
-    good, _ = sept
+def test_one_bad_portfolio_is_reported_and_the_others_are_written(engine, four_week_portfolio):
+    good, _ = four_week_portfolio
     with engine.begin() as c:
         bad = add_portfolio(c, "overflow")
         # 10^17 shares x 10^13 overflows NUMERIC(28, 6) on PostgreSQL and the same bound on SQLite.
@@ -201,9 +189,9 @@ def test_one_bad_portfolio_is_reported_and_the_others_are_written(engine, sept):
     assert row.status == "failed" and row.stats["portfolios_failed"] == 1
 
 
-def test_a_market_value_that_fails_alone_is_reported_and_exits_1(engine, sept):
+def test_a_market_value_that_fails_alone_is_reported_and_exits_1(engine, four_week_portfolio):
     """Snapshots fine (BIG has no close on the day), but its latest close overflows the market value."""
-    good, _ = sept
+    good, _ = four_week_portfolio
     with engine.begin() as c:
         bad = add_portfolio(c, "late overflow")
         add_lot(c, bad, "BIG", "100000000000000000", "1", "2026-09-14")
@@ -284,8 +272,8 @@ def test_several_workers_write_exactly_what_one_writes(engine):
     assert one[2]["snapshots_created"] == 30 * 5 and one[2]["chunks"] == 8 and one[2]["positions_valued"] == 50
 
 
-def test_refresh_date_keeps_existing_unless_forced(engine, sept):
-    pid, _ = sept
+def test_refresh_date_keeps_existing_unless_forced(engine, four_week_portfolio):
+    pid, _ = four_week_portfolio
     job.refresh_date(engine, D("2026-09-15"), opts=opts(), now=NOW)
     (before,) = snapshots(engine, pid)
     with engine.begin() as c:
@@ -298,8 +286,8 @@ def test_refresh_date_keeps_existing_unless_forced(engine, sept):
     assert after["holdings_value"] == Decimal("2000") and after["id"] == before["id"]
 
 
-def test_dry_run_writes_nothing(engine, sept):
-    pid, _ = sept
+def test_dry_run_writes_nothing(engine, four_week_portfolio):
+    pid, _ = four_week_portfolio
     counts = row_counts(engine)
     r = job.portfolio_refresh(engine, D("2026-09-18"), opts(dry_run=True), now=NOW)
     assert r.stats["snapshots_created"] == 19
@@ -365,7 +353,7 @@ def test_a_crash_in_the_market_value_pass_is_finished_by_the_rerun(engine, monke
 # --- CLI: exit codes, waiting, locking, bad input -----------------------------------------
 
 
-def test_wait_timeout_exits_75_and_writes_no_snapshot(db_url, engine, sept):
+def test_wait_timeout_exits_75_and_writes_no_snapshot(db_url, engine, four_week_portfolio):
     counts = row_counts(engine)
     r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "1s", "--poll-interval", "0.2s", db_url=db_url)
     assert r.returncode == 75, r.stderr
@@ -377,7 +365,7 @@ def test_wait_timeout_exits_75_and_writes_no_snapshot(db_url, engine, sept):
     assert (run["batch_type"], run["status"]) == ("portfolio_refresh", "aborted")
 
 
-def test_waits_for_the_symbol_batch_then_runs(db_url, engine, sept):
+def test_waits_for_the_symbol_batch_then_runs(db_url, engine, four_week_portfolio):
     def finish_batch():
         time.sleep(1.0)
         with engine.begin() as c:
@@ -392,7 +380,7 @@ def test_waits_for_the_symbol_batch_then_runs(db_url, engine, sept):
     assert summary["snapshots_created"] == 19 and summary["exit_code"] == 0
 
 
-def test_second_run_exits_75_while_the_lock_is_held(db_url, engine, sept):
+def test_second_run_exits_75_while_the_lock_is_held(db_url, engine, four_week_portfolio):
     with engine.begin() as c:
         complete_symbol_batch(c, "2026-09-18")
     with run_lock(engine):
@@ -402,7 +390,7 @@ def test_second_run_exits_75_while_the_lock_is_held(db_url, engine, sept):
         assert row_counts(engine)["portfolio_snapshots"] == 0
 
 
-def test_two_refresh_processes_at_once_the_second_exits_75_and_the_first_finishes(db_url, engine, sept):
+def test_two_refresh_processes_at_once_the_second_exits_75_and_the_first_finishes(db_url, engine, four_week_portfolio):
     """Cron overlap with two real processes: the first holds the lock while it waits for the batch."""
     import os
     import subprocess
@@ -436,7 +424,7 @@ def test_two_refresh_processes_at_once_the_second_exits_75_and_the_first_finishe
     assert row_counts(engine)["portfolio_snapshots"] == 19
 
 
-def test_wait_for_lock_waits_for_the_holder(db_url, engine, sept):
+def test_wait_for_lock_waits_for_the_holder(db_url, engine, four_week_portfolio):
     with engine.begin() as c:
         complete_symbol_batch(c, "2026-09-18")
     import subprocess
@@ -470,8 +458,8 @@ def test_wait_for_lock_waits_for_the_holder(db_url, engine, sept):
         (["portfolio-refresh", "--wait-timeout", "soon"], "not a duration"),
     ],
 )
-def test_bad_arguments_exit_64_and_change_nothing(db_url, engine, sept, args, message):
-    pid, _ = sept
+def test_bad_arguments_exit_64_and_change_nothing(db_url, engine, four_week_portfolio, args, message):
+    pid, _ = four_week_portfolio
     counts = row_counts(engine)
     r = run_cli(*[a.format(pid=pid) for a in args], db_url=db_url)
     assert r.returncode == 64, r.stderr
@@ -479,8 +467,8 @@ def test_bad_arguments_exit_64_and_change_nothing(db_url, engine, sept, args, me
     assert row_counts(engine) == counts
 
 
-def test_backfill_cli_dry_run_then_real(db_url, engine, sept):
-    pid, _ = sept
+def test_backfill_cli_dry_run_then_real(db_url, engine, four_week_portfolio):
+    pid, _ = four_week_portfolio
     r = run_cli("backfill", "--portfolio", str(pid), "--from", "2026-09-01", "--to", "2026-09-04", "--dry-run", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["snapshots_created"] == 4
@@ -492,7 +480,7 @@ def test_backfill_cli_dry_run_then_real(db_url, engine, sept):
     assert [s["holdings_value"] for s in snapshots(engine, pid)] == [Decimal(1060), Decimal(1070), Decimal(1080), Decimal(1090)]
 
 
-def test_cli_one_bad_portfolio_exits_1_and_names_it(db_url, engine, sept):
+def test_cli_one_bad_portfolio_exits_1_and_names_it(db_url, engine, four_week_portfolio):
     with engine.begin() as c:
         bad = add_portfolio(c, "overflow")
         add_lot(c, bad, "BIG", "100000000000000000", "1", "2026-09-18")

@@ -26,32 +26,12 @@ from snapshotter.providers.base import get_provider
 from snapshotter.ops.signals import StopFlag
 from snapshotter.core.calendar import trading_days_between
 from tests.conftest import row_counts, run_cli, table_rows
-from tests.factories import add_close, add_lot, add_portfolio
-from tests.fake_providers import (  # noqa: F401 - fixtures
-    AV_BURST,
-    AV_KEY,
-    AV_NOTE,
-    AV_PREMIUM,
-    HTML,
-    POLY_KEY,
-    av,
-    http_server,
-    json_response,
-    poly,
-    server,
-    slow,
-)
-from tests.test_rate_limit import FakeClock
+from tests.factories import NOV, FakeClock, add_close, add_lot, add_portfolio, closes
+from tests.fake_providers import AV_BURST, AV_KEY, AV_NOTE, AV_PREMIUM, HTML, POLY_KEY, json_response, slow
 
 D = date.fromisoformat
 NOW = datetime(2026, 11, 24, 22, 0, tzinfo=timezone.utc)  # 17:00 New York: Tuesday's close has passed
 TUE = D("2026-11-24")
-NOV = trading_days_between(D("2026-11-02"), TUE)  # 17 trading days
-
-
-def closes(base: str, days=NOV) -> dict:
-    """Distinct exact closes per day: base + day-of-month/100."""
-    return {d: str(Decimal(base) + Decimal(d.day) / 100) for d in days}
 
 
 def settings_for(av=None, poly=None, **kw) -> Settings:
