@@ -1,27 +1,30 @@
-"""The CLI as cron sees it: real subprocesses, exit codes and stored rows."""
+"""The CLI's foundation: help, migrations, loading CSV files, exit codes and stored rows.
+
+In-process (conftest.invoke) except one check per exit-code family run as a real
+process (conftest.run_cli), so the codes are also checked exactly as cron sees them.
+"""
 
 import json
 from decimal import Decimal
 
-import pytest
-
 from snapshotter.data import db, schema
-from tests.conftest import row_counts, run_cli, table_rows
+from snapshotter.ops import logs
+from tests.conftest import invoke, row_counts, run_cli, table_rows
 
 EMPTY = {t.name: 0 for t in schema.metadata.sorted_tables}
 
 
 def test_help_on_every_command():
     for args in ([], ["db"], ["db", "upgrade"], ["load"], ["status"]):
-        r = run_cli(*args, "--help")
+        r = invoke(*args, "--help")
         assert r.returncode == 0, r.stderr
         assert "Usage" in r.stdout
 
 
 def test_db_upgrade_then_status_json(db_url, engine):
-    r = run_cli("db", "upgrade", db_url=db_url)
+    r = invoke("db", "upgrade", db_url=db_url)
     assert r.returncode == 0, r.stderr
-    r = run_cli("status", "--json", db_url=db_url)
+    r = invoke("status", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["schema_revision"] == report["schema_head"] == db.head_revision()
@@ -30,22 +33,22 @@ def test_db_upgrade_then_status_json(db_url, engine):
 
 def test_fresh_sqlite_file_is_created_and_migrated(tmp_path):
     url = f"sqlite:///{tmp_path / 'new.db'}"
-    r = run_cli("load", "--sample", db_url=url)
+    r = run_cli("load", "--sample", db_url=url)  # a real process: exit 0 as cron sees it
     assert r.returncode == 0, r.stderr
     assert "portfolios: 5 rows" in r.stdout
-    r = run_cli("db", "current", db_url=url)
+    r = invoke("db", "current", db_url=url)
     assert f"current: {db.head_revision()}" in r.stdout
 
 
 def test_no_migrate_refuses_an_old_schema(tmp_path):
     url = f"sqlite:///{tmp_path / 'new.db'}"
-    r = run_cli("--no-migrate", "load", "--sample", db_url=url)
+    r = invoke("--no-migrate", "load", "--sample", db_url=url)
     assert r.returncode == 78
     assert "snapshotter db upgrade" in r.stderr
 
 
 def test_unreachable_database_exits_69_and_masks_the_password():
-    r = run_cli("status", db_url="postgresql+psycopg://app:hunter2secret@127.0.0.1:1/nowhere")
+    r = run_cli("status", db_url="postgresql+psycopg://app:hunter2secret@127.0.0.1:1/nowhere")  # a real process: 69
     assert r.returncode == 69
     assert "hunter2secret" not in r.stderr + r.stdout
     lines = [l for l in r.stderr.splitlines() if l.startswith("snapshotter: error:")]
@@ -53,12 +56,15 @@ def test_unreachable_database_exits_69_and_masks_the_password():
 
 
 def test_unknown_option_exits_64():
-    r = run_cli("status", "--bogus")
+    r = run_cli("status", "--bogus")  # a real process: main() maps Click's usage error 2 to 64
+    assert r.returncode == 64
+    assert "No such option: --bogus" in r.stderr
+    r = invoke("status", "--bogus")
     assert r.returncode == 64
 
 
 def test_unsupported_database_is_a_config_error():
-    r = run_cli("status", db_url="mysql://x@localhost/db")
+    r = run_cli("status", db_url="mysql://x@localhost/db")  # a real process: 78
     assert r.returncode == 78
 
 
@@ -76,7 +82,7 @@ def test_load_rejects_a_file_with_a_bad_row_whole(db_url, engine, tmp_path):
         "31111111-1111-1111-1111-111111111111,11111111-1111-1111-1111-111111111111,AAPL,ten,100.5,2026-01-05\n"
         "41111111-1111-1111-1111-111111111111,11111111-1111-1111-1111-111111111111,MSFT,1,1,2026-13-05\n",
     )
-    r = run_cli("load", "--portfolios", str(pf), "--positions", str(pos), db_url=db_url)
+    r = invoke("load", "--portfolios", str(pf), "--positions", str(pos), db_url=db_url)
     assert r.returncode == 64
     assert f"{pos}:3: not a decimal: 'ten'" in r.stderr
     assert f"{pos}:4:" in r.stderr
@@ -89,7 +95,7 @@ def test_load_unknown_portfolio_is_rejected(db_url, engine, tmp_path):
         "id,portfolio_id,symbol,quantity,entry_price,entry_date\n"
         "21111111-1111-1111-1111-111111111111,99999999-1111-1111-1111-111111111111,AAPL,10,100.5,2026-01-05\n",
     )
-    r = run_cli("load", "--positions", str(pos), db_url=db_url)
+    r = invoke("load", "--positions", str(pos), db_url=db_url)
     assert r.returncode == 64
     assert "unknown portfolio_id" in r.stderr
     assert row_counts(engine)["positions"] == 0
@@ -100,7 +106,7 @@ def test_load_is_idempotent_and_exact(db_url, engine, tmp_path):
     cash = write(tmp_path / "c.csv", "id,portfolio_id,txn_date,amount\n51111111-1111-1111-1111-111111111111,11111111-1111-1111-1111-111111111111,2026-01-02,1000.123456\n")
     prices = write(tmp_path / "px.csv", "symbol,price_date,close\naapl,2026-01-02,190.10\n")
     for _ in range(2):
-        r = run_cli("load", "--portfolios", str(pf), "--cash", str(cash), "--prices", str(prices), db_url=db_url)
+        r = invoke("load", "--portfolios", str(pf), "--cash", str(cash), "--prices", str(prices), db_url=db_url)
         assert r.returncode == 0, r.stderr
     counts = row_counts(engine)
     assert (counts["portfolios"], counts["cash_transactions"], counts["symbol_prices_daily"]) == (1, 1, 1)
@@ -113,23 +119,16 @@ def test_load_is_idempotent_and_exact(db_url, engine, tmp_path):
 
 
 def test_load_sample(db_url, engine):
-    r = run_cli("load", "--sample", db_url=db_url)
+    r = invoke("load", "--sample", db_url=db_url)
     assert r.returncode == 0, r.stderr
     counts = row_counts(engine)
     assert counts["portfolios"] == 5 and counts["positions"] > 10 and counts["watchlist"] == 1
 
 
-def test_a_password_given_with_database_url_is_registered_for_redaction(tmp_path, monkeypatch):
+def test_a_password_given_with_database_url_is_registered_for_redaction(monkeypatch):
     """--database-url is not in the environment; its password must still never be logged."""
-    from typer.testing import CliRunner
-
-    from snapshotter.ops import logs
-    from snapshotter.cli import app
-
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    runner = CliRunner()
-    try:
-        runner.invoke(app, ["--database-url", "postgresql://app:0pt1on-secret@127.0.0.1:1/x", "db", "current", "--help"])
-    finally:
-        logs.configure("json")  # the app bound structlog to CliRunner's stderr, which is closed now
+    r = invoke("--database-url", "postgresql://app:0pt1on-secret@127.0.0.1:1/x", "db", "current", "--help")
+    assert r.returncode == 0, r.stderr
+    assert "0pt1on-secret" in r.secrets  # registered while the command ran (invoke forgets it afterwards)
+    monkeypatch.setattr(logs, "_SECRETS", set(r.secrets))
     assert logs.redact("driver said: 0pt1on-secret rejected") == "driver said: *** rejected"

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import sqlalchemy as sa
 
 from snapshotter.data import schema
 from snapshotter.core.calendar import trading_days_between
-from tests.conftest import ROOT, row_counts, run_cli, table_rows
+from tests.conftest import CliProcess, invoke, row_counts, table_rows
 from tests.factories import D, add_closes, add_lot, add_portfolio
 
 DAYS = trading_days_between(D("2026-09-14"), D("2026-09-18"))
 N = 400
+KILL_AT_CHUNK = 20  # held there, the child gets at most about a page of log lines further (conftest.CliProcess)
 
 
 def test_sigkill_mid_run_then_rerun_completes_without_duplicates(db_url, engine):
@@ -24,27 +21,19 @@ def test_sigkill_mid_run_then_rerun_completes_without_duplicates(db_url, engine)
         for i in range(N):
             add_lot(c, add_portfolio(c, f"p{i}"), "AAA", "1", "1", "2026-09-14")
         add_closes(c, "AAA", {d: 10 + i for i, d in enumerate(DAYS)})
-    env = {**os.environ, "DATABASE_URL": db_url}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "snapshotter", "portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--chunk-size", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    done = 0
-    while time.monotonic() < deadline:
-        done = row_counts(engine)["portfolio_snapshots"]
-        if done >= 5 * 20:
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    with CliProcess("--log-level", "debug", "portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--chunk-size", "1",
+                    db_url=db_url, hold_after=("refresh.chunk", KILL_AT_CHUNK)) as child:
+        at = child.wait_held()
+        child.kill()  # SIGKILL
+        r = child.finish()
+    assert r.returncode == -signal.SIGKILL
     killed_at = row_counts(engine)["portfolio_snapshots"]
-    assert 0 < killed_at < N * len(DAYS), "the kill must land mid-run"
+    assert KILL_AT_CHUNK * len(DAYS) <= at["created"] <= killed_at < N * len(DAYS)  # mid-run: chunks committed, not all
     assert killed_at % len(DAYS) == 0  # whole chunks only: each portfolio has all its days or none
     (run,) = table_rows(engine, schema.batch_run_tracking)
     assert run["status"] == "running"  # the killed process could not say anything
 
-    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--json", db_url=db_url)
+    r = invoke("portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     with engine.connect() as c:
         rows = c.execute(sa.select(schema.portfolio_snapshots.c.portfolio_id, schema.portfolio_snapshots.c.snapshot_date)).all()

@@ -1,13 +1,13 @@
-"""Pings and alerts of the job commands, end to end: a real `snapshotter` subprocess
-against a local webhook and ping receiver (pytest-httpserver), exact bodies, on
-SQLite and PostgreSQL."""
+"""Pings and alerts of the job commands, end to end: the `snapshotter` command (in-process,
+conftest.invoke) against a local webhook and ping receiver (pytest-httpserver), exact
+bodies, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import json
 
 from snapshotter.data import schema
-from tests.conftest import row_counts, run_cli, table_rows
+from tests.conftest import invoke, row_counts, table_rows
 from tests.factories import D, add_close, add_lot, add_portfolio, closes, complete_symbol_batch
 from tests.fake_providers import AV_KEY, PING_PATH, rid
 
@@ -30,7 +30,7 @@ def stdout_json(r) -> dict:
 def test_successful_refresh_pings_start_and_0_with_the_summary_and_sends_no_alert(db_url, engine, one_week_portfolio, receiver):
     with engine.begin() as c:
         complete_symbol_batch(c, "2026-09-18")
-    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--json", db_url=db_url, env=receiver.env)
+    r = invoke("portfolio-refresh", "--date", "2026-09-18", "--json", db_url=db_url, env=receiver.env)
     assert r.returncode == 0, r.stderr
     out = stdout_json(r)
     run = the_run(engine, "portfolio_refresh")
@@ -45,7 +45,7 @@ def test_successful_refresh_pings_start_and_0_with_the_summary_and_sends_no_aler
 
 
 def test_wait_timeout_exits_75_pings_75_and_alerts_once(db_url, engine, one_week_portfolio, receiver):
-    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "1s", "--poll-interval", "0.2s",
+    r = invoke("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "1s", "--poll-interval", "0.2s",
                 db_url=db_url, env=receiver.env)
     assert r.returncode == 75, r.stderr
     run = the_run(engine, "portfolio_refresh")
@@ -71,7 +71,7 @@ def add_overflowing_portfolio(engine):
 
 def test_failing_portfolio_over_the_ratio_exits_1_and_alerts_with_the_ratio(db_url, engine, one_week_portfolio, receiver):
     bad = add_overflowing_portfolio(engine)
-    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--json", db_url=db_url, env=receiver.env)
+    r = invoke("portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--json", db_url=db_url, env=receiver.env)
     assert r.returncode == 1, r.stderr
     out = stdout_json(r)
     assert [f["portfolio_id"] for f in out["failed_portfolios"]] == [str(bad)]
@@ -90,7 +90,7 @@ def test_failing_portfolio_over_the_ratio_exits_1_and_alerts_with_the_ratio(db_u
 
 def test_failures_under_the_ratio_exit_1_and_ping_1_without_an_alert(db_url, engine, one_week_portfolio, receiver):
     add_overflowing_portfolio(engine)
-    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--alert-failure-ratio", "0.5",
+    r = invoke("portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--alert-failure-ratio", "0.5",
                 db_url=db_url, env=receiver.env)
     assert r.returncode == 1, r.stderr
     suffix, body = receiver.finish()
@@ -103,7 +103,7 @@ def test_symbol_batch_quota_exhausted_exits_75_alerts_and_pings_75(db_url, engin
         av.add(s, closes("10"))
     av.quota_after = 1
     env = {**receiver.env, "ALPHAVANTAGE_API_KEY": AV_KEY, "ALPHAVANTAGE_BASE_URL": av.url, "SNAPSHOTTER_CALLS_PER_MINUTE": "6000"}
-    r = run_cli("symbol-batch", "--provider", "alphavantage", "--symbols", "A,B,C", "--from", "2026-11-23", "--to", "2026-11-24",
+    r = invoke("symbol-batch", "--provider", "alphavantage", "--symbols", "A,B,C", "--from", "2026-11-23", "--to", "2026-11-24",
                 "--json", db_url=db_url, env=env)
     assert r.returncode == 75, r.stderr
     out = stdout_json(r)
@@ -119,7 +119,7 @@ def test_symbol_batch_quota_exhausted_exits_75_alerts_and_pings_75(db_url, engin
 
 def test_usage_error_inside_a_job_pings_64_and_alerts(db_url, engine, one_week_portfolio, receiver):
     counts = row_counts(engine)
-    r = run_cli("refresh", "--date", "2026-09-07", db_url=db_url, env=receiver.env)  # Labor Day
+    r = invoke("refresh", "--date", "2026-09-07", db_url=db_url, env=receiver.env)  # Labor Day
     assert r.returncode == 64, r.stderr
     assert row_counts(engine) == counts  # no tracking row either
     suffix, body = receiver.finish()
@@ -132,9 +132,9 @@ def test_usage_error_inside_a_job_pings_64_and_alerts(db_url, engine, one_week_p
 
 
 def test_click_usage_errors_and_dry_runs_are_not_monitored(db_url, engine, one_week_portfolio, receiver):
-    r = run_cli("portfolio-refresh", "--bogus", db_url=db_url, env=receiver.env)
+    r = invoke("portfolio-refresh", "--bogus", db_url=db_url, env=receiver.env)
     assert r.returncode == 64
-    r = run_cli("backfill", "--portfolio", str(one_week_portfolio), "--from", "2026-09-14", "--to", "2026-09-18", "--dry-run", "--json",
+    r = invoke("backfill", "--portfolio", str(one_week_portfolio), "--from", "2026-09-14", "--to", "2026-09-18", "--dry-run", "--json",
                 db_url=db_url, env=receiver.env)
     assert r.returncode == 0, r.stderr
     assert stdout_json(r)["snapshots_created"] == 5
@@ -143,9 +143,9 @@ def test_click_usage_errors_and_dry_runs_are_not_monitored(db_url, engine, one_w
 
 
 def test_backfill_and_refresh_are_monitored_with_their_target(db_url, engine, one_week_portfolio, receiver):
-    r = run_cli("backfill", "--portfolio", str(one_week_portfolio), "--from", "2026-09-14", "--to", "2026-09-16", db_url=db_url, env=receiver.env)
+    r = invoke("backfill", "--portfolio", str(one_week_portfolio), "--from", "2026-09-14", "--to", "2026-09-16", db_url=db_url, env=receiver.env)
     assert r.returncode == 0, r.stderr
-    r = run_cli("refresh", "--date", "2026-09-18", db_url=db_url, env=receiver.env)
+    r = invoke("refresh", "--date", "2026-09-18", db_url=db_url, env=receiver.env)
     assert r.returncode == 0, r.stderr
     runs = table_rows(engine, schema.batch_run_tracking, order_by=[schema.batch_run_tracking.c.id])
     assert [(x["batch_type"], x["target_date"], x["status"]) for x in runs] == [
@@ -161,9 +161,9 @@ def test_backfill_and_refresh_are_monitored_with_their_target(db_url, engine, on
     assert receiver.alerts == []
 
 
-def test_an_unreachable_receiver_never_changes_the_exit_code(tmp_path):
+def test_an_unreachable_receiver_never_changes_the_exit_code(tmp_path, fast_notify_retries):
     env = {"ALERT_WEBHOOK_URL": "http://127.0.0.1:1/hook-s3cr3t", "HEALTHCHECK_URL": "http://127.0.0.1:1/ping-s3cr3t"}
-    r = run_cli("refresh", "--date", "2026-09-07", db_url=f"sqlite:///{tmp_path / 'x.db'}", env=env)
+    r = invoke("refresh", "--date", "2026-09-07", db_url=f"sqlite:///{tmp_path / 'x.db'}", env=env)
     assert r.returncode == 64
     warnings = [json.loads(l) for l in r.stderr.splitlines() if '"notify.failed"' in l]
     assert [(w["kind"], w["attempts"], w["error"]) for w in warnings] == [

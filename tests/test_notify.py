@@ -13,12 +13,12 @@ import uuid
 from datetime import date
 
 import pytest
-import structlog
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from snapshotter.ops import logs, notify
 from snapshotter.config import Settings
+from tests.conftest import quiet_logging
 
 RUN_ID = "0123456789abcdef0123456789abcdef"  # batch_run_tracking.run_id is uuid4().hex
 RID = "01234567-89ab-cdef-0123-456789abcdef"  # what healthchecks.io accepts
@@ -27,8 +27,8 @@ PING_PATH = "/ping/5f0c2e1a-ping-s3cr3t"
 
 
 @pytest.fixture(autouse=True)
-def fast_policy(monkeypatch):
-    monkeypatch.setattr(notify, "POLICY", notify.Policy(timeout=0.5, attempts=3, backoff=0.01, budget=5.0))
+def fast_policy(fast_notify_retries):
+    """Every test here: 3 attempts, 0.5 s timeout, next to no backoff."""
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def log_text(caplog, monkeypatch):
         return stream.getvalue() + "\n" + "\n".join(ours)
 
     yield read
-    structlog.reset_defaults()
+    quiet_logging()  # back to the suite's logging
 
 
 def events(text: str) -> list[dict]:

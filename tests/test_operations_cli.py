@@ -1,15 +1,16 @@
 """The jobs as an unattended cron runs them, on SQLite and PostgreSQL: graceful stop on
 SIGTERM/SIGINT of a real process, runs left behind by killed processes, the exit
-codes of the SPEC table not covered elsewhere, and secrets kept out of stderr."""
+codes of the SPEC table not covered elsewhere (real processes), and secrets kept out
+of stderr.
+
+Signals land at a point fixed by the child's own log (its n-th ``refresh.chunk``
+event, see conftest.CliProcess), never after a sleep."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -21,7 +22,7 @@ from sqlalchemy.engine import make_url
 from snapshotter.data import schema
 from snapshotter.clock import utcnow
 from snapshotter.core.calendar import trading_days_between
-from tests.conftest import ROOT, row_counts, run_cli, table_rows
+from tests.conftest import CliProcess, invoke, row_counts, run_cli, table_rows
 from tests.factories import D, closes, complete_symbol_batch
 from tests.fake_providers import AV_KEY, POLY_KEY, json_response, rid
 
@@ -49,50 +50,31 @@ def snapshot_count(engine) -> int:
     return row_counts(engine)["portfolio_snapshots"]
 
 
-def cli_env(db_url: str, extra: dict | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHAVANTAGE", "POLYGON", "ALERT_", "HEALTHCHECK", "SNAPSHOTTER_"))}
-    env["DATABASE_URL"] = db_url
-    env.update(extra or {})
-    return env
-
-
-def start_cli(db_url: str, *args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "snapshotter", *args], cwd=ROOT, env=cli_env(db_url, env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 # --- graceful stop ---------------------------------------------------------------------------------
 
 
-N_PORTFOLIOS = 400  # ~4 ms a chunk on SQLite, ~9 ms on PostgreSQL with --chunk-size 1: the run takes seconds
+# With --chunk-size 1 each portfolio is a chunk, and the child logs `refresh.chunk` after each
+# commit. Held after the 20th, the child can log only about a page (~25 lines) more before it
+# blocks, and has at most --workers chunks in flight: far from the 400th.
+N_PORTFOLIOS = 400
+SIGNAL_AT_CHUNK = 20
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_signal_stops_after_the_chunk_in_flight_and_a_rerun_completes(db_url, engine, receiver, signum, code):
     seed_portfolios(engine, N_PORTFOLIOS)
-    proc = start_cli(db_url, "portfolio-refresh", "--date", "2026-09-18", "--chunk-size", "1", env=receiver.env)
-    try:
-        wait_until(lambda: snapshot_count(engine) > 0 or proc.poll() is not None, what="the first committed chunk")
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    with CliProcess("--log-level", "debug", "portfolio-refresh", "--date", "2026-09-18", "--chunk-size", "1",
+                    db_url=db_url, env=receiver.env, hold_after=("refresh.chunk", SIGNAL_AT_CHUNK)) as child:
+        at = child.wait_held()
+        child.send_signal(signum)
+        r = child.finish()
     name = signal.Signals(signum).name
-    assert proc.returncode == code, err
+    err = r.stderr
+    assert r.returncode == code, err
     assert [l for l in err.splitlines() if l.startswith("snapshotter: error:")] == [f"snapshotter: error: stopped by {name}"]
     done = snapshot_count(engine)
-    assert 0 < done < N_PORTFOLIOS * len(DAYS) and done % len(DAYS) == 0  # whole portfolios only: chunks commit alone
+    assert SIGNAL_AT_CHUNK * len(DAYS) <= at["created"] <= done < N_PORTFOLIOS * len(DAYS)
+    assert done % len(DAYS) == 0  # whole portfolios only: chunks commit alone
     (run,) = [r for r in table_rows(engine, brt) if r["batch_type"] == "portfolio_refresh"]
     assert (run["status"], run["error"]) == ("interrupted", f"stopped by {name}")
     assert run["stats"]["snapshots_created"] == done and run["finished_at"] is not None
@@ -102,7 +84,7 @@ def test_signal_stops_after_the_chunk_in_flight_and_a_rerun_completes(db_url, en
                     "error": f"stopped by {name}", "status": "interrupted", "target_date": "2026-09-18"}
     assert receiver.alerts == [{"text": f"portfolio-refresh 2026-09-18 exited {code}: stopped by {name}\nrun_id: {rid(run['run_id'])}"}]
 
-    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--json", db_url=db_url)
+    r = invoke("portfolio-refresh", "--date", "2026-09-18", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["snapshots_created"] == N_PORTFOLIOS * len(DAYS) - done
     s = schema.portfolio_snapshots
@@ -140,7 +122,7 @@ def test_stale_running_rows_never_count_as_completed_and_the_next_run_marks_them
     stale_batch = add_running_row(engine, "symbol_batch", timedelta(minutes=11))
     stale_refresh = add_running_row(engine, "portfolio_refresh", timedelta(minutes=30))
 
-    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "1s", "--poll-interval", "0.2s", db_url=db_url)
+    r = invoke("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "1s", "--poll-interval", "0.2s", db_url=db_url)
     assert r.returncode == 75, r.stderr  # the stale `running` batch is not a completed one
     assert snapshot_count(engine) == 0
     assert row(engine, stale_batch)["status"] == "running"  # only a symbol batch cleans up symbol-batch rows
@@ -149,12 +131,12 @@ def test_stale_running_rows_never_count_as_completed_and_the_next_run_marks_them
     assert gone["finished_at"] is not None
 
     (tmp_path / "AAA.csv").write_text("date,open,high,low,close,volume\n" + "".join(f"{d},1,1,1,{11 + i},5\n" for i, d in enumerate(DAYS)))
-    r = run_cli("symbol-batch", "--date", "2026-09-18", db_url=db_url, env={"SNAPSHOTTER_PRICES_DIR": str(tmp_path)})
+    r = invoke("symbol-batch", "--date", "2026-09-18", db_url=db_url, env={"SNAPSHOTTER_PRICES_DIR": str(tmp_path)})
     assert r.returncode == 0, r.stderr
     assert (row(engine, stale_batch)["status"], row(engine, stale_batch)["error"]) == (
         "interrupted", "process died without finishing (stale heartbeat)")
 
-    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "5s", "--poll-interval", "0.2s", db_url=db_url)
+    r = invoke("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "5s", "--poll-interval", "0.2s", db_url=db_url)
     assert r.returncode == 0, r.stderr
     assert snapshot_count(engine) == 2 * len(DAYS)
     assert sorted((x["batch_type"], x["status"]) for x in table_rows(engine, brt)) == [
@@ -167,22 +149,20 @@ def test_a_killed_run_with_a_fresh_heartbeat_is_interrupted_by_the_next_run_on_t
     seed_portfolios(engine, 2)
     with engine.begin() as c:
         c.execute(brt.delete())
-    proc = start_cli(db_url, "portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "60s", "--poll-interval", "0.2s")
-    try:
-        killed = wait_until(lambda: [r for r in table_rows(engine, brt) if r["batch_type"] == "portfolio_refresh"], what="the run's row")[0]
-        proc.kill()  # SIGKILL: no handler, no cleanup
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
-    assert (row(engine, killed["run_id"])["status"], killed["pid"]) == ("running", proc.pid)
-    status = json.loads(run_cli("status", "--json", db_url=db_url).stdout)
+    with CliProcess("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "10m", "--poll-interval", "0.2s",
+                    db_url=db_url) as child:
+        child.wait_for("refresh.waiting_for_symbol_batch")  # its run row exists, its lock is held
+        child.kill()  # SIGKILL: no handler, no cleanup
+        r = child.finish()
+    assert r.returncode == -signal.SIGKILL
+    (killed,) = [x for x in table_rows(engine, brt) if x["batch_type"] == "portfolio_refresh"]
+    assert (killed["status"], killed["pid"]) == ("running", child.pid)
+    status = json.loads(invoke("status", "--json", db_url=db_url).stdout)
     # its heartbeat is fresh, but its pid is gone on this host: the one dead-run rule flags it
     assert [(d["run_id"], d["dead"]) for d in status["dead_runs"]] == [(killed["run_id"], True)]
     with engine.begin() as c:
         complete_symbol_batch(c, "2026-09-18")
-    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--wait-for-lock", db_url=db_url)
+    r = invoke("portfolio-refresh", "--date", "2026-09-18", "--wait-for-lock", db_url=db_url)
     assert r.returncode == 0, r.stderr  # the lock died with the process
     assert row(engine, killed["run_id"])["status"] == "interrupted"
     assert snapshot_count(engine) == 2 * len(DAYS)
@@ -194,7 +174,7 @@ def test_a_killed_run_with_a_fresh_heartbeat_is_interrupted_by_the_next_run_on_t
 def test_exit_65_when_the_provider_returns_only_unusable_data(db_url, engine, tmp_path):
     (tmp_path / "AAA.csv").write_text("day,price\n2026-09-18,12\n")  # no date/close columns
     r = run_cli("symbol-batch", "--date", "2026-09-18", "--symbols", "AAA", "--json", db_url=db_url,
-                env={"SNAPSHOTTER_PRICES_DIR": str(tmp_path)})
+                env={"SNAPSHOTTER_PRICES_DIR": str(tmp_path)})  # a real process: exit 65 as cron sees it
     assert r.returncode == 65, r.stderr
     out = json.loads(r.stdout)
     msg = "every symbol's data was unusable: 1 of 1 symbol(s) failed: AAA"
@@ -227,7 +207,7 @@ def test_exit_70_on_an_unclassified_error_with_the_alert_and_pings(tmp_path, rec
     (info / "entry_points.txt").write_text("[snapshotter.providers]\nbuggy = buggy_prices:BuggyProvider\n")
     url = f"sqlite:///{tmp_path / 'bug.db'}"
     env = {**receiver.env, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    r = run_cli("symbol-batch", "--provider", "buggy", "--symbols", "AAA", "--date", "2026-09-18", db_url=url, env=env)
+    r = run_cli("symbol-batch", "--provider", "buggy", "--symbols", "AAA", "--date", "2026-09-18", db_url=url, env=env)  # real: 70
     assert r.returncode == 70, r.stderr
     msg = "ZeroDivisionError: division by zero in the plugin"
     rid_ = receiver.pings[0].query[len("rid="):]
@@ -279,7 +259,7 @@ def test_secrets_never_reach_stderr_stdout_alerts_or_pings(db_url, engine, backe
     ]
     seen = ""
     for code, args, database_url in runs:
-        r = run_cli("--log-level", "debug", "--log-format", "json", *args, db_url=database_url, env=env)
+        r = invoke("--log-level", "debug", "--log-format", "json", *args, db_url=database_url, env=env)
         assert r.returncode == code, r.stderr
         assert len([l for l in r.stderr.splitlines() if l.startswith("snapshotter: error:")]) == 1
         seen += r.stdout + r.stderr

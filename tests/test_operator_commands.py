@@ -16,7 +16,7 @@ import pytest
 from snapshotter.data import db, schema
 from snapshotter.ops.report import partial_marks, sparkline
 from snapshotter.core.calendar import effective_trading_date, previous_trading_day, trading_days_back
-from tests.conftest import run_cli, table_rows
+from tests.conftest import invoke, table_rows
 from tests.factories import add_cash, add_close, add_lot, add_portfolio
 
 E = effective_trading_date(datetime.now(timezone.utc))
@@ -95,7 +95,7 @@ def test_status_json_runs_dead_rows_lag_and_missing_closes(db_url, engine, fleet
                      stats={"mode": "gaps", "portfolios_active": 3, "snapshots_created": 2, "snapshots_recomputed": 0,
                             "portfolios_failed": 1, "failed_portfolios": [{"portfolio_id": "x", "error": "y"}], "days_backfilled": 0})
     before = table_rows(engine, schema.batch_run_tracking)
-    r = run_cli("status", "--json", db_url=db_url)
+    r = invoke("status", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert table_rows(engine, schema.batch_run_tracking) == before  # status flags, never changes
@@ -124,7 +124,7 @@ def test_status_json_runs_dead_rows_lag_and_missing_closes(db_url, engine, fleet
         (dead, E.isoformat(), "other-host", 4242, {"symbols_fetched": 1, "symbols_failed": 2})
     ]
 
-    r = run_cli("status", db_url=db_url)  # the table view says the same
+    r = invoke("status", db_url=db_url)  # the table view says the same
     assert r.returncode == 0, r.stderr
     assert f"newest snapshot date: {E} (0 trading days behind)" in r.stdout
     assert f"active portfolios behind it: 2 of 3 (oldest {E1}), 1 without any snapshot" in r.stdout
@@ -134,7 +134,7 @@ def test_status_json_runs_dead_rows_lag_and_missing_closes(db_url, engine, fleet
 
 
 def test_status_on_a_database_without_schema(tmp_path):
-    r = run_cli("status", "--json", db_url=f"sqlite:///{tmp_path / 'empty.db'}")
+    r = invoke("status", "--json", db_url=f"sqlite:///{tmp_path / 'empty.db'}")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"schema_revision": None, "schema_head": db.head_revision(), "effective_trading_date": E.isoformat(),
                                     "tables": {}, "last_runs": {}, "dead_runs": []}
@@ -144,25 +144,25 @@ def test_status_on_a_database_without_schema(tmp_path):
 
 
 def test_check_is_0_when_fresh_and_1_when_stale_beyond_max_lag(db_url, engine, fleet):
-    r = run_cli("check", db_url=db_url)
+    r = invoke("check", db_url=db_url)
     assert (r.returncode, r.stdout) == (0, f"ok: newest snapshot {E} is 0 trading days behind {E} (max 1); 2 of 3 active portfolios behind it\n")
     with engine.begin() as c:
         c.execute(schema.portfolio_snapshots.delete().where(schema.portfolio_snapshots.c.snapshot_date > E3))
     # active on E3 also counts "flat cash" (its withdrawal came on E1); neither it nor "cash only" has a snapshot
-    r = run_cli("check", db_url=db_url)
+    r = invoke("check", db_url=db_url)
     assert (r.returncode, r.stdout) == (1, f"stale: newest snapshot {E3} is 3 trading days behind {E} (max 1); 2 of 4 active portfolios behind it\n")
-    r = run_cli("check", "--max-lag", "3", db_url=db_url)
+    r = invoke("check", "--max-lag", "3", db_url=db_url)
     assert (r.returncode, r.stdout.split(";")[0]) == (0, f"ok: newest snapshot {E3} is 3 trading days behind {E} (max 3)")
-    r = run_cli("check", "--max-lag", "2", db_url=db_url)
+    r = invoke("check", "--max-lag", "2", db_url=db_url)
     assert r.returncode == 1
 
 
 def test_check_without_snapshots_or_schema_is_stale_and_bad_max_lag_is_64(db_url, engine, tmp_path):
-    r = run_cli("check", db_url=db_url)
+    r = invoke("check", db_url=db_url)
     assert (r.returncode, r.stdout) == (1, f"stale: no snapshots at all (effective trading date {E})\n")
-    r = run_cli("check", db_url=f"sqlite:///{tmp_path / 'empty.db'}")
+    r = invoke("check", db_url=f"sqlite:///{tmp_path / 'empty.db'}")
     assert (r.returncode, r.stdout) == (1, f"stale: the database has no snapshotter schema (effective trading date {E})\n")
-    r = run_cli("check", "--max-lag", "-1", db_url=db_url)
+    r = invoke("check", "--max-lag", "-1", db_url=db_url)
     assert r.returncode == 64 and "'--max-lag'" in r.stderr and "greater than or equal to 0" in r.stderr
 
 
@@ -187,7 +187,7 @@ def test_history_json_table_and_sparkline(db_url, engine):
         for d, v in zip(days, ("100", "108", "104", "116", "100")):
             add_snapshot(c, pid, d, v, partial=(d == days[2]), missing="ZZZ" if d == days[2] else None)
         add_snapshot(c, other, days[0], 5)
-    r = run_cli("history", "--portfolio", str(pid), "--json", db_url=db_url)
+    r = invoke("history", "--portfolio", str(pid), "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     h = json.loads(r.stdout)
     assert {k: v for k, v in h.items() if k != "snapshots"} == {
@@ -201,7 +201,7 @@ def test_history_json_table_and_sparkline(db_url, engine):
     }
     assert [s["snapshot_date"] for s in h["snapshots"]] == [d.isoformat() for d in days]
 
-    r = run_cli("history", "--portfolio", str(pid), "--from", "2026-09-15", "--to", "2026-09-17", db_url=db_url)
+    r = invoke("history", "--portfolio", str(pid), "--from", "2026-09-15", "--to", "2026-09-17", db_url=db_url)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == f"hist ({pid}): 2026-09-15 .. 2026-09-17"
@@ -224,7 +224,7 @@ def test_history_json_table_and_sparkline(db_url, engine):
 def test_history_bad_arguments_exit_64(db_url, engine, args, message):
     with engine.begin() as c:
         pid = add_portfolio(c, "p")
-    r = run_cli("history", *[a.format(pid=pid) for a in args], db_url=db_url)
+    r = invoke("history", *[a.format(pid=pid) for a in args], db_url=db_url)
     assert r.returncode == 64, r.stderr
     assert [l for l in r.stderr.splitlines() if l.startswith("snapshotter: error:")] == [f"snapshotter: error: {message}"]
     assert r.stdout == ""

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
-from datetime import date
+import signal
 from decimal import Decimal
 
 import pytest
@@ -15,7 +13,7 @@ from snapshotter.data import schema
 from snapshotter.jobs import snapshots as job
 from snapshotter.data.locks import run_lock
 from snapshotter.core.calendar import trading_days_between
-from tests.conftest import row_counts, run_cli, table_rows
+from tests.conftest import CliProcess, in_background, invoke, log_event, row_counts, run_cli, table_rows
 from tests.factories import (
     NOW,
     D, add_cash, add_close, add_closes, add_lot, add_portfolio, complete_symbol_batch, snapshot_dates, snapshots, values,
@@ -355,6 +353,7 @@ def test_a_crash_in_the_market_value_pass_is_finished_by_the_rerun(engine, monke
 
 def test_wait_timeout_exits_75_and_writes_no_snapshot(db_url, engine, four_week_portfolio):
     counts = row_counts(engine)
+    # A real process: exit 75 as cron sees it.
     r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "1s", "--poll-interval", "0.2s", db_url=db_url)
     assert r.returncode == 75, r.stderr
     assert "symbol batch for 2026-09-18 not completed" in r.stderr
@@ -365,84 +364,70 @@ def test_wait_timeout_exits_75_and_writes_no_snapshot(db_url, engine, four_week_
     assert (run["batch_type"], run["status"]) == ("portfolio_refresh", "aborted")
 
 
-def test_waits_for_the_symbol_batch_then_runs(db_url, engine, four_week_portfolio):
-    def finish_batch():
-        time.sleep(1.0)
+def test_waits_for_the_symbol_batch_then_runs(db_url, engine, four_week_portfolio, stop_flag_sleeps):
+    def finish_the_batch_once_the_refresh_waits():
+        assert stop_flag_sleeps.wait(60), "the refresh never waited for the symbol batch"
         with engine.begin() as c:
             complete_symbol_batch(c, "2026-09-18")
 
-    t = threading.Thread(target=finish_batch)
-    t.start()
-    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "30s", "--poll-interval", "0.2s", "--json", db_url=db_url)
-    t.join()
+    with in_background(finish_the_batch_once_the_refresh_waits):
+        r = invoke("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "60s", "--poll-interval", "0.2s", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["snapshots_created"] == 19 and summary["exit_code"] == 0
+    (ready,) = [e for e in map(log_event, r.stderr.splitlines()) if e and e["event"] == "refresh.symbol_batch_ready"]
+    assert ready["polls"] >= 1  # it did wait before it went on
 
 
 def test_second_run_exits_75_while_the_lock_is_held(db_url, engine, four_week_portfolio):
     with engine.begin() as c:
         complete_symbol_batch(c, "2026-09-18")
     with run_lock(engine):
-        r = run_cli("portfolio-refresh", "--date", "2026-09-18", db_url=db_url)
+        r = invoke("portfolio-refresh", "--date", "2026-09-18", db_url=db_url)
         assert r.returncode == 75
         assert "another run holds the lock" in r.stderr
         assert row_counts(engine)["portfolio_snapshots"] == 0
 
 
 def test_two_refresh_processes_at_once_the_second_exits_75_and_the_first_finishes(db_url, engine, four_week_portfolio):
-    """Cron overlap with two real processes: the first holds the lock while it waits for the batch."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALERT_", "HEALTHCHECK", "SNAPSHOTTER_"))}
-    env["DATABASE_URL"] = db_url
-    first = subprocess.Popen(
-        [sys.executable, "-m", "snapshotter", "portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "60s",
-         "--poll-interval", "0.2s", "--json"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and row_counts(engine)["batch_run_tracking"] == 0:
-            time.sleep(0.05)  # the first has the lock once its tracking row exists
-        second = run_cli("portfolio-refresh", "--date", "2026-09-18", "--no-wait", db_url=db_url)
+    """Cron overlap: a real process holds the lock while it waits for the batch; a second run exits 75."""
+    with CliProcess("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "10m", "--poll-interval", "0.2s", "--json",
+                    db_url=db_url) as first:
+        first.wait_for("refresh.waiting_for_symbol_batch")  # logged with the lock held
+        second = invoke("portfolio-refresh", "--date", "2026-09-18", "--no-wait", db_url=db_url)
         assert second.returncode == 75, second.stderr
         assert "another run holds the lock" in second.stderr
         assert row_counts(engine)["portfolio_snapshots"] == 0
         with engine.begin() as c:
             complete_symbol_batch(c, "2026-09-18")
-        out, err = first.communicate(timeout=60)
-    finally:
-        if first.poll() is None:
-            first.kill()
-    assert first.returncode == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["snapshots_created"] == 19
+        r = first.finish()
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["snapshots_created"] == 19
     assert row_counts(engine)["portfolio_snapshots"] == 19
 
 
-def test_wait_for_lock_waits_for_the_holder(db_url, engine, four_week_portfolio):
-    with engine.begin() as c:
-        complete_symbol_batch(c, "2026-09-18")
-    import subprocess
-    import sys
+def test_wait_for_lock_waits_for_the_holder(db_url, engine, four_week_portfolio, stop_flag_sleeps):
+    """--wait-for-lock waits while another process holds the lock, then does the work itself."""
+    brt = schema.batch_run_tracking
+    # The holder: a real refresh holding the lock while it waits for a symbol batch that never comes.
+    with CliProcess("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "10m", "--poll-interval", "0.2s",
+                    db_url=db_url) as holder:
+        holder.wait_for("refresh.waiting_for_symbol_batch")
 
-    with run_lock(engine):
-        from tests.conftest import ROOT
-        import os
+        def stop_the_holder_once_the_waiter_waits():
+            assert stop_flag_sleeps.wait(60), "the second run never waited for the lock"
+            assert row_counts(engine)["portfolio_snapshots"] == 0
+            assert [r["status"] for r in table_rows(engine, brt)] == ["running"]  # the holder's: the waiter has no run yet
+            holder.send_signal(signal.SIGTERM)
 
-        env = {**os.environ, "DATABASE_URL": db_url}
-        proc = subprocess.Popen([sys.executable, "-m", "snapshotter", "portfolio-refresh", "--date", "2026-09-18", "--wait-for-lock"],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(2.0)
-        assert proc.poll() is None  # still waiting
-        assert row_counts(engine)["portfolio_snapshots"] == 0
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+        with in_background(stop_the_holder_once_the_waiter_waits):
+            r = invoke("portfolio-refresh", "--date", "2026-09-18", "--wait-for-lock", "--no-wait", "--json", db_url=db_url)
+        held = holder.finish()
+    assert held.returncode == 143, held.stderr
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["snapshots_created"] == 19
     assert row_counts(engine)["portfolio_snapshots"] == 19
+    assert [x["status"] for x in table_rows(engine, brt, order_by=[brt.c.id])] == ["interrupted", "completed"]
 
 
 @pytest.mark.parametrize(
@@ -461,7 +446,7 @@ def test_wait_for_lock_waits_for_the_holder(db_url, engine, four_week_portfolio)
 def test_bad_arguments_exit_64_and_change_nothing(db_url, engine, four_week_portfolio, args, message):
     pid, _ = four_week_portfolio
     counts = row_counts(engine)
-    r = run_cli(*[a.format(pid=pid) for a in args], db_url=db_url)
+    r = invoke(*[a.format(pid=pid) for a in args], db_url=db_url)
     assert r.returncode == 64, r.stderr
     assert message in r.stderr
     assert row_counts(engine) == counts
@@ -469,11 +454,11 @@ def test_bad_arguments_exit_64_and_change_nothing(db_url, engine, four_week_port
 
 def test_backfill_cli_dry_run_then_real(db_url, engine, four_week_portfolio):
     pid, _ = four_week_portfolio
-    r = run_cli("backfill", "--portfolio", str(pid), "--from", "2026-09-01", "--to", "2026-09-04", "--dry-run", "--json", db_url=db_url)
+    r = invoke("backfill", "--portfolio", str(pid), "--from", "2026-09-01", "--to", "2026-09-04", "--dry-run", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["snapshots_created"] == 4
     assert row_counts(engine)["portfolio_snapshots"] == 0
-    r = run_cli("backfill", "--portfolio", str(pid), "--from", "2026-09-01", "--to", "2026-09-04", "--json", db_url=db_url)
+    r = invoke("backfill", "--portfolio", str(pid), "--from", "2026-09-01", "--to", "2026-09-04", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     assert snapshot_dates(engine, pid) == ["2026-09-01", "2026-09-02", "2026-09-03", "2026-09-04"]
     # Past days use their own close (100 + index of the day), never today's.
@@ -485,7 +470,7 @@ def test_cli_one_bad_portfolio_exits_1_and_names_it(db_url, engine, four_week_po
         bad = add_portfolio(c, "overflow")
         add_lot(c, bad, "BIG", "100000000000000000", "1", "2026-09-18")
         add_close(c, "BIG", "2026-09-18", "10000000000000")
-    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--json", db_url=db_url)
+    r = run_cli("portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--json", db_url=db_url)  # a real process: exit 1
     assert r.returncode == 1
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["failed_portfolios"][0]["portfolio_id"] == str(bad)

@@ -2,15 +2,13 @@
 
 Job tests call run_symbol_batch in-process with a fixed "now" (Tue 2026-11-24,
 after the close) and a fake clock/sleep, so rate limits and retry backoff cost
-no real time; CLI tests run the real command as cron would.
+no real time; CLI tests run the command in-process (conftest.invoke), and a real
+process where a signal is the point.
 """
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
+import threading
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
@@ -25,9 +23,9 @@ from snapshotter.data.locks import run_lock
 from snapshotter.providers.base import get_provider
 from snapshotter.ops.signals import StopFlag
 from snapshotter.core.calendar import trading_days_between
-from tests.conftest import row_counts, run_cli, table_rows
+from tests.conftest import CliProcess, invoke, row_counts, table_rows
 from tests.factories import NOV, FakeClock, add_close, add_lot, add_portfolio, closes
-from tests.fake_providers import AV_BURST, AV_KEY, AV_NOTE, AV_PREMIUM, HTML, POLY_KEY, json_response, slow
+from tests.fake_providers import AV_BURST, AV_KEY, AV_NOTE, AV_PREMIUM, HTML, POLY_KEY, held, json_response, slow
 
 D = date.fromisoformat
 NOW = datetime(2026, 11, 24, 22, 0, tzinfo=timezone.utc)  # 17:00 New York: Tuesday's close has passed
@@ -384,15 +382,15 @@ def test_bad_arguments_raise_before_anything_is_written(engine):
 
 
 def test_cli_csv_nightly_json_summary_then_nothing_to_do(db_url, engine):
-    assert run_cli("load", "--sample", db_url=db_url).returncode == 0
-    r = run_cli("symbol-batch", "--date", "2026-11-24", "--json", db_url=db_url)
+    assert invoke("load", "--sample", db_url=db_url).returncode == 0
+    r = invoke("symbol-batch", "--date", "2026-11-24", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert (out["status"], out["exit_code"], out["provider"], out["symbols_requested"]) == ("completed", 0, "csv", 9)
     assert out["rows_upserted"] == 9 * 90 == row_counts(engine)["symbol_prices_daily"]
     for key in ("symbols_fetched", "symbols_failed", "symbols_deferred", "rows_upserted", "rows_rejected", "provider_calls", "duration_s"):
         assert key in out
-    r = run_cli("symbol-batch", "--date", "2026-11-24", "--json", db_url=db_url)
+    r = invoke("symbol-batch", "--date", "2026-11-24", "--json", db_url=db_url)
     assert json.loads(r.stdout)["provider_calls"] == 0
     assert [row["status"] for row in runs(engine)] == ["completed", "completed"]
 
@@ -405,7 +403,7 @@ def test_cli_alphavantage_quota_exit_75_alerts_and_never_prints_the_key(db_url, 
     server.expect_request("/hook", method="POST").respond_with_handler(lambda req: (alerts.append(req.get_json()), json_response({}))[1])
     env = {"ALPHAVANTAGE_API_KEY": AV_KEY, "ALPHAVANTAGE_BASE_URL": av.url, "SNAPSHOTTER_CALLS_PER_MINUTE": "6000",
            "ALERT_WEBHOOK_URL": server.url_for("/hook")}
-    r = run_cli("--log-level", "debug", "symbol-batch", "--provider", "alphavantage", "--symbols", "A,B,C",
+    r = invoke("--log-level", "debug", "symbol-batch", "--provider", "alphavantage", "--symbols", "A,B,C",
                 "--from", "2026-11-23", "--to", "2026-11-24", "--json", db_url=db_url, env=env)
     assert r.returncode == 75, r.stderr
     out = json.loads(r.stdout)
@@ -424,7 +422,7 @@ def test_cli_polygon_grouped_plus_one_range_partial_failure_exits_1(db_url, engi
         poly.add(s, closes("10"))  # D is not traded: no data, not a failure
     poly.then("range E", json_response(HTML))  # E has no cache: its own range call, answered with a web page
     env = {"POLYGON_API_KEY": POLY_KEY, "POLYGON_BASE_URL": poly.url, "SNAPSHOTTER_CALLS_PER_MINUTE": "6000", "SNAPSHOTTER_PROVIDER": "polygon"}
-    r = run_cli("symbol-batch", "--date", "2026-11-24", "--symbols", "A,B,C,D,E", "--json", db_url=db_url, env=env)
+    r = invoke("symbol-batch", "--date", "2026-11-24", "--symbols", "A,B,C,D,E", "--json", db_url=db_url, env=env)
     assert r.returncode == 1, r.stderr
     out = json.loads(r.stdout)
     assert poly.keys() == ["grouped 2026-11-23", "grouped 2026-11-24", "range E"]
@@ -439,7 +437,7 @@ def test_cli_settings_as_options_instead_of_environment(db_url, engine, poly, tm
     seed_cache(engine, ["A", "B"], D("2026-11-23"))
     for s in ("A", "B"):
         poly.add(s, closes("10"))
-    r = run_cli("--polygon-api-key", POLY_KEY, "--polygon-base-url", poly.url, "--log-level", "debug",
+    r = invoke("--polygon-api-key", POLY_KEY, "--polygon-base-url", poly.url, "--log-level", "debug",
                 "symbol-batch", "--provider", "polygon", "--date", "2026-11-24", "--symbols", "A,B", "--json",
                 db_url=db_url, env={"SNAPSHOTTER_CALLS_PER_MINUTE": "6000"})
     assert r.returncode == 0, r.stderr
@@ -447,7 +445,7 @@ def test_cli_settings_as_options_instead_of_environment(db_url, engine, poly, tm
     assert [p for p in prices(engine) if p[1] == TUE] == [("A", TUE, Decimal("10.24"), "polygon"), ("B", TUE, Decimal("10.24"), "polygon")]
     assert POLY_KEY not in r.stdout + r.stderr
     (tmp_path / "Z.csv").write_text("date,open,high,low,close,volume\n2026-11-24,1,1,1,7.5,10\n")
-    r = run_cli("--prices-dir", str(tmp_path), "symbol-batch", "--symbols", "Z", "--from", "2026-11-24", "--to", "2026-11-24", db_url=db_url)
+    r = invoke("--prices-dir", str(tmp_path), "symbol-batch", "--symbols", "Z", "--from", "2026-11-24", "--to", "2026-11-24", db_url=db_url)
     assert r.returncode == 0, r.stderr
     assert prices(engine, "Z") == [("Z", TUE, Decimal("7.5"), "csv")]
 
@@ -467,38 +465,36 @@ def test_cli_settings_as_options_instead_of_environment(db_url, engine, poly, tm
 )
 def test_cli_bad_arguments_exit_64_and_write_nothing(tmp_path, args):
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    r = run_cli("symbol-batch", *args, db_url=url)
+    r = invoke("symbol-batch", *args, db_url=url)
     assert r.returncode == 64, r.stderr
     assert len([l for l in r.stderr.splitlines() if l.startswith("snapshotter: error:")]) == 1
     assert not (tmp_path / "x.db").exists()
 
 
 def test_cli_missing_key_exits_78_and_help_lists_the_command(tmp_path):
-    r = run_cli("symbol-batch", "--provider", "polygon", db_url=f"sqlite:///{tmp_path / 'x.db'}")
+    r = invoke("symbol-batch", "--provider", "polygon", db_url=f"sqlite:///{tmp_path / 'x.db'}")
     assert r.returncode == 78 and "POLYGON_API_KEY" in r.stderr
     assert not (tmp_path / "x.db").exists()
-    r = run_cli("symbol-batch", "--help")
+    r = invoke("symbol-batch", "--help")
     assert r.returncode == 0 and "--symbols" in r.stdout and "--from" in r.stdout
 
 
-def test_cli_sigterm_stores_the_symbol_in_flight_and_exits_143(tmp_path, av):
+def test_cli_sigterm_stores_the_symbol_in_flight_and_exits_143(tmp_path, av, server):
+    """A real process stopped while A's answer is on its way: A is stored, nothing after it is asked for."""
+    arrived = threading.Event()
     for s in ("A", "B", "C", "D"):
         av.add(s, closes("10"))
-        av.then(s, slow(json_response(av.body(s)), 0.6))
+    av.then("A", held(json_response(av.body("A")), arrived, server.release))
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHAVANTAGE", "POLYGON", "SNAPSHOTTER_", "ALERT_", "HEALTHCHECK"))}
-    env.update(DATABASE_URL=url, ALPHAVANTAGE_API_KEY=AV_KEY, ALPHAVANTAGE_BASE_URL=av.url, SNAPSHOTTER_CALLS_PER_MINUTE="6000")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "snapshotter", "symbol-batch", "--provider", "alphavantage", "--symbols", "A,B,C,D", "--date", "2026-11-24"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 20
-    while not av.requests and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)  # while A's answer is on its way
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 143, err
-    assert av.calls_for("A") == 1 and av.calls_for("D") == 0
+    env = dict(ALPHAVANTAGE_API_KEY=AV_KEY, ALPHAVANTAGE_BASE_URL=av.url, SNAPSHOTTER_CALLS_PER_MINUTE="6000")
+    with CliProcess("symbol-batch", "--provider", "alphavantage", "--symbols", "A,B,C,D", "--date", "2026-11-24",
+                    db_url=url, env=env) as child:
+        assert arrived.wait(60), "A's request never reached the provider"
+        child.send_signal(signal.SIGTERM)  # the child waits for A's answer, held back until:
+        server.release.set()
+        r = child.finish()
+    assert r.returncode == 143, r.stderr
+    assert [av.calls_for(s) for s in ("A", "B", "C", "D")] == [1, 0, 0, 0]
     engine = db.connect(url)
     try:
         assert {p[0] for p in prices(engine)} == {"A"}
