@@ -9,8 +9,9 @@ HTTP: one threaded pytest-httpserver on 127.0.0.1 for the session (``http_server
 emptied for each test (``server``); the provider fakes (``av``, ``poly``) and the
 webhook/ping ``receiver`` are mounted on it.
 
-Fixtures are never imported from another module: they all live here. Plain helpers
-do live in modules (tests/factories.py, tests/fake_providers.py).
+Every fixture used by more than one module lives here, and no fixture is ever
+imported from another module (a module keeps only fixtures of its own). Plain
+helpers live in modules: tests/factories.py, tests/fake_providers.py.
 """
 
 from __future__ import annotations

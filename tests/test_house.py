@@ -14,7 +14,7 @@ from snapshotter.core.durations import parse_duration
 from snapshotter.data import schema
 from snapshotter.errors import UsageError
 from snapshotter.jobs import snapshots as job
-from tests.conftest import row_counts, run_cli, table_rows
+from tests.conftest import invoke, row_counts, table_rows
 from tests.factories import NOW, D, add_closes, add_lot, add_portfolio
 
 brt = schema.batch_run_tracking
@@ -81,7 +81,7 @@ def one_lot(engine):
 
 
 def test_backfill_to_a_sunday_reports_one_target_everywhere(db_url, engine, one_lot):
-    r = run_cli("--now", "2026-12-07T12:00:00Z", "backfill", "--portfolio", str(one_lot), "--from", "2026-09-01",
+    r = invoke("--now", "2026-12-07T12:00:00Z", "backfill", "--portfolio", str(one_lot), "--from", "2026-09-01",
                 "--to", "2026-09-06", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
@@ -93,7 +93,7 @@ def test_backfill_to_a_sunday_reports_one_target_everywhere(db_url, engine, one_
 
 def test_backfill_over_a_weekend_and_a_holiday_is_64_and_writes_nothing(db_url, engine, one_lot):
     counts = row_counts(engine)
-    r = run_cli("--now", "2026-12-07T12:00:00Z", "backfill", "--portfolio", str(one_lot), "--from", "2026-09-05",
+    r = invoke("--now", "2026-12-07T12:00:00Z", "backfill", "--portfolio", str(one_lot), "--from", "2026-09-05",
                 "--to", "2026-09-07", db_url=db_url)
     assert r.returncode == 64
     errors = [line for line in r.stderr.splitlines() if line.startswith("snapshotter:")]
@@ -110,10 +110,10 @@ def test_the_job_returns_the_target_it_resolved(engine, one_lot):
 
 def test_now_fixes_the_default_target_of_every_command(db_url, engine, one_lot):
     """One instant per command: --now 2026-09-19 (a Saturday) makes Friday 2026-09-18 the default day."""
-    r = run_cli("--now", "2026-09-19T12:00:00Z", "portfolio-refresh", "--no-wait", "--json", db_url=db_url)
+    r = invoke("--now", "2026-09-19T12:00:00Z", "portfolio-refresh", "--no-wait", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["target_date"] == "2026-09-18"
-    r = run_cli("--now", "2026-09-19T12:00:00Z", "check", "--max-lag", "0", db_url=db_url)
+    r = invoke("--now", "2026-09-19T12:00:00Z", "check", "--max-lag", "0", db_url=db_url)
     assert (r.returncode, r.stdout.split(":")[0]) == (0, "ok")
     assert date.fromisoformat(r.stdout.split("behind ")[1].split(" ")[0]) == D("2026-09-18")
 
@@ -121,7 +121,7 @@ def test_now_fixes_the_default_target_of_every_command(db_url, engine, one_lot):
 @pytest.mark.parametrize("mode", ["sql", "plan", "analyze"])
 def test_explain_prints_the_first_chunks_statements_and_keeps_nothing(db_url, engine, one_lot, mode):
     counts = row_counts(engine)
-    r = run_cli("--now", "2026-12-07T12:00:00Z", "portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--explain", mode, db_url=db_url)
+    r = invoke("--now", "2026-12-07T12:00:00Z", "portfolio-refresh", "--date", "2026-09-18", "--no-wait", "--explain", mode, db_url=db_url)
     assert r.returncode == 0, r.stderr
     assert row_counts(engine) == counts  # no snapshot, no tracking row, positions untouched
     assert table_rows(engine, schema.positions)[0]["market_value"] is None
