@@ -7,6 +7,8 @@ process (conftest.run_cli), so the codes are also checked exactly as cron sees t
 import json
 from decimal import Decimal
 
+import pytest
+
 from snapshotter.data import db, schema
 from snapshotter.ops import logs
 from tests.conftest import invoke, row_counts, run_cli, table_rows
@@ -31,6 +33,7 @@ def test_db_upgrade_then_status_json(db_url, engine):
     assert report["tables"] == EMPTY
 
 
+@pytest.mark.slow  # a real process
 def test_fresh_sqlite_file_is_created_and_migrated(tmp_path):
     url = f"sqlite:///{tmp_path / 'new.db'}"
     r = run_cli("load", "--sample", db_url=url)  # a real process: exit 0 as cron sees it
@@ -47,6 +50,7 @@ def test_no_migrate_refuses_an_old_schema(tmp_path):
     assert "snapshotter db upgrade" in r.stderr
 
 
+@pytest.mark.slow  # a real process
 def test_unreachable_database_exits_69_and_masks_the_password():
     r = run_cli("status", db_url="postgresql+psycopg://app:hunter2secret@127.0.0.1:1/nowhere")  # a real process: 69
     assert r.returncode == 69
@@ -55,6 +59,7 @@ def test_unreachable_database_exits_69_and_masks_the_password():
     assert len(lines) == 1 and "app:***@127.0.0.1:1" in lines[0]
 
 
+@pytest.mark.slow  # a real process
 def test_unknown_option_exits_64():
     r = run_cli("status", "--bogus")  # a real process: main() maps Click's usage error 2 to 64
     assert r.returncode == 64
@@ -63,6 +68,7 @@ def test_unknown_option_exits_64():
     assert r.returncode == 64
 
 
+@pytest.mark.slow  # a real process
 def test_unsupported_database_is_a_config_error():
     r = run_cli("status", db_url="mysql://x@localhost/db")  # a real process: 78
     assert r.returncode == 78

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 
+import pytest
 import sqlalchemy as sa
 
 from snapshotter.data import schema
@@ -16,6 +17,7 @@ N = 400
 KILL_AT_CHUNK = 20  # held there, the child gets at most about a page of log lines further (conftest.CliProcess)
 
 
+@pytest.mark.slow  # a real process
 def test_sigkill_mid_run_then_rerun_completes_without_duplicates(db_url, engine):
     with engine.begin() as c:
         for i in range(N):

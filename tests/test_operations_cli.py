@@ -61,6 +61,7 @@ SIGNAL_AT_CHUNK = 20
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.slow  # a real process
 def test_signal_stops_after_the_chunk_in_flight_and_a_rerun_completes(db_url, engine, receiver, signum, code):
     seed_portfolios(engine, N_PORTFOLIOS)
     with CliProcess("--log-level", "debug", "portfolio-refresh", "--date", "2026-09-18", "--chunk-size", "1",
@@ -145,6 +146,7 @@ def test_stale_running_rows_never_count_as_completed_and_the_next_run_marks_them
     ]
 
 
+@pytest.mark.slow  # a real process
 def test_a_killed_run_with_a_fresh_heartbeat_is_interrupted_by_the_next_run_on_the_same_host(db_url, engine):
     seed_portfolios(engine, 2)
     with engine.begin() as c:
@@ -171,6 +173,7 @@ def test_a_killed_run_with_a_fresh_heartbeat_is_interrupted_by_the_next_run_on_t
 # --- exit codes not covered by the job test modules ----------------------------------------------------
 
 
+@pytest.mark.slow  # a real process
 def test_exit_65_when_the_provider_returns_only_unusable_data(db_url, engine, tmp_path):
     (tmp_path / "AAA.csv").write_text("day,price\n2026-09-18,12\n")  # no date/close columns
     r = run_cli("symbol-batch", "--date", "2026-09-18", "--symbols", "AAA", "--json", db_url=db_url,
@@ -197,6 +200,7 @@ class BuggyProvider(Provider):
 """
 
 
+@pytest.mark.slow  # a real process
 def test_exit_70_on_an_unclassified_error_with_the_alert_and_pings(tmp_path, receiver):
     """A bug nothing classifies (a provider plugin that divides by zero): one line naming the run,
     exit 70, the traceback in the tracking row and at debug level, the alert and the /70 ping."""

@@ -351,6 +351,7 @@ def test_a_crash_in_the_market_value_pass_is_finished_by_the_rerun(engine, monke
 # --- CLI: exit codes, waiting, locking, bad input -----------------------------------------
 
 
+@pytest.mark.slow  # a real process
 def test_wait_timeout_exits_75_and_writes_no_snapshot(db_url, engine, four_week_portfolio):
     counts = row_counts(engine)
     # A real process: exit 75 as cron sees it.
@@ -389,6 +390,7 @@ def test_second_run_exits_75_while_the_lock_is_held(db_url, engine, four_week_po
         assert row_counts(engine)["portfolio_snapshots"] == 0
 
 
+@pytest.mark.slow  # a real process
 def test_two_refresh_processes_at_once_the_second_exits_75_and_the_first_finishes(db_url, engine, four_week_portfolio):
     """Cron overlap: a real process holds the lock while it waits for the batch; a second run exits 75."""
     with CliProcess("portfolio-refresh", "--date", "2026-09-18", "--wait-timeout", "10m", "--poll-interval", "0.2s", "--json",
@@ -406,6 +408,7 @@ def test_two_refresh_processes_at_once_the_second_exits_75_and_the_first_finishe
     assert row_counts(engine)["portfolio_snapshots"] == 19
 
 
+@pytest.mark.slow  # a real process
 def test_wait_for_lock_waits_for_the_holder(db_url, engine, four_week_portfolio, stop_flag_sleeps):
     """--wait-for-lock waits while another process holds the lock, then does the work itself."""
     brt = schema.batch_run_tracking
@@ -465,6 +468,7 @@ def test_backfill_cli_dry_run_then_real(db_url, engine, four_week_portfolio):
     assert [s["holdings_value"] for s in snapshots(engine, pid)] == [Decimal(1060), Decimal(1070), Decimal(1080), Decimal(1090)]
 
 
+@pytest.mark.slow  # a real process
 def test_cli_one_bad_portfolio_exits_1_and_names_it(db_url, engine, four_week_portfolio):
     with engine.begin() as c:
         bad = add_portfolio(c, "overflow")

@@ -479,6 +479,7 @@ def test_cli_missing_key_exits_78_and_help_lists_the_command(tmp_path):
     assert r.returncode == 0 and "--symbols" in r.stdout and "--from" in r.stdout
 
 
+@pytest.mark.slow  # a real process
 def test_cli_sigterm_stores_the_symbol_in_flight_and_exits_143(tmp_path, av, server):
     """A real process stopped while A's answer is on its way: A is stored, nothing after it is asked for."""
     arrived = threading.Event()
