@@ -206,3 +206,58 @@ def test_on_timeout_proceed_values_the_cache_and_exits_1(engine):
     assert (r.exit_code, r.stats["snapshots_recomputed"]) == (0, 1)
     last = snapshots(engine, p)[-1]
     assert (last["holdings_value"], last["is_partial"]) == (Decimal(35), False)
+
+
+# --- the same answers over real HTTP: Alpha Vantage and Polygon shapes ----------------------------------
+
+
+AFTER_CLOSE = ("--now", "2026-11-25T02:00:00Z")  # 21:00 New York on Tuesday 2026-11-24
+NOV_DAYS = trading_days_between(D("2026-11-16"), D("2026-11-24"))
+
+
+@pytest.fixture
+def held_aaa_bbb(engine):
+    with engine.begin() as c:
+        p = add_portfolio(c, "p")
+        add_lot(c, p, "AAA", "1", "1", "2026-11-02")
+        add_lot(c, p, "BBB", "1", "1", "2026-11-02")
+
+
+def _provider_env(name: str, fake, receiver) -> dict:
+    from tests.fake_providers import AV_KEY, POLY_KEY
+
+    keys = {"alphavantage": {"ALPHAVANTAGE_API_KEY": AV_KEY, "ALPHAVANTAGE_BASE_URL": fake.url},
+            "polygon": {"POLYGON_API_KEY": POLY_KEY, "POLYGON_BASE_URL": fake.url}}[name]
+    return {**keys, **receiver.env, "SNAPSHOTTER_PROVIDER": name, "SNAPSHOTTER_CALLS_PER_MINUTE": "unlimited"}
+
+
+@pytest.mark.parametrize("provider", ["alphavantage", "polygon"])
+def test_an_identical_rerun_after_a_rejected_bar_gives_the_same_outcome_and_no_alert(
+    provider, request, db_url, engine, held_aaa_bbb, receiver
+):
+    import json
+
+    from tests.conftest import invoke
+
+    fake = request.getfixturevalue("av" if provider == "alphavantage" else "poly")
+    fake.add("AAA", {d: "10.5" for d in NOV_DAYS})
+    fake.add("BBB", {**{d: "20.25" for d in NOV_DAYS[:-1]}, NOV_DAYS[-1]: "-1.5"})  # garbage on the target day
+    env = _provider_env(provider, fake, receiver)
+
+    outcomes = []
+    for _ in range(2):
+        r = invoke(*AFTER_CLOSE, "symbol-batch", "--json", db_url=db_url, env=env)
+        out = json.loads(r.stdout)
+        outcomes.append((r.returncode, out["status"], out["symbols_failed"], out["rows_rejected_new"]))
+        if len(outcomes) == 1:
+            calls_after_first = len(fake.requests)
+            assert (out["rows_rejected"], out["provider_calls"]) == (1, 2)
+    assert outcomes == [(0, "completed", [], 1), (0, "completed", [], 0)]
+    assert len(fake.requests) == calls_after_first  # the rejected day is an answer: nothing asked again
+    assert receiver.alerts == []
+    assert [h.path.rsplit("/", 1)[-1] for h in receiver.pings] == ["start", "0", "start", "0"]
+    (rej,) = table_rows(engine, schema.price_rejections)
+    assert (rej["symbol"], rej["price_date"], rej["source"], rej["times_seen"]) == ("BBB", NOV_DAYS[-1], provider, 1)
+    assert "close is not positive (-1.5)" == rej["reason"]
+    status = json.loads(invoke(*AFTER_CLOSE, "status", "--json", db_url=db_url).stdout)
+    assert status["rejected_bars"]["count"] == 1 and status["rejected_bars"]["latest"][0]["symbol"] == "BBB"
