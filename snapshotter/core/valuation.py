@@ -9,7 +9,10 @@ these functions, so a rule changes in one place:
 * cash on D is the sum of amounts with txn_date <= D;
 * a portfolio is active on D when it is not deleted and holds a lot or has a
   non-zero cash balance on D: :func:`portfolio_activity`;
-* a stored value is rounded half-even to 6 decimals from the exact value: :func:`money`.
+* a stored value is rounded half-even to 6 decimals from the exact value: :func:`money`;
+* with ``--max-price-age N`` (N > 0), a lot without a close on D may be valued at its
+  symbol's latest close on or after :func:`price_window_start` (N trading days before
+  D); the SQL that picks that close is :func:`snapshotter.data.snapshot_sql.day_close`.
 
 The arithmetic goes through :mod:`snapshotter.data.dialect`, so the same expressions
 are exact on PostgreSQL (NUMERIC) and SQLite (decimal text).
@@ -17,7 +20,13 @@ are exact on PostgreSQL (NUMERIC) and SQLite (decimal text).
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from datetime import date
+from typing import Iterable
+
 import sqlalchemy as sa
+
+from snapshotter.core.calendar import trading_days_back, trading_days_between
 
 from snapshotter.data.dialect import dround, dsign, dsum
 from snapshotter.data.schema import MONEY_INT_DIGITS, MONEY_SCALE
@@ -28,6 +37,27 @@ from snapshotter.data.schema import portfolios, positions
 def money(expr):
     """A stored money value: half-even to 6 decimals; more than 22 integer digits is an error."""
     return dround(expr, MONEY_SCALE, MONEY_INT_DIGITS)
+
+
+# --max-price-age: at most this many trading days (about 40 years); more would walk the
+# calendar back past year 1.
+MAX_PRICE_AGE = 10_000
+
+
+def price_window_start(day: date, max_price_age: int) -> date:
+    """The first day whose close may value a lot on trading day ``day``: ``day`` itself when
+    ``max_price_age`` is 0 (SPEC: the day's own close), else the trading day ``max_price_age``
+    trading days before it."""
+    return trading_days_back(day, max_price_age)
+
+
+def price_window_starts(days: Iterable[date], max_price_age: int) -> dict[date, date]:
+    """:func:`price_window_start` of every trading day in ``days``, walking the calendar once."""
+    days = sorted(set(days))
+    if not days or max_price_age == 0:
+        return {d: d for d in days}
+    calendar = trading_days_between(trading_days_back(days[0], max_price_age), days[-1])
+    return {d: calendar[bisect_left(calendar, d) - max_price_age] for d in days}
 
 
 def lot_held_on(lot, day):

@@ -12,6 +12,14 @@ pnl_percent = pnl / cost x 100 (0 when cost is 0); a held lot without a close on
 is left out of holdings and cost, counted in position_count but not
 priced_position_count, and makes the snapshot partial with its symbol in
 missing_symbols (sorted, comma-separated, NULL when none).
+
+Which close values a lot on D is one rule, :func:`day_close`: the day's own close
+(SPEC), or with ``--max-price-age N`` the symbol's latest close within the N trading
+days before D, read from ``_snap_closes`` (:func:`fill_day_closes`, once per run and
+connection). A lot valued at an older close is priced (in holdings, cost and
+priced_position_count) and its symbol listed in stale_symbols (same format as
+missing_symbols). Partial and stale snapshots on the run's days are recomputed and
+rewritten when the result is better (:func:`improves`).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from snapshotter.data.schema import portfolio_snapshots as snaps
 from snapshotter.data.schema import positions
 from snapshotter.data.schema import symbol_prices_daily as prices
 from snapshotter.data.temp_tables import chunk as chunk_t
+from snapshotter.data.temp_tables import closes as closes_t
 from snapshotter.data.temp_tables import days as days_t
 from snapshotter.data.temp_tables import pairs as pairs_t
 
@@ -35,23 +44,73 @@ FLOOR_DAY = date(1900, 1, 1)
 
 SNAPSHOT_VALUE_COLUMNS = [
     "holdings_value", "cash_balance", "total_value", "total_cost", "total_pnl", "pnl_percent",
-    "position_count", "priced_position_count", "is_partial", "missing_symbols",
+    "position_count", "priced_position_count", "is_partial", "missing_symbols", "stale_symbols",
 ]
 SNAPSHOT_COLUMNS = ["portfolio_id", "snapshot_date", *SNAPSHOT_VALUE_COLUMNS, "created_at", "updated_at"]
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """A contiguous range of portfolio ids and the run's first, last and target day."""
+    """A contiguous range of portfolio ids, the run's first, last and target day and its
+    --max-price-age (0: only the day's own close values a lot)."""
 
     lo: object
     hi: object
     first_day: date
     last_day: date
     target: date
+    max_price_age: int = 0
 
     def narrow(self, col):
         return sa.and_(col >= self.lo, col <= self.hi)
+
+
+@dataclass(frozen=True)
+class DayClose:
+    """The close that values a lot on a day, as the valuation outer-joins it."""
+
+    table: sa.FromClause
+    on: sa.ColumnElement
+    close: sa.ColumnElement  # NULL: no close, the lot is missing
+    stale: sa.ColumnElement | None  # true when the close is older than the day; None: never (N = 0)
+
+
+def day_close(ch: Chunk, symbol, day) -> DayClose:
+    """The one rule for which close values a lot of ``symbol`` held on ``day``.
+
+    ``--max-price-age 0`` (SPEC): the symbol's close on ``day``, read from
+    symbol_prices_daily (the run's day range repeated so the planner range-scans it).
+    N > 0: the close with the greatest price_date in [``stale_from``, ``day``], where
+    ``stale_from`` is :func:`snapshotter.core.valuation.price_window_start` (N trading
+    days back); ``_snap_closes`` holds it per candidate day (:func:`fill_day_closes`).
+    The lot is stale when that close is older than ``day``.
+    """
+    if ch.max_price_age == 0:
+        on = sa.and_(
+            prices.c.symbol == symbol,
+            prices.c.price_date == day,
+            prices.c.price_date >= ch.first_day,
+            prices.c.price_date <= ch.last_day,
+        )
+        return DayClose(prices, on, prices.c.close, None)
+    c = closes_t
+    return DayClose(c, sa.and_(c.c.symbol == symbol, c.c.d == day), c.c.close, c.c.price_date < day)
+
+
+def fill_day_closes():
+    """_snap_closes <- for each candidate day d and symbol, the close with the greatest
+    price_date in [d.stale_from, d] (:func:`day_close`; only with --max-price-age)."""
+    d, p = days_t, prices
+    newest = (
+        sa.select(d.c.d, p.c.symbol, sa.func.max(p.c.price_date).label("price_date"))
+        .select_from(d.join(p, sa.and_(p.c.price_date >= d.c.stale_from, p.c.price_date <= d.c.d)))
+        .group_by(d.c.d, p.c.symbol)
+        .subquery("newest")
+    )
+    sel = sa.select(p.c.symbol, newest.c.d, p.c.close, p.c.price_date).select_from(
+        newest.join(p, sa.and_(p.c.symbol == newest.c.symbol, p.c.price_date == newest.c.price_date))
+    )
+    return closes_t.insert().from_select(["symbol", "d", "close", "price_date"], sel)
 
 
 def fill_chunk(ch: Chunk, *, require_active: bool, ignore_existing: bool):
@@ -102,6 +161,19 @@ def fill_pairs_heal(ch: Chunk):
     return pairs_t.insert().from_select(["portfolio_id", "d", "heal"], sel)
 
 
+def fill_pairs_heal_stale(ch: Chunk):
+    """Complete snapshots valued at an older close on the run's days (with --max-price-age):
+    recomputed in case the day's own close arrived. No index finds them: this reads the
+    chunk's snapshots on the run's days."""
+    c, d = chunk_t, days_t
+    sel = (
+        sa.select(snaps.c.portfolio_id, snaps.c.snapshot_date, sa.true())
+        .select_from(snaps.join(c, c.c.portfolio_id == snaps.c.portfolio_id).join(d, d.c.d == snaps.c.snapshot_date))
+        .where(snaps.c.stale_symbols.is_not(None), snaps.c.is_partial == sa.false(), ch.narrow(snaps.c.portfolio_id))
+    )
+    return pairs_t.insert().from_select(["portfolio_id", "d", "heal"], sel)
+
+
 def pair_counts():
     """(portfolios getting new snapshots, new pairs, pairs to heal) in _snap_pairs."""
     pr = pairs_t
@@ -132,15 +204,10 @@ def clear_chunk():
     return [pairs_t.delete(), chunk_t.delete()]
 
 
-def valuation_select(ch: Chunk, heal: bool, now):
-    """One row per pair in _snap_pairs (heal or not), valued by the SPEC rules.
-
-    Two layers: the inner query computes every exact value once (total and P&L
-    included), the outer one only rounds columns. PostgreSQL would otherwise inline each aggregate expression into
-    every half-even CASE that reads it (four times per value); ``OFFSET 0`` keeps
-    the inner query from being flattened (on SQLite it is harmless). A lot's cost
-    (quantity x entry price) is computed once per lot, not once per lot and day.
-    """
+def _exact_values(ch: Chunk, heal: bool):
+    """The inner layer of :func:`valuation_select`: one row per pair with every exact value
+    (``portfolio_id, d, holdings, cash, total, cost, pnl, pct, n, priced, missing``, and
+    ``stale`` with --max-price-age)."""
     pr = pairs_t
     pick = pr.c.heal == (sa.true() if heal else sa.false())
     held = (
@@ -152,27 +219,22 @@ def valuation_select(ch: Chunk, heal: bool, now):
         .offset(0)  # a fence too: flattened, the lot cost would be computed per lot and day again
         .subquery("held")
     )
-    priced = prices.c.close.is_not(None)
+    close = day_close(ch, held.c.symbol, pr.c.d)
+    priced = close.close.is_not(None)
+    per_lot = [
+        dsum(dmul(held.c.quantity, close.close)).label("holdings"),
+        dsum(held.c.lot_cost).filter(priced).label("cost"),
+        sa.func.count().label("n"),
+        sa.func.count(close.close).label("priced"),
+        sorted_csv(held.c.symbol).filter(~priced).label("missing"),  # FILTER: only missing rows are sorted
+    ]
+    if close.stale is not None:
+        per_lot.append(sorted_csv(held.c.symbol).filter(close.stale).label("stale"))
     lots = (
-        sa.select(
-            pr.c.portfolio_id,
-            pr.c.d,
-            dsum(dmul(held.c.quantity, prices.c.close)).label("holdings"),
-            dsum(held.c.lot_cost).filter(priced).label("cost"),
-            sa.func.count().label("n"),
-            sa.func.count(prices.c.close).label("priced"),
-            sorted_csv(held.c.symbol).filter(~priced).label("missing"),  # FILTER: only missing rows are sorted
-        )
+        sa.select(pr.c.portfolio_id, pr.c.d, *per_lot)
         .select_from(
-            pr.join(held, sa.and_(held.c.portfolio_id == pr.c.portfolio_id, lot_held_on(held.c, pr.c.d))).outerjoin(
-                prices,
-                sa.and_(
-                    prices.c.symbol == held.c.symbol,
-                    prices.c.price_date == pr.c.d,
-                    prices.c.price_date >= ch.first_day,
-                    prices.c.price_date <= ch.last_day,
-                ),
-            )
+            pr.join(held, sa.and_(held.c.portfolio_id == pr.c.portfolio_id, lot_held_on(held.c, pr.c.d)))
+            .outerjoin(close.table, close.on)
         )
         .where(pick)
         .group_by(pr.c.portfolio_id, pr.c.d)
@@ -189,7 +251,7 @@ def valuation_select(ch: Chunk, heal: bool, now):
     )
     holdings = sa.func.coalesce(lots.c.holdings, 0)
     cost = sa.func.coalesce(lots.c.cost, 0)
-    exact = (
+    return (
         sa.select(
             pr.c.portfolio_id,
             pr.c.d,
@@ -202,6 +264,7 @@ def valuation_select(ch: Chunk, heal: bool, now):
             sa.func.coalesce(lots.c.n, 0).label("n"),
             sa.func.coalesce(lots.c.priced, 0).label("priced"),
             lots.c.missing,
+            *([lots.c.stale] if close.stale is not None else []),
         )
         .select_from(
             pr.outerjoin(lots, sa.and_(lots.c.portfolio_id == pr.c.portfolio_id, lots.c.d == pr.c.d)).outerjoin(
@@ -209,10 +272,22 @@ def valuation_select(ch: Chunk, heal: bool, now):
             )
         )
         .where(pick)
-        .offset(0)  # the fence (see the docstring)
+        .offset(0)  # the fence (see valuation_select)
         .subquery("exact")
     )
-    v = exact.c
+
+
+def valuation_select(ch: Chunk, heal: bool, now):
+    """One row per pair in _snap_pairs (heal or not), valued by the SPEC rules (columns in
+    the order of SNAPSHOT_COLUMNS).
+
+    Two layers: the inner query (:func:`_exact_values`) computes every exact value once
+    (total and P&L included), the outer one only rounds columns. PostgreSQL would otherwise inline each aggregate expression into
+    every half-even CASE that reads it (four times per value); ``OFFSET 0`` keeps
+    the inner query from being flattened (on SQLite it is harmless). A lot's cost
+    (quantity x entry price) is computed once per lot, not once per lot and day.
+    """
+    v = _exact_values(ch, heal).c
     now_param = sa.literal(now, sa.DateTime(timezone=True))
     return sa.select(
         v.portfolio_id,
@@ -227,16 +302,61 @@ def valuation_select(ch: Chunk, heal: bool, now):
         v.priced,
         v.n > v.priced,
         v.missing,
+        v.stale if "stale" in v else sa.null(),
         now_param,
         now_param,
     ).where(sa.true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT (parser ambiguity)
 
 
+def _symbol_count(csv):
+    """How many symbols a sorted_csv list names (0 for NULL); symbols never contain a comma."""
+    return sa.case((csv.is_(None), 0), else_=sa.func.length(csv) - sa.func.length(sa.func.replace(csv, ",", "")) + 1)
+
+
+def improves(new_priced, new_stale, old_priced, old_stale):
+    """A recomputed snapshot replaces a stored one (healing) when more of its lots are priced,
+    or as many with fewer symbols valued at an older close (their own close arrived)."""
+    return sa.or_(
+        new_priced > old_priced,
+        sa.and_(new_priced == old_priced, _symbol_count(new_stale) < _symbol_count(old_stale)),
+    )
+
+
+def stale_valued(ch: Chunk):
+    """How many of the new pairs would be valued with a stale close (a dry run; --max-price-age)."""
+    v = _exact_values(ch, False)
+    return sa.select(sa.func.count()).select_from(v).where(v.c.stale.is_not(None))
+
+
+def stale_heals(ch: Chunk):
+    """How many pairs to heal will be rewritten still valued with a stale close; asked before the
+    heal statement (the same :func:`improves` decides), with --max-price-age."""
+    v = _exact_values(ch, True)
+    s = snaps
+    return (
+        sa.select(sa.func.count())
+        .select_from(v.join(s, sa.and_(s.c.portfolio_id == v.c.portfolio_id, s.c.snapshot_date == v.c.d)))
+        .where(v.c.stale.is_not(None), improves(v.c.priced, v.c.stale, s.c.priced_position_count, s.c.stale_symbols))
+    )
+
+
+def stale_written():
+    """How many of the new pairs were written valued with a stale close; asked after the insert."""
+    pr = pairs_t
+    return (
+        sa.select(sa.func.count())
+        .select_from(pr.join(snaps, sa.and_(snaps.c.portfolio_id == pr.c.portfolio_id, snaps.c.snapshot_date == pr.c.d)))
+        .where(pr.c.heal == sa.false(), snaps.c.stale_symbols.is_not(None))
+    )
+
+
 def insert_snapshots(insert_fn, ch: Chunk, heal: bool, force: bool, now):
-    """INSERT ... SELECT ... ON CONFLICT: new rows, healed partials, or forced recomputes."""
+    """INSERT ... SELECT ... ON CONFLICT: new rows, healed partial and stale ones (when the
+    recompute :func:`improves` them), or forced recomputes."""
     stmt = insert_fn(snaps).from_select(SNAPSHOT_COLUMNS, valuation_select(ch, heal, now))
     if not heal and not force:
         return stmt.on_conflict_do_nothing(index_elements=["portfolio_id", "snapshot_date"])
     set_ = {c: stmt.excluded[c] for c in [*SNAPSHOT_VALUE_COLUMNS, "updated_at"]}
-    where = None if force else stmt.excluded.priced_position_count > snaps.c.priced_position_count
+    x = stmt.excluded
+    where = None if force else improves(x.priced_position_count, x.stale_symbols, snaps.c.priced_position_count, snaps.c.stale_symbols)
     return stmt.on_conflict_do_update(index_elements=["portfolio_id", "snapshot_date"], set_=set_, where=where)

@@ -1,8 +1,12 @@
 """The run's scratch tables, created on each worker connection (temporary, per session).
 
-``_snap_days``: the run's candidate days (``hole``: below the snapshot frontier);
+``_snap_days``: the run's candidate days (``hole``: below the snapshot frontier;
+``stale_from``: the first day whose close may value a lot on ``d``, ``d`` itself unless
+``--max-price-age``);
 ``_snap_chunk``: the chunk's portfolios with their first active day and last snapshot;
 ``_snap_pairs``: the (portfolio, day) pairs to value (``heal``: a partial to recompute);
+``_snap_closes``: with ``--max-price-age``, per candidate day and symbol the close that
+values its lots (:func:`snapshotter.data.snapshot_sql.day_close`);
 ``_latest_close``: each symbol's newest cached close, for the market values.
 """
 
@@ -17,6 +21,7 @@ days = sa.Table(
     "_snap_days", metadata,
     sa.Column("d", sa.Date, primary_key=True),
     sa.Column("hole", sa.Boolean, nullable=False),
+    sa.Column("stale_from", sa.Date, nullable=False),
     prefixes=["TEMPORARY"],
 )
 chunk = sa.Table(
@@ -31,6 +36,14 @@ pairs = sa.Table(
     sa.Column("portfolio_id", sa.Uuid, primary_key=True),
     sa.Column("d", sa.Date, primary_key=True),
     sa.Column("heal", sa.Boolean, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+closes = sa.Table(
+    "_snap_closes", metadata,
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("d", sa.Date, primary_key=True),
+    sa.Column("close", Money(20, 6), nullable=False),
+    sa.Column("price_date", sa.Date, nullable=False),
     prefixes=["TEMPORARY"],
 )
 latest_close = sa.Table(

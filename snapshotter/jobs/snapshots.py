@@ -24,7 +24,7 @@ from typing import Callable, Union
 import sqlalchemy as sa
 
 from snapshotter.clock import utcnow
-from snapshotter.core import gaps, targets
+from snapshotter.core import gaps, targets, valuation
 from snapshotter.data import dialect, market_value_sql, planning_sql, snapshot_sql, spans, temp_tables, tracking
 from snapshotter.data.locks import run_lock
 from snapshotter.errors import BatchNotReady, DatabaseUnavailable, ExitCode, Stopped, UsageError, exit_code_for_failures
@@ -53,6 +53,7 @@ class Options:
     progress: bool | None = None
     workers: int = 2  # connections working on chunks at once (PostgreSQL; SQLite uses 1)
     explain: str | None = None  # "sql", "plan" or "analyze": show the first chunk's statements, keep nothing
+    max_price_age: int = 0  # trading days an older close may value a lot without one (0: the day's own close only)
 
 
 @dataclass
@@ -175,11 +176,13 @@ def _parse_portfolio_id(value: str) -> uuid.UUID:
 
 def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, now: datetime, *, portfolio_id, require_active, wait, mode_label=None, run_id=None) -> Result:
     started = time.monotonic()
+    if not 0 <= opts.max_price_age <= valuation.MAX_PRICE_AGE:
+        raise UsageError(f"max price age must be 0..{valuation.MAX_PRICE_AGE} trading days, got {opts.max_price_age}")
     if opts.dry_run or opts.explain:  # no lock, no tracking row, nothing kept
         with engine.connect() as conn:
             plan = plan_fn(conn)
             conn.rollback()
-        stats = _new_stats(plan, mode_label)
+        stats = _new_stats(plan, mode_label, opts)
         result = Result(stats, target, ExitCode.OK, None)
         if opts.explain:
             result.explained = _explain(engine, plan, opts, portfolio_id, require_active, now)
@@ -210,7 +213,7 @@ def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, now
             with engine.connect() as conn:
                 plan = plan_fn(conn)
                 conn.rollback()
-            stats = _new_stats(plan, mode_label)
+            stats = _new_stats(plan, mode_label, opts)
             stats["symbol_batch_completed"] = late is None
             if plan.unpriced:
                 log.warning("refresh.days_without_prices", days=[d.isoformat() for d in plan.unpriced], count=len(plan.unpriced))
@@ -242,11 +245,12 @@ def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, now
         return result
 
 
-def _new_stats(plan: gaps.Plan, mode_label) -> dict:
+def _new_stats(plan: gaps.Plan, mode_label, opts: Options) -> dict:
     return {
         "mode": mode_label or plan.mode,
         "target_date": plan.target.isoformat(),
         "force": plan.mode == "force",
+        "max_price_age": opts.max_price_age,
         "candidate_days": len(plan.days),
         "days_without_prices": [d.isoformat() for d in plan.unpriced],
         "portfolios_active": 0,
@@ -256,6 +260,7 @@ def _new_stats(plan: gaps.Plan, mode_label) -> dict:
         "failed_portfolios": [],
         "snapshots_created": 0,
         "snapshots_recomputed": 0,
+        "snapshots_stale": 0,
         "days_backfilled": 0,
         "positions_valued": 0,
         "market_value_failures": 0,
@@ -332,7 +337,8 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
     backfilled: set[date] = set()
     parallel = engine.dialect.name == "postgresql" and not opts.dry_run and portfolio_id is None
     n = opts.workers if parallel else 1
-    with engine.connect() as conn, Workers(engine, n, partial(_prepare_connection, plan=plan), _drop_temp_tables) as pool:
+    prepare = partial(_prepare_connection, plan=plan, max_price_age=opts.max_price_age)
+    with engine.connect() as conn, Workers(engine, n, prepare, _drop_temp_tables) as pool:
         total = None
         if portfolio_id is None:
             with conn.begin():
@@ -400,13 +406,19 @@ def _run_pass(pool: Workers, chunks, task, merge, stop: StopFlag) -> None:
         merge(*done)
 
 
-def _prepare_connection(conn: sa.Connection, plan: gaps.Plan) -> None:
-    """The run's temporary tables on one connection: candidate days and latest closes."""
+def _prepare_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int = 0, execute=None) -> None:
+    """The run's temporary tables on one connection: candidate days (with the first day whose
+    close may value a lot on each), the closes within --max-price-age, latest closes."""
+    execute = execute or (lambda stmt, step=None: conn.execute(stmt))
     with conn.begin():
         temp_tables.metadata.drop_all(conn, checkfirst=True)
         temp_tables.metadata.create_all(conn)
         if plan.days:
-            conn.execute(temp_tables.days.insert(), [{"d": d, "hole": d in plan.holes} for d in plan.days])
+            starts = valuation.price_window_starts(plan.days, max_price_age)
+            conn.execute(temp_tables.days.insert(), [{"d": d, "hole": d in plan.holes, "stale_from": starts[d]} for d in plan.days])
+            if max_price_age:
+                execute(snapshot_sql.fill_day_closes(), f"closes within --max-price-age {max_price_age} (once per connection)")
+                dialect.analyze(conn, temp_tables.closes)
         conn.execute(market_value_sql.fill_latest_closes())
         dialect.analyze(conn, temp_tables.days)
         dialect.analyze(conn, temp_tables.latest_close)
@@ -421,7 +433,7 @@ def _drop_temp_tables(conn: sa.Connection) -> None:
 
 _COUNTERS = (
     "portfolios_active", "portfolios_processed", "portfolios_failed", "market_value_failures",
-    "snapshots_created", "snapshots_recomputed", "positions_valued",
+    "snapshots_created", "snapshots_recomputed", "snapshots_stale", "positions_valued",
 )
 
 
@@ -515,7 +527,8 @@ def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan
     execute = execute or (lambda stmt, step=None: conn.execute(stmt.execution_options(preserve_rowcount=True)))
     force = plan.mode == "force"
     first_day = plan.days[0] if plan.days else plan.target
-    ch = snapshot_sql.Chunk(lo, hi, first_day, plan.days[-1] if plan.days else plan.target, plan.target)
+    ch = snapshot_sql.Chunk(lo, hi, first_day, plan.days[-1] if plan.days else plan.target, plan.target, opts.max_price_age)
+    stale_ok = bool(opts.max_price_age)
     insert = lambda table: dialect.dialect_insert(conn, table)  # noqa: E731
     trans = dialect.begin_chunk(conn)
     try:
@@ -526,6 +539,8 @@ def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan
                 execute(snapshot_sql.fill_pairs_holes(), "hole days a portfolio still lacks")
             if not force:
                 execute(snapshot_sql.fill_pairs_heal(ch), "partial snapshots to heal")
+                if stale_ok:
+                    execute(snapshot_sql.fill_pairs_heal_stale(ch), "stale snapshots to heal")
         dialect.analyze(conn, temp_tables.pairs)
         counts = conn.execute(snapshot_sql.pair_counts()).one()
         days = set(conn.execute(snapshot_sql.backfilled_days(plan.target)).scalars())
@@ -535,6 +550,10 @@ def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan
                 rows = conn.execute(snapshot_sql.valuation_select(ch, False, now).limit(room)).all()
                 preview.extend(dict(zip(snapshot_sql.SNAPSHOT_COLUMNS[:-2], r[:-2])) for r in rows)
             created, healed = counts.new_pairs, counts.heal_pairs
+            stale = 0
+            if stale_ok:
+                stale = conn.execute(snapshot_sql.stale_valued(ch)).scalar_one() if counts.new_pairs else 0
+                stale += conn.execute(snapshot_sql.stale_heals(ch)).scalar_one() if counts.heal_pairs else 0
             trans.rollback()
         else:
             existing = conn.execute(snapshot_sql.existing_pairs()).scalar_one() if force else 0
@@ -542,8 +561,12 @@ def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan
             new = snapshot_sql.insert_snapshots(insert, ch, heal=False, force=force, now=now)
             written = execute(new, "value the new snapshots").rowcount if counts.new_pairs else 0
             created, recomputed_forced = written - existing, existing
+            stale = 0
+            if stale_ok:
+                stale += conn.execute(snapshot_sql.stale_written()).scalar_one() if counts.new_pairs else 0
+                stale += conn.execute(snapshot_sql.stale_heals(ch)).scalar_one() if counts.heal_pairs else 0
             heal = snapshot_sql.insert_snapshots(insert, ch, heal=True, force=False, now=now)
-            healed = execute(heal, "recompute the partial snapshots").rowcount if counts.heal_pairs else 0
+            healed = execute(heal, "recompute the partial and stale snapshots" if stale_ok else "recompute the partial snapshots").rowcount if counts.heal_pairs else 0
             healed += recomputed_forced
             for stmt in snapshot_sql.clear_chunk():
                 conn.execute(stmt)
@@ -556,6 +579,7 @@ def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan
     delta["portfolios_processed"] += counts.portfolios
     delta["snapshots_created"] += created
     delta["snapshots_recomputed"] += healed
+    delta["snapshots_stale"] += stale
     delta["pairs"] += created + healed
     delta["days"] |= days
 
@@ -571,19 +595,19 @@ def _explain(engine, plan: gaps.Plan, opts: Options, portfolio_id, require_activ
     server's plan (``plan``) or its measured plan (``analyze``, which runs them); rolled back."""
     steps: list[dict] = []
     with engine.connect() as conn:
-        _prepare_connection(conn, plan)
-        try:
-            def execute(stmt, step=None):
-                if step is None:
-                    return conn.execute(stmt.execution_options(preserve_rowcount=True))
-                entry = {"step": step, "sql": dialect.render(stmt, conn)}
-                if opts.explain != "sql":
-                    entry["plan"] = dialect.explain(conn, stmt, analyze=opts.explain == "analyze")
-                steps.append(entry)
-                if opts.explain == "analyze" and conn.dialect.name == "postgresql":
-                    return _Ran()  # EXPLAIN ANALYZE ran it
+        def execute(stmt, step=None):
+            if step is None:
                 return conn.execute(stmt.execution_options(preserve_rowcount=True))
+            entry = {"step": step, "sql": dialect.render(stmt, conn)}
+            if opts.explain != "sql":
+                entry["plan"] = dialect.explain(conn, stmt, analyze=opts.explain == "analyze")
+            steps.append(entry)
+            if opts.explain == "analyze" and conn.dialect.name == "postgresql":
+                return _Ran()  # EXPLAIN ANALYZE ran it
+            return conn.execute(stmt.execution_options(preserve_rowcount=True))
 
+        _prepare_connection(conn, plan, opts.max_price_age, execute=execute)
+        try:
             ids = next(_iter_chunks(conn, portfolio_id, ChunkSizer(opts.chunk_size, opts.pairs_per_chunk, len(plan.days))), None)
             if ids is not None:
                 _snapshot_chunk(conn, ids[0], ids[-1], _delta(), plan=plan, opts=opts, require_active=require_active,
