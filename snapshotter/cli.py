@@ -30,6 +30,7 @@ from snapshotter import __version__
 from snapshotter.clock import utcnow
 from snapshotter.config import Settings, mask_url
 from snapshotter.core.durations import parse_duration
+from snapshotter.core.valuation import MAX_PRICE_AGE
 from snapshotter.data import db
 from snapshotter.errors import SnapshotterError, UsageError, exit_code_for, exit_code_for_failures
 from snapshotter.jobs.snapshots import Options
@@ -360,6 +361,15 @@ WaitForLock = typer.Option(D.wait_for_lock, "--wait-for-lock", help="Wait for a 
 ChunkSize = typer.Option(D.chunk_size, "--chunk-size", min=1, help="Most portfolios per transaction.")
 Workers = typer.Option(D.workers, "--workers", min=1, max=8, help="Database connections working on chunks at once (PostgreSQL; SQLite uses 1).")
 MaxBackfill = typer.Option(D.max_backfill_days, "--max-backfill-days", min=1, help="How far back (calendar days) gaps are filled.")
+MaxPriceAge = typer.Option(None, "--max-price-age", min=0, max=MAX_PRICE_AGE, show_default=False,
+                           help="Value a lot without a close on D at its symbol's latest close within this many trading days "
+                                "before D (listed in stale_symbols, not partial) [env: SNAPSHOTTER_MAX_PRICE_AGE; default: 0, "
+                                "the day's own close only].")
+
+
+def _price_age(state: State, option: int | None) -> int:
+    """--max-price-age, else SNAPSHOTTER_MAX_PRICE_AGE (read once by Settings; a bad value exits 78)."""
+    return option if option is not None else state.settings.price_age()
 
 
 @app.command("portfolio-refresh")
@@ -375,6 +385,7 @@ def portfolio_refresh_cmd(
                                               "proceed (value from the cache: partial snapshots heal later; exit 1)."),
     wait_for_lock: bool = WaitForLock,
     max_backfill_days: int = MaxBackfill,
+    max_price_age: Optional[int] = MaxPriceAge,
     chunk_size: int = ChunkSize,
     workers: int = Workers,
     alert_failure_ratio: float = typer.Option(D.alert_failure_ratio, "--alert-failure-ratio", min=0.0, max=1.0,
@@ -391,7 +402,7 @@ def portfolio_refresh_cmd(
         wait_timeout_s=wait_timeout, poll_interval_s=poll_interval, wait_for_batch=not no_wait, on_timeout=on_timeout.value,
         wait_for_lock=wait_for_lock,
         max_backfill_days=max_backfill_days, chunk_size=chunk_size, workers=workers, alert_failure_ratio=alert_failure_ratio,
-        dry_run=dry_run, explain=explain and explain.value,
+        dry_run=dry_run, explain=explain and explain.value, max_price_age=_price_age(state, max_price_age),
     )
     result = portfolio_refresh(state.engine, parse_date(date_), opts, now=state.now, run_id=state.monitor.run_id)
     return _finish_snapshots(state, result, as_json, dry_run)
@@ -403,6 +414,7 @@ def refresh_cmd(
     ctx: typer.Context,
     date_: str = typer.Option(..., "--date", help="The trading day to redo."),
     force: bool = typer.Option(False, "--force", help="Recompute snapshots that already exist."),
+    max_price_age: Optional[int] = MaxPriceAge,
     wait_for_lock: bool = WaitForLock,
     chunk_size: int = ChunkSize,
     workers: int = Workers,
@@ -415,7 +427,7 @@ def refresh_cmd(
 
     state: State = ctx.obj
     opts = Options(wait_for_lock=wait_for_lock, chunk_size=chunk_size, workers=workers, dry_run=dry_run,
-                   explain=explain and explain.value)
+                   explain=explain and explain.value, max_price_age=_price_age(state, max_price_age))
     result = refresh_date(state.engine, parse_date(date_), force, opts, now=state.now, run_id=state.monitor.run_id)
     return _finish_snapshots(state, result, as_json, dry_run)
 
@@ -429,6 +441,7 @@ def backfill_cmd(
     date_to: Optional[str] = typer.Option(None, "--to", help="Last day [default: the latest closed trading day]."),
     force: bool = typer.Option(False, "--force", help="Recompute snapshots that already exist."),
     max_backfill_days: int = MaxBackfill,
+    max_price_age: Optional[int] = MaxPriceAge,
     wait_for_lock: bool = WaitForLock,
     dry_run: bool = DryRun,
     explain: Optional[ExplainMode] = Explain,
@@ -439,7 +452,7 @@ def backfill_cmd(
 
     state: State = ctx.obj
     opts = Options(max_backfill_days=max_backfill_days, wait_for_lock=wait_for_lock, dry_run=dry_run,
-                   explain=explain and explain.value)
+                   explain=explain and explain.value, max_price_age=_price_age(state, max_price_age))
     result = backfill(state.engine, portfolio, parse_date(date_from), parse_date(date_to), force, opts, now=state.now,
                       run_id=state.monitor.run_id)
     return _finish_snapshots(state, result, as_json, dry_run)

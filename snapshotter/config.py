@@ -47,6 +47,9 @@ class Settings:
     provider_timeout: str | float | None = None
     calls_per_minute: str | float | None = None
     calls_per_day: str | int | None = None
+    # --max-price-age of portfolio-refresh, refresh and backfill; raw text, parsed by
+    # :meth:`price_age` when a snapshot command needs it (a bad value exits 78 there).
+    max_price_age: str | int | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -68,12 +71,25 @@ class Settings:
             provider_timeout=env.get("SNAPSHOTTER_PROVIDER_TIMEOUT") or None,
             calls_per_minute=env.get("SNAPSHOTTER_CALLS_PER_MINUTE") or None,
             calls_per_day=env.get("SNAPSHOTTER_CALLS_PER_DAY") or None,
+            max_price_age=env.get("SNAPSHOTTER_MAX_PRICE_AGE") or None,
             extra={k: v for k, v in env.items() if k.startswith("SNAPSHOTTER_") and v},  # provider plugins' settings
         )
         for k, v in overrides.items():
             if v is not None:
                 setattr(s, k, normalize_database_url(v) if k == "database_url" else v)
         return s
+
+    def price_age(self) -> int:
+        """SNAPSHOTTER_MAX_PRICE_AGE as trading days (default 0: a lot is valued at its day's own close only)."""
+        from snapshotter.core.valuation import MAX_PRICE_AGE
+
+        raw = self.max_price_age
+        if raw is None:
+            return 0
+        text = str(raw).strip()
+        if not (text.isascii() and text.isdigit()) or int(text) > MAX_PRICE_AGE:
+            raise ConfigError(f"SNAPSHOTTER_MAX_PRICE_AGE must be a whole number of trading days from 0 to {MAX_PRICE_AGE}, got {raw!r}")
+        return int(text)
 
     def secrets(self) -> list[str]:
         """The strings to redact everywhere: API keys, webhook and ping URLs, the DB password."""
