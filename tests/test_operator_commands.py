@@ -192,12 +192,12 @@ def test_history_json_table_and_sparkline(db_url, engine):
     h = json.loads(r.stdout)
     assert {k: v for k, v in h.items() if k != "snapshots"} == {
         "portfolio_id": str(pid), "name": "hist", "deleted": False, "from": "2026-06-21", "to": "2026-09-18",
-        "count": 5, "partial_days": 1, "sparkline": "▁▅▃█▁",
+        "count": 5, "partial_days": 1, "stale_days": 0, "sparkline": "▁▅▃█▁",
     }
     assert h["snapshots"][2] == {
         "snapshot_date": "2026-09-16", "total_value": "104.000000", "holdings_value": "94.000000", "cash_balance": "10.000000",
         "total_cost": "50.000000", "total_pnl": "44.000000", "pnl_percent": "88.000000", "position_count": 2,
-        "priced_position_count": 1, "is_partial": True, "missing_symbols": "ZZZ",
+        "priced_position_count": 1, "is_partial": True, "missing_symbols": "ZZZ", "stale_symbols": None,
     }
     assert [s["snapshot_date"] for s in h["snapshots"]] == [d.isoformat() for d in days]
 

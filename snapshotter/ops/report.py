@@ -70,11 +70,21 @@ def refresh_line(result) -> str:
     """The one summary line of portfolio-refresh, refresh and backfill."""
     s = result.stats
     what = {"gaps": "portfolio-refresh", "dates": "refresh", "force": "refresh --force"}.get(s["mode"], s["mode"])
+    stale = f" ({s['snapshots_stale']} valued at an older close)" if s.get("max_price_age") else ""
     return (
         f"{what} {s['target_date']}: {s['snapshots_created']} snapshots created, "
-        f"{s['snapshots_recomputed']} recomputed, {s['portfolios_failed']} portfolios failed, "
+        f"{s['snapshots_recomputed']} recomputed{stale}, {s['portfolios_failed']} portfolios failed, "
         f"{s['portfolios_skipped']} up to date, {s['duration_s']}s"
     )
+
+
+def quality(r: dict, partial: str) -> str:
+    """A snapshot's partial/stale note for a table: ``partial`` when partial, ``stale: X`` when
+    symbols were valued at an older close (--max-price-age), both separated by "; "."""
+    notes = [partial] if r["is_partial"] else []
+    if r.get("stale_symbols"):
+        notes.append(f"stale: {r['stale_symbols']}")
+    return "; ".join(notes)
 
 
 def batch_line(result) -> str:
@@ -106,12 +116,12 @@ def print_explained(result) -> None:
 def print_preview(result) -> None:
     """--dry-run: the snapshots that would be written (first rows) and the totals."""
     s = result.stats
-    t = Table("portfolio", "date", "holdings", "cash", "total", "cost", "pnl", "pnl %", "lots", "priced", "partial", "missing",
+    t = Table("portfolio", "date", "holdings", "cash", "total", "cost", "pnl", "pnl %", "lots", "priced", "partial", "missing", "stale",
               title=f"dry run: {s['snapshots_created']} snapshots would be created, {s['snapshots_recomputed']} partial ones recomputed")
     for r in result.preview:
         t.add_row(str(r["portfolio_id"])[:8], str(r["snapshot_date"]), *(str(r[k]) for k in (
             "holdings_value", "cash_balance", "total_value", "total_cost", "total_pnl", "pnl_percent",
-            "position_count", "priced_position_count", "is_partial")), r["missing_symbols"] or "")
+            "position_count", "priced_position_count", "is_partial")), r["missing_symbols"] or "", r["stale_symbols"] or "")
     console.print(t)
 
 
@@ -140,7 +150,7 @@ def print_latest(rows: list[dict]) -> None:
         t.add_row(
             r["name"], str(r["snapshot_date"]), f"{r['total_value']:,.2f}", f"{r['holdings_value']:,.2f}", f"{r['cash_balance']:,.2f}",
             f"{r['total_cost']:,.2f}", f"{r['total_pnl']:,.2f}", f"{r['pnl_percent']:.2f}",
-            f"{r['priced_position_count']}/{r['position_count']}", (r["missing_symbols"] or "yes") if r["is_partial"] else "",
+            f"{r['priced_position_count']}/{r['position_count']}", quality(r, r["missing_symbols"] or "yes"),
         )
     console.print(t)
 
@@ -150,7 +160,7 @@ def print_latest(rows: list[dict]) -> None:
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY_DEFAULT_DAYS = 90
 HISTORY_COLUMNS = ("snapshot_date", "total_value", "holdings_value", "cash_balance", "total_cost", "total_pnl", "pnl_percent",
-                   "position_count", "priced_position_count", "is_partial", "missing_symbols")
+                   "position_count", "priced_position_count", "is_partial", "missing_symbols", "stale_symbols")
 
 
 def sparkline(values, width: int | None = None) -> str:
@@ -222,6 +232,7 @@ def portfolio_history(engine, portfolio_id: str, date_from=None, date_to=None) -
         "to": date_to.isoformat() if date_to else None,
         "count": len(rows),
         "partial_days": sum(1 for r in rows if r["is_partial"]),
+        "stale_days": sum(1 for r in rows if r["stale_symbols"]),
         "sparkline": sparkline(r["total_value"] for r in rows),
         "snapshots": rows,
     }
@@ -242,11 +253,14 @@ def print_history(h: dict) -> None:
     if marks:
         console.print(marks, markup=False, highlight=False)
         console.print(f"! = partial day ({h['partial_days']}): a lot without a close is left out of the value", markup=False, highlight=False)
+    if h.get("stale_days"):
+        console.print(f"{h['stale_days']} stale day(s): a lot without a close valued at its symbol's older close (--max-price-age)",
+                      markup=False, highlight=False)
     t = Table("date", "total value", "holdings", "cash", "cost", "P&L", "P&L %", "lots", "partial", title="snapshots")
     for r in rows:
         t.add_row(
             str(r["snapshot_date"]), f"{r['total_value']:,.2f}", f"{r['holdings_value']:,.2f}", f"{r['cash_balance']:,.2f}",
             f"{r['total_cost']:,.2f}", f"{r['total_pnl']:,.2f}", f"{r['pnl_percent']:.2f}",
-            f"{r['priced_position_count']}/{r['position_count']}", f"partial: {r['missing_symbols']}" if r["is_partial"] else "",
+            f"{r['priced_position_count']}/{r['position_count']}", quality(r, f"partial: {r['missing_symbols']}"),
         )
     console.print(t)
