@@ -313,12 +313,20 @@ def _symbol_count(csv):
     return sa.case((csv.is_(None), 0), else_=sa.func.length(csv) - sa.func.length(sa.func.replace(csv, ",", "")) + 1)
 
 
-def improves(new_priced, new_stale, old_priced, old_stale):
-    """A recomputed snapshot replaces a stored one (healing) when more of its lots are priced,
-    or as many with fewer symbols valued at an older close (their own close arrived)."""
+def improves(new, old):
+    """A recomputed snapshot replaces a stored one (healing) when more of its lots are priced;
+    or, the stored one being stale, as many with fewer symbols valued at an older close (their
+    own close arrived), or as many stale at a different value (a newer close within the window
+    arrived). Never when fewer lots are priced. ``new`` and ``old`` have the snapshot columns
+    priced_position_count, stale_symbols and holdings_value."""
+    new_stale, old_stale = _symbol_count(new.stale_symbols), _symbol_count(old.stale_symbols)
     return sa.or_(
-        new_priced > old_priced,
-        sa.and_(new_priced == old_priced, _symbol_count(new_stale) < _symbol_count(old_stale)),
+        new.priced_position_count > old.priced_position_count,
+        sa.and_(
+            new.priced_position_count == old.priced_position_count,
+            old.stale_symbols.is_not(None),
+            sa.or_(new_stale < old_stale, sa.and_(new_stale == old_stale, new.holdings_value != old.holdings_value)),
+        ),
     )
 
 
@@ -331,12 +339,16 @@ def stale_valued(ch: Chunk):
 def stale_heals(ch: Chunk):
     """How many pairs to heal will be rewritten still valued with a stale close; asked before the
     heal statement (the same :func:`improves` decides), with --max-price-age."""
-    v = _exact_values(ch, True)
+    e = _exact_values(ch, True)
+    new = sa.select(
+        e.c.portfolio_id, e.c.d, e.c.priced.label("priced_position_count"), e.c.stale.label("stale_symbols"),
+        money(e.c.holdings).label("holdings_value"),
+    ).subquery("recomputed")
     s = snaps
     return (
         sa.select(sa.func.count())
-        .select_from(v.join(s, sa.and_(s.c.portfolio_id == v.c.portfolio_id, s.c.snapshot_date == v.c.d)))
-        .where(v.c.stale.is_not(None), improves(v.c.priced, v.c.stale, s.c.priced_position_count, s.c.stale_symbols))
+        .select_from(new.join(s, sa.and_(s.c.portfolio_id == new.c.portfolio_id, s.c.snapshot_date == new.c.d)))
+        .where(new.c.stale_symbols.is_not(None), improves(new.c, s.c))
     )
 
 
@@ -357,6 +369,5 @@ def insert_snapshots(insert_fn, ch: Chunk, heal: bool, force: bool, now):
     if not heal and not force:
         return stmt.on_conflict_do_nothing(index_elements=["portfolio_id", "snapshot_date"])
     set_ = {c: stmt.excluded[c] for c in [*SNAPSHOT_VALUE_COLUMNS, "updated_at"]}
-    x = stmt.excluded
-    where = None if force else improves(x.priced_position_count, x.stale_symbols, snaps.c.priced_position_count, snaps.c.stale_symbols)
+    where = None if force else improves(stmt.excluded, snaps.c)
     return stmt.on_conflict_do_update(index_elements=["portfolio_id", "snapshot_date"], set_=set_, where=where)
