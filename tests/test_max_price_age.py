@@ -258,9 +258,9 @@ def test_without_an_age_the_statements_are_todays(db_url, engine, delisted):
     today = ["the chunk's portfolios", "days after each portfolio's last snapshot", "partial snapshots to heal",
              "value the new snapshots", "market values of the first slice"]
     assert [s["step"] for s in steps] == today
-    assert not any("_snap_closes" in s["sql"] or "stale_symbols IS NOT NULL" in s["sql"] for s in steps)
+    assert not any("_snap_stale_closes" in s["sql"] or "stale_symbols IS NOT NULL" in s["sql"] for s in steps)
     assert "LEFT OUTER JOIN symbol_prices_daily" in steps[3]["sql"]
     steps = explained("--max-price-age", "3")
-    assert [s["step"] for s in steps] == ["closes within --max-price-age 3 (once per connection)", *today[:3],
+    assert [s["step"] for s in steps] == ["older closes within --max-price-age 3 (once per connection)", *today[:3],
                                           "stale snapshots to heal", *today[3:]]
-    assert "LEFT OUTER JOIN _snap_closes" in steps[5]["sql"] and "symbol_prices_daily" not in steps[5]["sql"]
+    assert "LEFT OUTER JOIN symbol_prices_daily" in steps[5]["sql"] and "LEFT OUTER JOIN _snap_stale_closes" in steps[5]["sql"]

@@ -14,9 +14,9 @@ priced_position_count, and makes the snapshot partial with its symbol in
 missing_symbols (sorted, comma-separated, NULL when none).
 
 Which close values a lot on D is one rule, :func:`day_close`: the day's own close
-(SPEC), or with ``--max-price-age N`` the symbol's latest close within the N trading
-days before D, read from ``_snap_closes`` (:func:`fill_day_closes`, once per run and
-connection). A lot valued at an older close is priced (in holdings, cost and
+(SPEC), or with ``--max-price-age N``, when there is none, the symbol's latest close
+within the N trading days before D, read from ``_snap_stale_closes``
+(:func:`fill_stale_closes`, once per run and connection). A lot valued at an older close is priced (in holdings, cost and
 priced_position_count) and its symbol listed in stale_symbols (same format as
 missing_symbols). Partial and stale snapshots on the run's days are recomputed and
 rewritten when the result is better (:func:`improves`).
@@ -25,7 +25,7 @@ rewritten when the result is better (:func:`improves`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import sqlalchemy as sa
 
@@ -36,7 +36,7 @@ from snapshotter.data.schema import portfolio_snapshots as snaps
 from snapshotter.data.schema import positions
 from snapshotter.data.schema import symbol_prices_daily as prices
 from snapshotter.data.temp_tables import chunk as chunk_t
-from snapshotter.data.temp_tables import closes as closes_t
+from snapshotter.data.temp_tables import stale_closes as stale_t
 from snapshotter.data.temp_tables import days as days_t
 from snapshotter.data.temp_tables import pairs as pairs_t
 
@@ -69,48 +69,62 @@ class Chunk:
 class DayClose:
     """The close that values a lot on a day, as the valuation outer-joins it."""
 
-    table: sa.FromClause
-    on: sa.ColumnElement
+    joins: tuple  # (table, on clause) pairs, outer-joined in order
     close: sa.ColumnElement  # NULL: no close, the lot is missing
     stale: sa.ColumnElement | None  # true when the close is older than the day; None: never (N = 0)
+
+    def outerjoin(self, from_):
+        for table, on in self.joins:
+            from_ = from_.outerjoin(table, on)
+        return from_
 
 
 def day_close(ch: Chunk, symbol, day) -> DayClose:
     """The one rule for which close values a lot of ``symbol`` held on ``day``.
 
-    ``--max-price-age 0`` (SPEC): the symbol's close on ``day``, read from
-    symbol_prices_daily (the run's day range repeated so the planner range-scans it).
-    N > 0: the close with the greatest price_date in [``stale_from``, ``day``], where
-    ``stale_from`` is :func:`snapshotter.core.valuation.price_window_start` (N trading
-    days back); ``_snap_closes`` holds it per candidate day (:func:`fill_day_closes`).
-    The lot is stale when that close is older than ``day``.
+    SPEC (``--max-price-age 0``): the symbol's close on ``day``, from symbol_prices_daily
+    (the run's day range repeated so the planner range-scans it). With N > 0, when there
+    is no close on ``day``: the close with the greatest price_date in [``stale_from``,
+    ``day``), where ``stale_from`` is :func:`snapshotter.core.valuation.price_window_start`
+    (N trading days back), as ``_snap_stale_closes`` holds it (:func:`fill_stale_closes`);
+    the lot is then stale. The day's own close always wins.
     """
+    p = prices
+    own = sa.and_(p.c.symbol == symbol, p.c.price_date == day, p.c.price_date >= ch.first_day, p.c.price_date <= ch.last_day)
     if ch.max_price_age == 0:
-        on = sa.and_(
-            prices.c.symbol == symbol,
-            prices.c.price_date == day,
-            prices.c.price_date >= ch.first_day,
-            prices.c.price_date <= ch.last_day,
+        return DayClose(((p, own),), p.c.close, None)
+    st = stale_t
+    older = sa.and_(st.c.symbol == symbol, st.c.d == day)
+    return DayClose(((p, own), (st, older)), sa.func.coalesce(p.c.close, st.c.close),
+                    sa.and_(p.c.close.is_(None), st.c.close.is_not(None)))
+
+
+def fill_stale_closes(first_from: date, last_day: date):
+    """_snap_stale_closes <- for each candidate day d and each symbol without a close on d, its
+    newest close in [d.stale_from, d) (:func:`day_close`; only with --max-price-age).
+
+    Each close is paired with the candidate days strictly between it and the symbol's next
+    close: empty for a symbol priced every day, so only the gaps produce rows. ``first_from``
+    is the earliest ``stale_from``, ``last_day`` the last candidate day.
+    """
+    p, d = prices, days_t
+    closes = (
+        sa.select(
+            p.c.symbol, p.c.price_date, p.c.close,
+            sa.func.lead(p.c.price_date).over(partition_by=p.c.symbol, order_by=p.c.price_date).label("next_date"),
         )
-        return DayClose(prices, on, prices.c.close, None)
-    c = closes_t
-    return DayClose(c, sa.and_(c.c.symbol == symbol, c.c.d == day), c.c.close, c.c.price_date < day)
-
-
-def fill_day_closes():
-    """_snap_closes <- for each candidate day d and symbol, the close with the greatest
-    price_date in [d.stale_from, d] (:func:`day_close`; only with --max-price-age)."""
-    d, p = days_t, prices
-    newest = (
-        sa.select(d.c.d, p.c.symbol, sa.func.max(p.c.price_date).label("price_date"))
-        .select_from(d.join(p, sa.and_(p.c.price_date >= d.c.stale_from, p.c.price_date <= d.c.d)))
-        .group_by(d.c.d, p.c.symbol)
-        .subquery("newest")
+        .where(p.c.price_date >= first_from, p.c.price_date <= last_day)
+        .subquery("closes")
     )
-    sel = sa.select(p.c.symbol, newest.c.d, p.c.close, p.c.price_date).select_from(
-        newest.join(p, sa.and_(p.c.symbol == newest.c.symbol, p.c.price_date == newest.c.price_date))
+    after_last = sa.literal(last_day + timedelta(days=1), sa.Date)
+    sel = sa.select(closes.c.symbol, d.c.d, closes.c.close, closes.c.price_date).select_from(
+        closes.join(d, sa.and_(
+            d.c.d > closes.c.price_date,
+            d.c.d < sa.func.coalesce(closes.c.next_date, after_last),
+            d.c.stale_from <= closes.c.price_date,
+        ))
     )
-    return closes_t.insert().from_select(["symbol", "d", "close", "price_date"], sel)
+    return stale_t.insert().from_select(["symbol", "d", "close", "price_date"], sel)
 
 
 def fill_chunk(ch: Chunk, *, require_active: bool, ignore_existing: bool):
@@ -233,8 +247,7 @@ def _exact_values(ch: Chunk, heal: bool):
     lots = (
         sa.select(pr.c.portfolio_id, pr.c.d, *per_lot)
         .select_from(
-            pr.join(held, sa.and_(held.c.portfolio_id == pr.c.portfolio_id, lot_held_on(held.c, pr.c.d)))
-            .outerjoin(close.table, close.on)
+            close.outerjoin(pr.join(held, sa.and_(held.c.portfolio_id == pr.c.portfolio_id, lot_held_on(held.c, pr.c.d))))
         )
         .where(pick)
         .group_by(pr.c.portfolio_id, pr.c.d)

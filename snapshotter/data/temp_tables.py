@@ -5,8 +5,9 @@
 ``--max-price-age``);
 ``_snap_chunk``: the chunk's portfolios with their first active day and last snapshot;
 ``_snap_pairs``: the (portfolio, day) pairs to value (``heal``: a partial to recompute);
-``_snap_closes``: with ``--max-price-age``, per candidate day and symbol the close that
-values its lots (:func:`snapshotter.data.snapshot_sql.day_close`);
+``_snap_stale_closes``: with ``--max-price-age``, per candidate day the symbols without a
+close that day and the newest close within the window instead
+(:func:`snapshotter.data.snapshot_sql.day_close`);
 ``_latest_close``: each symbol's newest cached close, for the market values.
 """
 
@@ -38,8 +39,8 @@ pairs = sa.Table(
     sa.Column("heal", sa.Boolean, nullable=False),
     prefixes=["TEMPORARY"],
 )
-closes = sa.Table(
-    "_snap_closes", metadata,
+stale_closes = sa.Table(
+    "_snap_stale_closes", metadata,
     sa.Column("symbol", sa.Text, primary_key=True),
     sa.Column("d", sa.Date, primary_key=True),
     sa.Column("close", Money(20, 6), nullable=False),

@@ -408,7 +408,7 @@ def _run_pass(pool: Workers, chunks, task, merge, stop: StopFlag) -> None:
 
 def _prepare_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int = 0, execute=None) -> None:
     """The run's temporary tables on one connection: candidate days (with the first day whose
-    close may value a lot on each), the closes within --max-price-age, latest closes."""
+    close may value a lot on each), the older closes within --max-price-age, latest closes."""
     execute = execute or (lambda stmt, step=None: conn.execute(stmt))
     with conn.begin():
         temp_tables.metadata.drop_all(conn, checkfirst=True)
@@ -417,8 +417,9 @@ def _prepare_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int
             starts = valuation.price_window_starts(plan.days, max_price_age)
             conn.execute(temp_tables.days.insert(), [{"d": d, "hole": d in plan.holes, "stale_from": starts[d]} for d in plan.days])
             if max_price_age:
-                execute(snapshot_sql.fill_day_closes(), f"closes within --max-price-age {max_price_age} (once per connection)")
-                dialect.analyze(conn, temp_tables.closes)
+                fill = snapshot_sql.fill_stale_closes(starts[plan.days[0]], plan.days[-1])
+                execute(fill, f"older closes within --max-price-age {max_price_age} (once per connection)")
+                dialect.analyze(conn, temp_tables.stale_closes)
         conn.execute(market_value_sql.fill_latest_closes())
         dialect.analyze(conn, temp_tables.days)
         dialect.analyze(conn, temp_tables.latest_close)
