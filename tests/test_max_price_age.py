@@ -13,7 +13,7 @@ import pytest
 from snapshotter.core.calendar import trading_days_between
 from snapshotter.core.valuation import price_window_start, price_window_starts
 from snapshotter.jobs import snapshots as job
-from tests.conftest import run_cli
+from tests.conftest import invoke
 from tests.factories import NOW, D, add_cash, add_close, add_closes, add_lot, add_portfolio, snapshots, values
 
 NOW_ARG = ("--now", NOW.isoformat())
@@ -130,7 +130,7 @@ def test_refresh_date_recomputes_a_stale_day_whose_close_arrived(db_url, engine,
     job.portfolio_refresh(engine, D("2026-09-10"), opts(max_price_age=3), now=NOW)
     with engine.begin() as c:
         add_close(c, "DLS", "2026-09-04", "49")
-    r = run_cli(*NOW_ARG, "refresh", "--date", "2026-09-04", "--max-price-age", "3", "--json", db_url=db_url)
+    r = invoke(*NOW_ARG, "refresh", "--date", "2026-09-04", "--max-price-age", "3", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert (summary["snapshots_created"], summary["snapshots_recomputed"], summary["snapshots_stale"]) == (0, 1, 0)
@@ -208,38 +208,38 @@ def test_a_lot_entered_after_its_symbols_last_close_is_valued_stale(engine):
 
 def test_the_option_wins_over_the_variable_and_the_summary_counts_stale_snapshots(db_url, engine, delisted):
     env = {"SNAPSHOTTER_MAX_PRICE_AGE": "3"}
-    r = run_cli(*NOW_ARG, "portfolio-refresh", "--date", "2026-09-04", "--no-wait", "--max-price-age", "0", "--json",
+    r = invoke(*NOW_ARG, "portfolio-refresh", "--date", "2026-09-04", "--no-wait", "--max-price-age", "0", "--json",
                 db_url=db_url, env=env)
     assert r.returncode == 0, r.stderr
     assert (json.loads(r.stdout)["max_price_age"], json.loads(r.stdout)["snapshots_stale"]) == (0, 0)
     assert by_day(engine, delisted)["2026-09-04"]["is_partial"] is True
-    r = run_cli(*NOW_ARG, "portfolio-refresh", "--date", "2026-09-10", "--no-wait", "--json", db_url=db_url, env=env)
+    r = invoke(*NOW_ARG, "portfolio-refresh", "--date", "2026-09-10", "--no-wait", "--json", db_url=db_url, env=env)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert (summary["max_price_age"], summary["snapshots_created"], summary["snapshots_recomputed"], summary["snapshots_stale"]) == (3, 3, 2, 3)
     assert {d: stored(x) for d, x in by_day(engine, delisted).items()} == DELISTED_N3
     pid = str(delisted)
-    r = run_cli(*NOW_ARG, "backfill", "--portfolio", pid, "--from", "2026-09-01", "--to", "2026-09-10", "--force",
+    r = invoke(*NOW_ARG, "backfill", "--portfolio", pid, "--from", "2026-09-01", "--to", "2026-09-10", "--force",
                 "--max-price-age", "1", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["snapshots_stale"] == 1  # 09-03 only
-    r = run_cli("history", "--portfolio", pid, "--from", "2026-09-01", "--to", "2026-09-10", db_url=db_url)
+    r = invoke("history", "--portfolio", pid, "--from", "2026-09-01", "--to", "2026-09-10", db_url=db_url)
     assert r.returncode == 0, r.stderr
     assert "stale: DLS" in r.stdout and "partial: DLS" in r.stdout
 
 
 @pytest.mark.parametrize("value", ["-1", "three", "1.5", "10001"])
 def test_a_bad_option_exits_64(db_url, value):
-    r = run_cli("portfolio-refresh", "--no-wait", "--max-price-age", value, db_url=db_url)
+    r = invoke("portfolio-refresh", "--no-wait", "--max-price-age", value, db_url=db_url)
     assert r.returncode == 64, r.stderr
-    errors = [l for l in r.stderr.splitlines() if l.startswith("Error:")]
-    assert len(errors) == 1 and errors[0].startswith("Error: Invalid value for '--max-price-age'"), r.stderr
+    errors = [l for l in r.stderr.splitlines() if l.startswith("snapshotter: error:")]
+    assert len(errors) == 1 and errors[0].startswith("snapshotter: error: Invalid value for '--max-price-age'"), r.stderr
 
 
 @pytest.mark.parametrize("command", [("portfolio-refresh", "--no-wait"), ("refresh", "--date", "2026-09-04")])
 @pytest.mark.parametrize("value", ["-1", "three", "10001"])
 def test_a_bad_variable_exits_78_with_one_line(db_url, engine, command, value):
-    r = run_cli(*NOW_ARG, *command, db_url=db_url, env={"SNAPSHOTTER_MAX_PRICE_AGE": value})
+    r = invoke(*NOW_ARG, *command, db_url=db_url, env={"SNAPSHOTTER_MAX_PRICE_AGE": value})
     assert r.returncode == 78, r.stderr
     errors = [l for l in r.stderr.splitlines() if l.startswith("snapshotter: error:")]
     assert errors == [f"snapshotter: error: SNAPSHOTTER_MAX_PRICE_AGE must be a whole number of trading days from 0 to 10000, got {value!r}"]
@@ -250,7 +250,7 @@ def test_without_an_age_the_statements_are_todays(db_url, engine, delisted):
     """N = 0 reads the day's own close from symbol_prices_daily and heals partial snapshots only;
     N > 0 adds the window table and the stale heal."""
     def explained(*extra):
-        r = run_cli(*NOW_ARG, "portfolio-refresh", "--date", "2026-09-10", "--no-wait", "--explain", "sql", "--json", *extra, db_url=db_url)
+        r = invoke(*NOW_ARG, "portfolio-refresh", "--date", "2026-09-10", "--no-wait", "--explain", "sql", "--json", *extra, db_url=db_url)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)["steps"]
 
