@@ -6,12 +6,15 @@ the variable."""
 from __future__ import annotations
 
 import json
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from snapshotter.core.calendar import trading_days_between
 from snapshotter.core.valuation import price_window_start, price_window_starts
+from snapshotter.data import schema
 from snapshotter.jobs import snapshots as job
 from tests.conftest import invoke
 from tests.factories import NOW, D, add_cash, add_close, add_closes, add_lot, add_portfolio, snapshots, values
@@ -264,3 +267,70 @@ def test_without_an_age_the_statements_are_todays(db_url, engine, delisted):
     assert [s["step"] for s in steps] == ["older closes within --max-price-age 3 (once per connection)", *today[:3],
                                           "stale snapshots to heal", *today[3:]]
     assert "LEFT OUTER JOIN symbol_prices_daily" in steps[5]["sql"] and "LEFT OUTER JOIN _snap_stale_closes" in steps[5]["sql"]
+
+
+# --- property: every stored row against an independent Decimal computation ---------------------
+
+PROP_DAYS = trading_days_between(D("2026-10-01"), D("2026-10-16"))  # 12 trading days
+PROP_SYMBOLS = ["AAA", "BBB", "CCC"]
+Q6 = Decimal("0.000001")
+_money = st.decimals(min_value=Decimal("0.000001"), max_value=Decimal("99999.999999"), places=6, allow_nan=False, allow_infinity=False)
+_qty = st.decimals(min_value=Decimal("0.0001"), max_value=Decimal("5000"), places=4, allow_nan=False, allow_infinity=False)
+_day = st.integers(min_value=0, max_value=len(PROP_DAYS) - 1)
+
+
+def _expected(lots, cash, closes, i: int, n: int):
+    """--max-price-age n on PROP_DAYS[i], written independently of the engine: the day's own close,
+    else the close of the latest of the n trading days before it that has one."""
+    r6 = lambda x: x.quantize(Q6, rounding=ROUND_HALF_EVEN)  # noqa: E731
+    d = PROP_DAYS[i]
+    with localcontext() as ctx:
+        ctx.prec = 100
+        held = [l for l in lots if l[3] <= i and (l[4] is None or l[4] > i)]
+        holdings = cost = Decimal(0)
+        priced, missing, stale = 0, set(), set()
+        for sym, q, price, _e, _x in held:
+            j = next((j for j in range(i, max(0, i - n) - 1, -1) if (sym, j) in closes), None)
+            if j is None:
+                missing.add(sym)
+                continue
+            if j < i:
+                stale.add(sym)
+            priced += 1
+            holdings += q * closes[(sym, j)]
+            cost += q * price
+        cash_bal = sum((a for t, a in cash if t <= i), Decimal(0))
+        pnl = holdings - cost
+        pct = Decimal(0) if cost == 0 else pnl * 100 / cost
+        return (r6(holdings), r6(cash_bal), r6(holdings + cash_bal), r6(cost), r6(pnl), r6(pct), len(held), priced,
+                len(held) > priced, ",".join(sorted(missing)) or None, ",".join(sorted(stale)) or None), d
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    n=st.integers(min_value=0, max_value=4),
+    lots=st.lists(st.tuples(st.sampled_from(PROP_SYMBOLS), _qty, _money, _day, st.one_of(st.none(), _day)), max_size=6),
+    cash=st.lists(st.tuples(_day, st.decimals(min_value=-5000, max_value=5000, places=2, allow_nan=False, allow_infinity=False)), max_size=3),
+    closes=st.dictionaries(st.tuples(st.sampled_from(PROP_SYMBOLS), _day), _money, min_size=1, max_size=20),
+)
+def test_every_row_matches_an_independent_computation(engine, n, lots, cash, closes):
+    lots = [(s, q, p, e, x if x is not None and x > e else None) for s, q, p, e, x in lots]
+    with engine.begin() as c:
+        for t in ("portfolio_snapshots", "positions", "cash_transactions", "portfolios", "symbol_prices_daily", "batch_run_tracking"):
+            c.execute(schema.metadata.tables[t].delete())
+        pid = add_portfolio(c)
+        for s, q, p, e, x in lots:
+            add_lot(c, pid, s, q, p, PROP_DAYS[e], PROP_DAYS[x] if x is not None else None)
+        for t, a in cash:
+            add_cash(c, pid, PROP_DAYS[t], a)
+        for (s, j), close in closes.items():
+            add_close(c, s, PROP_DAYS[j], close)
+    r = job.backfill(engine, str(pid), PROP_DAYS[0], PROP_DAYS[-1], opts=opts(max_price_age=n), now=NOW)
+    assert r.exit_code == 0
+    got = {x["snapshot_date"]: stored(x) for x in snapshots(engine, pid)}
+    first = min([e for _, _, _, e, _ in lots] + [t for t, _ in cash], default=None)
+    priced_days = {j for _, j in closes}
+    want = dict(_expected(lots, cash, closes, i, n)[::-1] for i in range(len(PROP_DAYS))
+                if i in priced_days and first is not None and i >= first)
+    assert got == want
+    assert r.stats["snapshots_stale"] == sum(1 for v in want.values() if v[-1] is not None)

@@ -16,9 +16,9 @@ missing_symbols (sorted, comma-separated, NULL when none).
 Which close values a lot on D is one rule, :func:`day_close`: the day's own close
 (SPEC), or with ``--max-price-age N``, when there is none, the symbol's latest close
 within the N trading days before D, read from ``_snap_stale_closes``
-(:func:`fill_stale_closes`, once per run and connection). A lot valued at an older close is priced (in holdings, cost and
-priced_position_count) and its symbol listed in stale_symbols (same format as
-missing_symbols). Partial and stale snapshots on the run's days are recomputed and
+(:func:`fill_stale_closes`, once per run and connection). A lot valued at an older
+close is priced (in holdings, cost and priced_position_count) and its symbol listed
+in stale_symbols (same format as missing_symbols). Partial and stale snapshots on the run's days are recomputed and
 rewritten when the result is better (:func:`improves`).
 """
 
@@ -36,9 +36,9 @@ from snapshotter.data.schema import portfolio_snapshots as snaps
 from snapshotter.data.schema import positions
 from snapshotter.data.schema import symbol_prices_daily as prices
 from snapshotter.data.temp_tables import chunk as chunk_t
-from snapshotter.data.temp_tables import stale_closes as stale_t
 from snapshotter.data.temp_tables import days as days_t
 from snapshotter.data.temp_tables import pairs as pairs_t
+from snapshotter.data.temp_tables import stale_closes as stale_t
 
 FLOOR_DAY = date(1900, 1, 1)
 
@@ -177,8 +177,8 @@ def fill_pairs_heal(ch: Chunk):
 
 def fill_pairs_heal_stale(ch: Chunk):
     """Complete snapshots valued at an older close on the run's days (with --max-price-age):
-    recomputed in case the day's own close arrived. No index finds them: this reads the
-    chunk's snapshots on the run's days."""
+    recomputed in case the day's own close, or a newer one within the window, arrived. No
+    index finds them: this reads the chunk's snapshots on the run's days."""
     c, d = chunk_t, days_t
     sel = (
         sa.select(snaps.c.portfolio_id, snaps.c.snapshot_date, sa.true())
