@@ -120,6 +120,14 @@ sa.Index(
     postgresql_where=portfolio_snapshots.c.is_partial,
     sqlite_where=sa.text("is_partial = 1"),
 )
+# Stale snapshots (--max-price-age) are few too: the heal pass finds them through this (migration 0005).
+sa.Index(
+    "ix_portfolio_snapshots_stale",
+    portfolio_snapshots.c.portfolio_id,
+    portfolio_snapshots.c.snapshot_date,
+    postgresql_where=portfolio_snapshots.c.stale_symbols.is_not(None),
+    sqlite_where=sa.text("stale_symbols IS NOT NULL"),
+)
 
 
 

@@ -177,8 +177,8 @@ def fill_pairs_heal(ch: Chunk):
 
 def fill_pairs_heal_stale(ch: Chunk):
     """Complete snapshots valued at an older close on the run's days (with --max-price-age):
-    recomputed in case the day's own close, or a newer one within the window, arrived. No
-    index finds them: this reads the chunk's snapshots on the run's days."""
+    recomputed in case the day's own close, or a newer one within the window, arrived. The
+    partial index ``ix_portfolio_snapshots_stale`` finds them without reading the others."""
     c, d = chunk_t, days_t
     sel = (
         sa.select(snaps.c.portfolio_id, snaps.c.snapshot_date, sa.true())

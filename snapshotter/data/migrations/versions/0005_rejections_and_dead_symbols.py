@@ -9,7 +9,8 @@ and a snapshot can say which symbols it valued at an older close.
   provider did not know the symbol or had no data for it; ``unavailable_since`` once
   it is marked unavailable, then retried only on ``next_attempt_on`` (a growing backoff).
 - ``portfolio_snapshots.stale_symbols``: the symbols valued at their latest close within
-  ``--max-price-age`` trading days instead of the day's own (NULL when none).
+  ``--max-price-age`` trading days instead of the day's own (NULL when none), and a
+  partial index on the stale snapshots for the heal pass.
 
 Frozen: imports no application code.
 
@@ -53,9 +54,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("symbol", name=op.f("pk_symbol_fetch_failures")),
     )
     op.add_column("portfolio_snapshots", sa.Column("stale_symbols", sa.Text, nullable=True))
+    # Stale snapshots are few: the heal pass finds them without reading the rest.
+    op.create_index(
+        "ix_portfolio_snapshots_stale", "portfolio_snapshots", ["portfolio_id", "snapshot_date"],
+        postgresql_where=sa.text("stale_symbols IS NOT NULL"), sqlite_where=sa.text("stale_symbols IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_portfolio_snapshots_stale", "portfolio_snapshots")
     with op.batch_alter_table("portfolio_snapshots") as batch:
         batch.drop_column("stale_symbols")
     op.drop_table("symbol_fetch_failures")
