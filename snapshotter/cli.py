@@ -34,6 +34,7 @@ from snapshotter.core.valuation import MAX_PRICE_AGE
 from snapshotter.data import db
 from snapshotter.errors import SnapshotterError, UsageError, exit_code_for, exit_code_for_failures
 from snapshotter.jobs.snapshots import Options
+from snapshotter.jobs.symbol_batch import ALERT_FAILURE_RATIO
 from snapshotter.ops import logs
 from snapshotter.ops.monitoring import JobMonitor
 
@@ -467,7 +468,7 @@ def symbol_batch_cmd(
     date_to: Optional[str] = typer.Option(None, "--to", help="Backfill up to this day (with --from)."),
     symbols: Optional[str] = typer.Option(None, "--symbols", help="Comma-separated symbols instead of those the portfolios need."),
     provider: Optional[str] = typer.Option(None, "--provider", help="csv, alphavantage, polygon or an installed plugin [default: $SNAPSHOTTER_PROVIDER or csv]."),
-    alert_failure_ratio: float = typer.Option(0.10, "--alert-failure-ratio", min=0.0, max=1.0,
+    alert_failure_ratio: float = typer.Option(ALERT_FAILURE_RATIO, "--alert-failure-ratio", min=0.0, max=1.0,
                                               help="Alert when more than this share of the symbols tried fail."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as one JSON line on stdout."),
 ) -> int:
@@ -494,12 +495,9 @@ def main() -> None:
     except KeyboardInterrupt as exc:  # Ctrl-C while Click parses, before any handler
         sys.exit(int(exit_code_for(exc)))
     except TyperException as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # `snapshotter` alone: the help, as a usage error
-            exc.show()
-        else:
-            ctx = getattr(exc, "ctx", None)
-            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-            typer.echo(f"snapshotter: error: {message}{hint}", err=True)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        typer.echo(f"snapshotter: error: {message}{hint}", err=True)
         code = exit_code_for(UsageError(str(exc))) if getattr(exc, "exit_code", 2) == 2 else getattr(exc, "exit_code", 1)
     sys.exit(int(code or 0))

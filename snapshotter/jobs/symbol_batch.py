@@ -389,7 +389,7 @@ def run_symbol_batch(
     progress: bool | None = None,
     stop: StopFlag = STOP,
     run_id: str | None = None,
-    alert_failure_ratio: float = 0.10,
+    alert_failure_ratio: float = ALERT_FAILURE_RATIO,
     unavailable_after: int = symbol_health.FAILURES_TO_MARK,
 ) -> BatchResult:
     """Run one symbol batch (see the module docstring); provider trouble is a result, not an exception.
