@@ -261,3 +261,15 @@ def test_an_identical_rerun_after_a_rejected_bar_gives_the_same_outcome_and_no_a
     assert "close is not positive (-1.5)" == rej["reason"]
     status = json.loads(invoke(*AFTER_CLOSE, "status", "--json", db_url=db_url).stdout)
     assert status["rejected_bars"]["count"] == 1 and status["rejected_bars"]["latest"][0]["symbol"] == "BBB"
+
+
+def test_a_batch_completed_for_a_later_day_covers_a_refresh_of_an_earlier_one(engine):
+    with engine.begin() as c:
+        p = add_portfolio(c, "p")
+        add_lot(c, p, "AAA", "1", "10", "2026-11-16")
+        add_closes(c, "AAA", {d: Decimal(11) for d in WEEK})
+        complete_symbol_batch(c, WEEK[-1])  # the batch brought the cache up to Friday
+    r = refresh(engine, WEEK[-2], wait_timeout_s=0)  # Thursday: no batch row of its own
+    assert (r.exit_code, r.stats["snapshots_created"]) == (0, 4)
+    with pytest.raises(BatchNotReady):  # the Monday after: nothing has covered it yet
+        refresh(engine, D("2026-11-23"), wait_timeout_s=0)

@@ -146,10 +146,12 @@ def mark_dead_runs(conn: sa.Connection, batch_type: str | None = None) -> int:
 
 
 def batch_completed(conn: sa.Connection, batch_type: str, target_date: date) -> bool:
+    """A ``completed`` batch for ``target_date`` or a later day: a batch brings the cache up to
+    its target, so one completed for Tuesday covers a refresh of Monday."""
     return (
         conn.execute(
             sa.select(sa.literal(1))
-            .where(brt.c.batch_type == batch_type, brt.c.target_date == target_date, brt.c.status == "completed")
+            .where(brt.c.batch_type == batch_type, brt.c.target_date >= target_date, brt.c.status == "completed")
             .limit(1)
         ).first()
         is not None
