@@ -131,6 +131,7 @@ def test_a_dead_symbol_backs_off_and_comes_back(engine, tmp_path):
         r = batch(engine, tmp_path, now=evening(night))
         tried = "ZZDL" not in r.stats["symbols_skipped_unavailable"]
         seen.append((night.isoformat(), tried, r.exit_code, r.stats["symbols_failed"], r.alert))
+        assert r.stats["symbols_unavailable"] == (["ZZDL"] if D("2026-11-06") <= night < D("2026-11-24") else [])
         if i == 0:  # a rerun of the same night counts once
             assert batch(engine, tmp_path, now=evening(night)).exit_code == 1
 

@@ -459,6 +459,7 @@ def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request, run
         with engine.connect() as conn:
             wanted = req.symbols if req.symbols is not None else symbols_needed(conn, req.date_from or req.target)
             health = fetch_memory.load_health(conn, wanted)
+            stats["symbols_unavailable"] = sorted(s for s, h in health.items() if h.unavailable)
             if req.nightly:  # a symbol marked unavailable waits for its next attempt; --symbols and --from/--to always try
                 skipped = sorted(s for s in wanted if not symbol_health.due(health.get(s), req.target))
                 stats["symbols_skipped_unavailable"] = skipped
@@ -596,6 +597,8 @@ def _finish(run: tracking.Run, batch: _Batch, req: _Request) -> BatchResult:
     stats["duration_s"] = round(time.monotonic() - req.started, 3)
     stats["symbols_failed"] = _failed(o)
     stats["symbols_unavailable_failed_again"] = sorted(o.expected_failures)
+    # every symbol the portfolios need that is marked unavailable now, until it comes back or nobody needs it
+    stats["symbols_unavailable"] = sorted((set(stats.get("symbols_unavailable", [])) | set(o.marked)) - set(o.back))
     status, code, error = batch_outcome(o)
     error = redact(error)[:1000] if error else None
     alert = batch_alert(o, status, int(code), error, req.alert_failure_ratio)

@@ -92,11 +92,13 @@ def batch_line(result) -> str:
     s = result.stats
     silent = len(s.get("symbols_no_data") or [])
     skipped = len(s.get("symbols_skipped_unavailable") or [])
+    unavailable = s.get("symbols_unavailable") or []
     return (
         f"symbol-batch {s['provider']} {s['target_date']}: {result.status}, {s['symbols_fetched']}/{s['symbols_requested']} "
         f"symbols fetched" + (f" ({silent} without a close for {s['target_date']})" if silent else "")
         + f", {s['symbols_up_to_date']} up to date, {len(s['symbols_failed'])} failed, "
-        f"{len(s['symbols_deferred'])} deferred" + (f", {skipped} unavailable skipped" if skipped else "")
+        f"{len(s['symbols_deferred'])} deferred"
+        + (f", unavailable: {', '.join(unavailable[:10])}{' ...' if len(unavailable) > 10 else ''} ({skipped} skipped)" if unavailable else "")
         + f", {s['provider_calls']} calls, {s['rows_upserted']} rows, {s['rows_rejected']} rejected, {s['duration_s']}s"
     )
 
