@@ -62,11 +62,18 @@ def price_window_starts(days: Iterable[date], max_price_age: int) -> dict[date, 
 
 def lot_held_on(lot, day):
     """SPEC: the lot ``lot`` (columns entry_date, exit_date, deleted_at) is held on ``day``."""
-    return sa.and_(
-        lot.deleted_at.is_(None),
-        lot.entry_date <= day,
-        sa.or_(lot.exit_date.is_(None), lot.exit_date > day),
-    )
+    return sa.and_(lot_live(lot), lot_open_on(lot, day))
+
+
+def lot_live(lot):
+    """The half of :func:`lot_held_on` that does not depend on the day: not deleted."""
+    return lot.deleted_at.is_(None)
+
+
+def lot_open_on(lot, day):
+    """The half of :func:`lot_held_on` that does: entered on or before ``day``, not exited by it.
+    The engine filters live lots once per chunk and joins days on this half alone."""
+    return sa.and_(lot.entry_date <= day, sa.or_(lot.exit_date.is_(None), lot.exit_date > day))
 
 
 def portfolio_activity(day, where_portfolio=None):

@@ -29,7 +29,7 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 
-from snapshotter.core.valuation import lot_held_on, money, portfolio_activity
+from snapshotter.core.valuation import lot_live, lot_open_on, money, portfolio_activity
 from snapshotter.data.dialect import dadd, ddiv, dmul, dsign, dsub, dsum, sorted_csv
 from snapshotter.data.schema import cash_transactions as cash
 from snapshotter.data.schema import portfolio_snapshots as snaps
@@ -227,9 +227,9 @@ def _exact_values(ch: Chunk, heal: bool):
     held = (
         sa.select(
             positions.c.portfolio_id, positions.c.symbol, positions.c.quantity, positions.c.entry_date, positions.c.exit_date,
-            positions.c.deleted_at, dmul(positions.c.quantity, positions.c.entry_price).label("lot_cost"),
+            dmul(positions.c.quantity, positions.c.entry_price).label("lot_cost"),
         )
-        .where(ch.narrow(positions.c.portfolio_id), positions.c.deleted_at.is_(None))
+        .where(ch.narrow(positions.c.portfolio_id), lot_live(positions.c))  # lot_held_on, its live half
         .offset(0)  # a fence too: flattened, the lot cost would be computed per lot and day again
         .subquery("held")
     )
@@ -247,7 +247,7 @@ def _exact_values(ch: Chunk, heal: bool):
     lots = (
         sa.select(pr.c.portfolio_id, pr.c.d, *per_lot)
         .select_from(
-            close.outerjoin(pr.join(held, sa.and_(held.c.portfolio_id == pr.c.portfolio_id, lot_held_on(held.c, pr.c.d))))
+            close.outerjoin(pr.join(held, sa.and_(held.c.portfolio_id == pr.c.portfolio_id, lot_open_on(held.c, pr.c.d))))  # and its day half
         )
         .where(pick)
         .group_by(pr.c.portfolio_id, pr.c.d)
