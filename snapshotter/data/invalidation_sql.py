@@ -140,23 +140,24 @@ def claim(dialect_name: str, lo, hi, max_id) -> list:
 
 
 def fill_pairs(lo, hi, target: date):
-    """_snap_pairs <- every window day a live affected portfolio must have from its from_date:
-    up to the target when it is active on it, else up to its last snapshot."""
+    """_snap_pairs <- every window day a live affected portfolio must have from its from_date up to
+    its last snapshot: its existing history, extended back to its first activity. Days after the
+    last snapshot are the gaps pass's (portfolio-refresh, refresh), as before; a portfolio without
+    snapshots gets nothing here (the gaps pass builds it from scratch)."""
     act = portfolio_activity(target, lambda col: sa.and_(col >= lo, col <= hi))
     a, i, d = act, affected, days_t
     last = sa.select(sa.func.max(snaps.c.snapshot_date)).where(snaps.c.portfolio_id == a.c.id).scalar_subquery()
-    until = sa.case((a.c.active == sa.true(), sa.literal(target, sa.Date)), else_=last)
     sel = (
         sa.select(a.c.id, d.c.d, sa.false())
         .select_from(a.join(i, i.c.portfolio_id == a.c.id).join(d, sa.and_(d.c.d >= i.c.from_date, d.c.d >= a.c.start_day)))
-        .where(d.c.d <= until, last.is_not(None))  # a portfolio without snapshots is the gaps pass's: it starts from scratch
+        .where(d.c.d <= last)
     )
     return pairs_t.insert().from_select(["portfolio_id", "d", "heal"], sel)
 
 
 def delete_stale(lo, hi, window_start: date, target: date):
     """The chunk's snapshots from each live affected portfolio's from_date (in the window) that
-    are no longer due: before its new first activity, after it stopped, or with no activity left."""
+    are no longer due: before its new first activity, or with no activity left."""
     s, i, pr = snaps, affected, pairs_t
     live = sa.exists().where(
         i.c.portfolio_id == s.c.portfolio_id, s.c.snapshot_date >= i.c.from_date,
