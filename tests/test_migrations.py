@@ -447,7 +447,7 @@ def test_0006_adds_invalidations_and_triggers_to_a_populated_0005_database(at_00
     assert typed_rows(engine, cols) == rows and raw_rows(engine, cols) == raw
     assert typed_rows(engine)["snapshot_invalidations"] == []
     assert_matches_metadata(engine)
-    lot = rows["positions"][0]
+    lot = next(r for r in rows["positions"] if r["deleted_at"] is None)
     with engine.begin() as c:
         c.execute(sa.text("UPDATE positions SET quantity = quantity, entry_date = entry_date"))  # the same stored values
         c.execute(schema.positions.update().where(schema.positions.c.id == lot["id"]).values(last_price=Decimal("1")))
