@@ -469,6 +469,7 @@ def recompute_cmd(
     chunk_size: int = ChunkSize,
     workers: int = Workers,
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be recomputed, created and deleted; write nothing."),
+    max_price_age: Optional[int] = MaxPriceAge,
     as_json: bool = AsJson,
 ) -> int:
     """Recompute the snapshots whose history other writers changed (pending invalidations), then the market values."""
@@ -476,7 +477,7 @@ def recompute_cmd(
 
     state: State = ctx.obj
     opts = Options(max_backfill_days=max_backfill_days, wait_for_lock=wait_for_lock, chunk_size=chunk_size, workers=workers,
-                   dry_run=dry_run)
+                   dry_run=dry_run, max_price_age=_price_age(state, max_price_age))
     result = recompute(state.engine, portfolio, opts, now=state.now, run_id=state.monitor.run_id)
     state.monitor.report(result)
     if as_json:

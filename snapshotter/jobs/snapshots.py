@@ -657,7 +657,7 @@ def recompute(
     pid = _parse_portfolio_id(portfolio_id) if portfolio_id is not None else None
     engine = _engine(engine)
     started = time.monotonic()
-    stats = _new_stats(gaps.Plan("recompute", target, ()), "recompute")
+    stats = _new_stats(gaps.Plan("recompute", target, ()), "recompute", opts)
     if opts.dry_run:
         _apply_invalidations(engine, target, stats, opts, stop, None, now, pid)
         stats["portfolios_skipped"] = 0
@@ -714,7 +714,8 @@ def _apply_invalidations(engine, target: date, stats: dict, opts: Options, stop:
                     window_start=start.isoformat(),
                     note="history before the window (--max-backfill-days) is not recomputed")
     plan = gaps.Plan("force", target, priced)
-    work = partial(_recompute_chunk, plan=plan, max_id=max_id, window_start=start, now=now, dry_run=opts.dry_run)
+    work = partial(_recompute_chunk, plan=plan, max_id=max_id, window_start=start, now=now, dry_run=opts.dry_run,
+                   max_price_age=opts.max_price_age)
     task = partial(_with_split, work=work, counter="portfolios_failed", what="recompute: ")
     parallel = engine.dialect.name == "postgresql" and not opts.dry_run and portfolio_id is None
     sizer = ChunkSizer(opts.chunk_size, opts.pairs_per_chunk, len(priced))
@@ -728,7 +729,7 @@ def _apply_invalidations(engine, target: date, stats: dict, opts: Options, stop:
     try:
         if opts.dry_run:  # one connection, one transaction, rolled back (the symbol rows expanded inside it)
             with engine.connect() as conn:
-                _prepare_recompute_connection(conn, plan)
+                _prepare_recompute_connection(conn, plan, opts.max_price_age)
                 try:
                     with conn.begin() as trans:
                         for stmt in invalidation_sql.expand_symbols(conn.dialect.name, max_id):
@@ -741,7 +742,7 @@ def _apply_invalidations(engine, target: date, stats: dict, opts: Options, stop:
                     _drop_recompute_temp_tables(conn)
             return
         with engine.connect() as conn, Workers(engine, opts.workers if parallel else 1,
-                                               partial(_prepare_recompute_connection, plan=plan), _drop_recompute_temp_tables) as pool:
+                                               partial(_prepare_recompute_connection, plan=plan, max_price_age=opts.max_price_age), _drop_recompute_temp_tables) as pool:
             _run_pass(pool, _iter_affected(conn, max_id, sizer, portfolio_id), task, merge, stop)
     finally:
         stats["invalidation_phase_s"] = round(time.perf_counter() - started, 3)
@@ -763,8 +764,8 @@ def _iter_affected(conn: sa.Connection, max_id, sizer: ChunkSizer, portfolio_id)
         after = ids[-1]
 
 
-def _prepare_recompute_connection(conn: sa.Connection, plan: gaps.Plan) -> None:
-    _prepare_connection(conn, plan)
+def _prepare_recompute_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int = 0) -> None:
+    _prepare_connection(conn, plan, max_price_age)
     with conn.begin():
         invalidation_sql.metadata.drop_all(conn, checkfirst=True)
         invalidation_sql.metadata.create_all(conn)
@@ -778,10 +779,11 @@ def _drop_recompute_temp_tables(conn: sa.Connection) -> None:
 
 
 def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan, max_id, window_start: date, now: datetime,
-                     dry_run: bool) -> None:
+                     dry_run: bool, max_price_age: int = 0) -> None:
     """One transaction: claim the chunk's invalidations, recompute, create and delete its snapshots."""
     name = conn.dialect.name
-    ch = snapshot_sql.Chunk(lo, hi, plan.days[0] if plan.days else plan.target, plan.days[-1] if plan.days else plan.target, plan.target)
+    ch = snapshot_sql.Chunk(lo, hi, plan.days[0] if plan.days else plan.target, plan.days[-1] if plan.days else plan.target, plan.target,
+                            max_price_age)
     nested = conn.in_transaction()
     trans = conn.begin_nested() if nested else dialect.begin_chunk(conn)
     try:
@@ -797,6 +799,8 @@ def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Pla
             dialect.prefer_hash_joins(conn)
             stmt = snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=False, force=True, now=now)
             written = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+            if max_price_age and not dry_run:
+                delta["snapshots_stale"] += conn.execute(snapshot_sql.stale_written()).scalar_one()
         deleted = conn.execute(invalidation_sql.delete_stale(lo, hi, window_start, plan.target)
                                .execution_options(preserve_rowcount=True)).rowcount
         if dry_run:
