@@ -459,6 +459,38 @@ def backfill_cmd(
     return _finish_snapshots(state, result, as_json, dry_run)
 
 
+@app.command("recompute")
+@command(job="recompute")
+def recompute_cmd(
+    ctx: typer.Context,
+    portfolio: Optional[str] = typer.Option(None, "--portfolio", help="Only this portfolio's pending invalidations (UUID)."),
+    max_backfill_days: int = MaxBackfill,
+    wait_for_lock: bool = WaitForLock,
+    chunk_size: int = ChunkSize,
+    workers: int = Workers,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be recomputed, created and deleted; write nothing."),
+    max_price_age: Optional[int] = MaxPriceAge,
+    as_json: bool = AsJson,
+) -> int:
+    """Recompute the snapshots whose history other writers changed (pending invalidations), then the market values."""
+    from snapshotter.jobs.snapshots import recompute
+
+    state: State = ctx.obj
+    opts = Options(max_backfill_days=max_backfill_days, wait_for_lock=wait_for_lock, chunk_size=chunk_size, workers=workers,
+                   dry_run=dry_run, max_price_age=_price_age(state, max_price_age))
+    result = recompute(state.engine, portfolio, opts, now=state.now, run_id=state.monitor.run_id)
+    state.monitor.report(result)
+    if as_json:
+        emit_json({"dry_run": dry_run, **result.summary()})
+    else:
+        from snapshotter.ops.report import refresh_line
+
+        typer.echo(("dry run: " if dry_run else "") + refresh_line(result))
+        for f in result.stats["failed_portfolios"]:
+            typer.echo(f"  failed {f['portfolio_id']}: {f['error']}", err=True)
+    return int(result.exit_code)
+
+
 @app.command("symbol-batch")
 @command(job="symbol-batch")
 def symbol_batch_cmd(

@@ -115,7 +115,10 @@ def test_nightly_recomputes_stale_days_when_the_real_close_arrives(engine, delis
     r = job.portfolio_refresh(engine, D("2026-09-10"), opts(max_price_age=3), now=NOW)
     assert r.exit_code == 0
     # 09-03 its own close; 09-04 and 09-08 the newer stale close; 09-09 now within 3 days of it (was partial).
-    assert (r.stats["snapshots_created"], r.stats["snapshots_recomputed"], r.stats["snapshots_stale"]) == (0, 4, 3)
+    # the late close lands on a day with snapshots: recorded as invalidated history, and that pass recomputes
+    # every snapshot of its holders from 09-03 (5 days: the 4 stale ones and the last, which was already right)
+    recomputed = r.stats["snapshots_recomputed"] + r.stats["snapshots_recomputed_by_invalidation"]
+    assert (r.stats["snapshots_created"], recomputed, r.stats["snapshots_stale"]) == (0, 5, 3)
     after = by_day(engine, delisted)
     assert {d: stored(x) for d, x in after.items()} == {
         **DELISTED_N3,
@@ -136,7 +139,8 @@ def test_refresh_date_recomputes_a_stale_day_whose_close_arrived(db_url, engine,
     r = invoke(*NOW_ARG, "refresh", "--date", "2026-09-04", "--max-price-age", "3", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
-    assert (summary["snapshots_created"], summary["snapshots_recomputed"], summary["snapshots_stale"]) == (0, 1, 0)
+    recomputed = summary["snapshots_recomputed"] + summary["snapshots_recomputed_by_invalidation"]  # the late close: invalidated history
+    assert (summary["snapshots_created"], recomputed, summary["snapshots_stale"]) == (0, 1, 0)
     # Only D: 09-08 still shows 09-02's close (a nightly run would pick up 09-04's).
     assert {d: stored(x) for d, x in by_day(engine, delisted).items()} == {
         **DELISTED_N3, "2026-09-04": row("1187.000000", "2187.000000", "1150", "37", "3.217391", 2, 2),

@@ -414,13 +414,12 @@ def test_0005_adds_the_rejection_and_dead_symbol_tables_and_keeps_every_row(at_0
     cols, rows, raw = columns(engine), typed_rows(engine), raw_rows(engine)
     assert "stale_symbols" not in cols["portfolio_snapshots"] and "price_rejections" not in cols
 
-    assert db.upgrade(engine) == (AFTER, "0005")
+    assert db.upgrade(engine, "0005") == (AFTER, "0005")
 
     assert typed_rows(engine, cols) == rows and raw_rows(engine, cols) == raw
     after = typed_rows(engine)
     assert after["price_rejections"] == [] and after["symbol_fetch_failures"] == []
     assert [r["stale_symbols"] for r in after["portfolio_snapshots"]] == [None] * len(rows["portfolio_snapshots"])
-    assert_matches_metadata(engine)
     with engine.begin() as c:  # the new table takes a row, and its key holds
         c.execute(schema.price_rejections.insert().values(symbol="BBB", price_date=date(2026, 11, 20), reason="close is not positive (-1)",
                                                           source="alphavantage", first_seen_at=T0, last_seen_at=T0))
@@ -432,3 +431,33 @@ def test_0005_adds_the_rejection_and_dead_symbol_tables_and_keeps_every_row(at_0
     downgrade(engine, AFTER)
     assert typed_rows(engine, cols) == rows
     assert "price_rejections" not in sa.inspect(engine).get_table_names()
+
+
+def test_0006_adds_invalidations_and_triggers_to_a_populated_0005_database(at_0003, backend):
+    """A populated 0005 database: every row kept, no invalidation recorded by the upgrade itself,
+    the triggers fire for the next write and not for a write that changes nothing; downgrade removes both."""
+    engine = at_0003
+    db.upgrade(engine, "0005")
+    populate(engine)
+    cols, rows, raw = columns(engine), typed_rows(engine), raw_rows(engine)
+    assert "snapshot_invalidations" not in cols
+
+    assert db.upgrade(engine) == ("0005", "0006")
+
+    assert typed_rows(engine, cols) == rows and raw_rows(engine, cols) == raw
+    assert typed_rows(engine)["snapshot_invalidations"] == []
+    assert_matches_metadata(engine)
+    lot = next(r for r in rows["positions"] if r["deleted_at"] is None)
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE positions SET quantity = quantity, entry_date = entry_date"))  # the same stored values
+        c.execute(schema.positions.update().where(schema.positions.c.id == lot["id"]).values(last_price=Decimal("1")))
+    assert typed_rows(engine)["snapshot_invalidations"] == []  # nothing changed history
+    with engine.begin() as c:
+        c.execute(schema.positions.update().where(schema.positions.c.id == lot["id"]).values(quantity=lot["quantity"] + 1))
+    inv = typed_rows(engine)["snapshot_invalidations"]
+    assert [(r["portfolio_id"], r["from_date"], r["reason"]) for r in inv] == [(lot["portfolio_id"], lot["entry_date"], "lot changed")]
+
+    downgrade(engine, "0005")
+    assert "snapshot_invalidations" not in sa.inspect(engine).get_table_names()
+    with engine.begin() as c:  # no trigger left behind
+        c.execute(schema.positions.update().where(schema.positions.c.id == lot["id"]).values(quantity=lot["quantity"]))

@@ -93,7 +93,8 @@ def test_partial_snapshot_is_healed_when_the_close_arrives(engine, four_week_por
     with engine.begin() as c:
         add_close(c, "ZZZ", "2026-09-02", "54.5")
     r = job.portfolio_refresh(engine, D("2026-09-03"), opts(), now=NOW)
-    assert (r.stats["snapshots_created"], r.stats["snapshots_recomputed"]) == (0, 1)
+    # the close arrived for a day with snapshots: invalidated history, recomputed from 09-02 (09-02 and 09-03)
+    assert (r.stats["snapshots_created"], r.stats["snapshots_recomputed"], r.stats["snapshots_recomputed_by_invalidation"]) == (0, 0, 2)
     healed = {r["snapshot_date"]: r for r in snapshots(engine, pid)}[D("2026-09-02")]
     assert values(healed) == (Decimal("1179"), Decimal("500.5"), Decimal("1679.5"), Decimal("1100"), Decimal("79"),
                               Decimal("7.181818"), 2, 2, False, None)
@@ -276,6 +277,8 @@ def test_refresh_date_keeps_existing_unless_forced(engine, four_week_portfolio):
     (before,) = snapshots(engine, pid)
     with engine.begin() as c:
         c.execute(schema.symbol_prices_daily.update().where(schema.symbol_prices_daily.c.price_date == D("2026-09-15")).values(close=Decimal("200")))
+    with engine.begin() as c:  # as before invalidations existed: the corrected close is not recorded as invalidated history
+        c.execute(schema.snapshot_invalidations.delete())
     r = job.refresh_date(engine, D("2026-09-15"), opts=opts(), now=NOW)
     assert r.stats["snapshots_created"] == 0 and snapshots(engine, pid) == [before]
     r = job.refresh_date(engine, D("2026-09-15"), force=True, opts=opts(), now=NOW)

@@ -204,5 +204,20 @@ symbol_fetch_failures = sa.Table(
     sa.Column("next_attempt_on", sa.Date, nullable=True),
 )
 
+# What history a write invalidated, recorded by triggers in the writer's transaction (migration 0006;
+# the rule is documented there and in snapshotter/data/invalidation_sql.py). A row names a portfolio
+# or a symbol (every portfolio that held it on or after from_date).
+snapshot_invalidations = sa.Table(
+    "snapshot_invalidations",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("portfolio_id", sa.Uuid, nullable=True),
+    sa.Column("symbol", sa.Text, nullable=True),
+    sa.Column("from_date", sa.Date, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.current_timestamp()),
+    sa.Index(None, "portfolio_id", "from_date"),
+)
+
 MONEY_SCALE = 6
 MONEY_INT_DIGITS = 22  # NUMERIC(28, 6)

@@ -16,6 +16,7 @@ from snapshotter.clock import utcnow
 SYMBOL_BATCH = "symbol_batch"
 PORTFOLIO_REFRESH = "portfolio_refresh"
 PORTFOLIO_BACKFILL = "portfolio_backfill"
+PORTFOLIO_RECOMPUTE = "portfolio_recompute"  # snapshotter recompute: invalidated history only
 STALE_AFTER = timedelta(minutes=10)
 ERROR_CHARS = 8000  # a failed run's error: its one line, then the traceback
 KEEPALIVE_S = 60.0  # a long wait heartbeats this often, far inside STALE_AFTER

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from snapshotter.clock import utcnow
 from snapshotter.core import gaps, targets, valuation
-from snapshotter.data import dialect, market_value_sql, planning_sql, snapshot_sql, spans, temp_tables, tracking
+from snapshotter.data import dialect, invalidation_sql, market_value_sql, planning_sql, snapshot_sql, spans, temp_tables, tracking
 from snapshotter.data.locks import run_lock
 from snapshotter.errors import BatchNotReady, DatabaseUnavailable, ExitCode, Stopped, UsageError, exit_code_for_failures
 from snapshotter.jobs.workers import Workers
@@ -217,6 +217,8 @@ def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, now
             stats["symbol_batch_completed"] = late is None
             if plan.unpriced:
                 log.warning("refresh.days_without_prices", days=[d.isoformat() for d in plan.unpriced], count=len(plan.unpriced))
+            if portfolio_id is None:  # portfolio-refresh and refresh first make the past true again
+                _apply_invalidations(engine, target, stats, opts, stop, run, now)
             _execute(engine, plan, stats, opts, stop, run, portfolio_id, require_active, now)
         except Stopped as exc:
             stats["duration_s"] = round(time.monotonic() - started, 3)
@@ -265,6 +267,7 @@ def _new_stats(plan: gaps.Plan, mode_label, opts: Options) -> dict:
         "positions_valued": 0,
         "market_value_failures": 0,
         "chunks": 0,
+        **_invalidation_stats(),
         "snapshot_phase_s": 0.0,
         "market_value_phase_s": 0.0,
     }
@@ -324,7 +327,8 @@ def _iter_chunks(conn: sa.Connection, portfolio_id, sizer: ChunkSizer):
         after = ids[-1]
 
 
-def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag, run, portfolio_id, require_active, now: datetime) -> list[dict]:
+def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag, run, portfolio_id, require_active, now: datetime,
+             snapshots: bool = True) -> list[dict]:
     """Two passes over the portfolios, chunk by chunk: all snapshots first, then market values.
 
     Snapshots first because the market-value update rewrites lots all over the
@@ -363,7 +367,8 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
             sizer = ChunkSizer(opts.chunk_size, opts.pairs_per_chunk, len(plan.days))
             task = partial(_with_split, work=snapshot, counter="portfolios_failed", what="")
             try:
-                _run_pass(pool, _iter_chunks(conn, portfolio_id, sizer), task, merged(bar, sizer), stop)
+                if snapshots:
+                    _run_pass(pool, _iter_chunks(conn, portfolio_id, sizer), task, merged(bar, sizer), stop)
             finally:
                 stats["snapshot_phase_s"] = round(time.perf_counter() - started, 3)
         if not opts.dry_run:
@@ -432,10 +437,21 @@ def _drop_temp_tables(conn: sa.Connection) -> None:
         temp_tables.metadata.drop_all(conn, checkfirst=True)
 
 
+_INV_COUNTERS = (
+    "portfolios_invalidated", "snapshots_recomputed_by_invalidation", "snapshots_created_by_invalidation",
+    "snapshots_deleted_by_invalidation",
+)
 _COUNTERS = (
     "portfolios_active", "portfolios_processed", "portfolios_failed", "market_value_failures",
-    "snapshots_created", "snapshots_recomputed", "snapshots_stale", "positions_valued",
+    "snapshots_created", "snapshots_recomputed", "snapshots_stale", "positions_valued", *_INV_COUNTERS,
 )
+
+
+def _invalidation_stats() -> dict:
+    return {
+        "invalidations_pending": 0, "invalidations_oldest_from": None, "invalidations_before_window": 0,
+        **dict.fromkeys(_INV_COUNTERS, 0), "invalidation_phase_s": 0.0,
+    }
 
 
 def _delta() -> dict:
@@ -621,3 +637,183 @@ def _explain(engine, plan: gaps.Plan, opts: Options, portfolio_id, require_activ
         finally:
             _drop_temp_tables(conn)
     return steps
+
+
+# --- invalidated history ----------------------------------------------------------
+# Other applications write lots, cash, portfolios and closes directly; triggers (migration
+# 0006) record what history each write invalidates. Every portfolio-refresh and refresh
+# applies them first; ``recompute`` applies them alone. The SQL and the rule live in
+# snapshotter.data.invalidation_sql.
+
+
+def recompute(
+    engine: EngineSource, portfolio_id: str | None = None, opts: Options | None = None, *, now: datetime, stop: StopFlag = STOP,
+    run_id: str | None = None,
+) -> Result:
+    """Apply the pending invalidations (of one portfolio with ``portfolio_id``) up to the
+    effective trading date of ``now``, then refresh the lots' market values."""
+    opts = opts or Options()
+    target = targets.nightly_target(None, now)
+    pid = _parse_portfolio_id(portfolio_id) if portfolio_id is not None else None
+    engine = _engine(engine)
+    started = time.monotonic()
+    stats = _new_stats(gaps.Plan("recompute", target, ()), "recompute", opts)
+    if opts.dry_run:
+        _apply_invalidations(engine, target, stats, opts, stop, None, now, pid)
+        stats["portfolios_skipped"] = 0
+        stats["duration_s"] = round(time.monotonic() - started, 3)
+        return Result(stats, target, ExitCode.OK, None)
+    with run_lock(engine, wait=opts.wait_for_lock, stop=stop):
+        run = tracking.Run(engine, tracking.PORTFOLIO_RECOMPUTE, target, run_id).start()
+        try:
+            _apply_invalidations(engine, target, stats, opts, stop, run, now, pid)
+            # the market values of every lot (one portfolio's with --portfolio): the normal pass, no snapshot days
+            _execute(engine, gaps.Plan("recompute", target, ()), stats, opts, stop, run, pid, True, now, snapshots=False)
+        except Stopped as exc:
+            stats["duration_s"] = round(time.monotonic() - started, 3)
+            run.finish("interrupted", stats, str(exc))
+            raise
+        except BaseException as exc:
+            stats["duration_s"] = round(time.monotonic() - started, 3)
+            run.finish("failed", stats, tracking.error_with_traceback(exc))
+            raise
+        stats["portfolios_skipped"] = 0
+        stats["duration_s"] = round(time.monotonic() - started, 3)
+        failed = stats["portfolios_failed"] + stats["market_value_failures"]
+        result = Result(stats, target, exit_code_for_failures(failed), run.run_id)
+        run.finish("failed" if failed else "completed", stats)
+        log.info("recompute.finished", **{k: v for k, v in stats.items() if k != "failed_portfolios"})
+        return result
+
+
+def _apply_invalidations(engine, target: date, stats: dict, opts: Options, stop: StopFlag, run, now: datetime, portfolio_id=None) -> None:
+    """Recompute every portfolio whose history was invalidated, from its earliest from_date, in
+    chunks through the snapshot engine (force mode); each chunk deletes the rows it consumed
+    in its own transaction. Rows written while this runs (a higher id) stay for the next run."""
+    started = time.perf_counter()
+    start, end = gaps.window(target, opts.max_backfill_days)
+    with engine.connect() as conn:
+        with conn.begin():
+            max_id = conn.execute(invalidation_sql.high_water()).scalar()
+        if max_id is None:
+            return  # nothing pending: one index probe a night
+        if not opts.dry_run:  # symbol rows -> one row per holder, in one transaction
+            with conn.begin():
+                for stmt in invalidation_sql.expand_symbols(conn.dialect.name, max_id):
+                    conn.execute(stmt)
+            with conn.begin():
+                max_id = conn.execute(invalidation_sql.high_water()).scalar() or max_id
+        with conn.begin():
+            p = conn.execute(invalidation_sql.pending(start, max_id)).one()
+            priced = tuple(sorted(conn.execute(planning_sql.priced_days_between(start, end)).scalars()))
+    stats["invalidations_pending"] = p.rows
+    stats["invalidations_oldest_from"] = p.oldest.isoformat() if p.oldest else None
+    stats["invalidations_before_window"] = p.before_window
+    if p.before_window:
+        log.warning("recompute.invalidations_before_window", count=p.before_window, oldest=stats["invalidations_oldest_from"],
+                    window_start=start.isoformat(),
+                    note="history before the window (--max-backfill-days) is not recomputed")
+    plan = gaps.Plan("force", target, priced)
+    work = partial(_recompute_chunk, plan=plan, max_id=max_id, window_start=start, now=now, dry_run=opts.dry_run,
+                   max_price_age=opts.max_price_age)
+    task = partial(_with_split, work=work, counter="portfolios_failed", what="recompute: ")
+    parallel = engine.dialect.name == "postgresql" and not opts.dry_run and portfolio_id is None
+    sizer = ChunkSizer(opts.chunk_size, opts.pairs_per_chunk, len(priced))
+
+    def merge(unit, delta):
+        _merge(stats, delta, set())
+        sizer.observe(len(unit), delta["pairs"])
+        if run is not None:
+            run.heartbeat(dict(stats))
+
+    try:
+        if opts.dry_run:  # one connection, one transaction, rolled back (the symbol rows expanded inside it)
+            with engine.connect() as conn:
+                _prepare_recompute_connection(conn, plan, opts.max_price_age)
+                try:
+                    with conn.begin() as trans:
+                        for stmt in invalidation_sql.expand_symbols(conn.dialect.name, max_id):
+                            conn.execute(stmt)
+                        ids = list(conn.execute(invalidation_sql.affected_ids(_BIG, None, 10**9, portfolio_id)).scalars())
+                        for part in (ids[i:i + sizer.size] for i in range(0, len(ids), sizer.size)):
+                            merge(part, task(conn, part))
+                        trans.rollback()
+                finally:
+                    _drop_recompute_temp_tables(conn)
+            return
+        with engine.connect() as conn, Workers(engine, opts.workers if parallel else 1,
+                                               partial(_prepare_recompute_connection, plan=plan, max_price_age=opts.max_price_age), _drop_recompute_temp_tables) as pool:
+            _run_pass(pool, _iter_affected(conn, max_id, sizer, portfolio_id), task, merge, stop)
+    finally:
+        stats["invalidation_phase_s"] = round(time.perf_counter() - started, 3)
+        if stats["portfolios_invalidated"]:
+            log.info("recompute.applied", **{k: stats[k] for k in ("invalidations_pending", "invalidations_oldest_from", *_INV_COUNTERS)})
+
+
+_BIG = 2**62  # the dry run reads every pending row (it expands the symbol rows inside its own transaction)
+
+
+def _iter_affected(conn: sa.Connection, max_id, sizer: ChunkSizer, portfolio_id):
+    after = None
+    while True:
+        with conn.begin():
+            ids = list(conn.execute(invalidation_sql.affected_ids(max_id, after, sizer.size, portfolio_id)).scalars())
+        if not ids:
+            return
+        yield ids
+        after = ids[-1]
+
+
+def _prepare_recompute_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int = 0) -> None:
+    _prepare_connection(conn, plan, max_price_age)
+    with conn.begin():
+        invalidation_sql.metadata.drop_all(conn, checkfirst=True)
+        invalidation_sql.metadata.create_all(conn)
+
+
+def _drop_recompute_temp_tables(conn: sa.Connection) -> None:
+    _drop_temp_tables(conn)
+    if not conn.invalidated:
+        with conn.begin():
+            invalidation_sql.metadata.drop_all(conn, checkfirst=True)
+
+
+def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan, max_id, window_start: date, now: datetime,
+                     dry_run: bool, max_price_age: int = 0) -> None:
+    """One transaction: claim the chunk's invalidations, recompute, create and delete its snapshots."""
+    name = conn.dialect.name
+    ch = snapshot_sql.Chunk(lo, hi, plan.days[0] if plan.days else plan.target, plan.days[-1] if plan.days else plan.target, plan.target,
+                            max_price_age)
+    nested = conn.in_transaction()
+    trans = conn.begin_nested() if nested else dialect.begin_chunk(conn)
+    try:
+        for stmt in invalidation_sql.claim(name, lo, hi, max_id if not nested else _BIG):
+            conn.execute(stmt)
+        affected = conn.execute(sa.select(sa.func.count()).select_from(invalidation_sql.affected)).scalar_one()
+        conn.execute(invalidation_sql.fill_pairs(lo, hi, plan.target))
+        dialect.analyze(conn, temp_tables.pairs)
+        pairs = conn.execute(sa.select(sa.func.count()).select_from(temp_tables.pairs)).scalar_one()
+        existing = conn.execute(snapshot_sql.existing_pairs()).scalar_one()
+        written = 0
+        if pairs:
+            dialect.prefer_hash_joins(conn)
+            stmt = snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=False, force=True, now=now)
+            written = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+            if max_price_age and not dry_run:
+                delta["snapshots_stale"] += conn.execute(snapshot_sql.stale_written()).scalar_one()
+        deleted = conn.execute(invalidation_sql.delete_stale(lo, hi, window_start, plan.target)
+                               .execution_options(preserve_rowcount=True)).rowcount
+        if dry_run:
+            written = pairs  # nothing was written: what would be
+        for stmt in [*snapshot_sql.clear_chunk(), *invalidation_sql.clear()]:
+            conn.execute(stmt)
+        trans.rollback() if dry_run else trans.commit()
+    except BaseException:
+        if trans.is_active:
+            trans.rollback()
+        raise
+    delta["portfolios_invalidated"] += affected
+    delta["snapshots_recomputed_by_invalidation"] += existing
+    delta["snapshots_created_by_invalidation"] += written - existing
+    delta["snapshots_deleted_by_invalidation"] += deleted
+    delta["pairs"] += pairs

@@ -43,6 +43,14 @@ def print_status(report: dict) -> None:
             f"unavailable: {u['symbol']} since {u['unavailable_since']} ({u['consecutive_failures']} nights failing, "
             f"next attempt {u['next_attempt_on']}): {u['last_error']}", markup=False, highlight=False,
         )
+    inv = report.get("invalidations")
+    if inv is not None:
+        console.print(
+            f"invalidated history pending: {inv['pending']:,} rows"
+            + (f", {inv['portfolios']:,} portfolios affected, from {inv['oldest_from_date']}"
+               + (f" ({inv['symbol_rows']:,} close corrections)" if inv["symbol_rows"] else "") if inv["pending"] else ""),
+            markup=False,
+        )
     rejected = report.get("rejected_bars")
     if rejected and rejected["count"]:
         console.print(f"rejected bars remembered: {rejected['count']}", markup=False)
@@ -74,7 +82,13 @@ def refresh_line(result) -> str:
     return (
         f"{what} {s['target_date']}: {s['snapshots_created']} snapshots created, "
         f"{s['snapshots_recomputed']} recomputed{stale}, {s['portfolios_failed']} portfolios failed, "
-        f"{s['portfolios_skipped']} up to date, {s['duration_s']}s"
+        f"{s['portfolios_skipped']} up to date"
+        + (f"; invalidated history of {s['portfolios_invalidated']} portfolios: {s['snapshots_recomputed_by_invalidation']} "
+           f"recomputed, {s['snapshots_created_by_invalidation']} created, {s['snapshots_deleted_by_invalidation']} deleted"
+           if s.get("portfolios_invalidated") else "")
+        + (f"; {s['invalidations_before_window']} invalidations from before the window (oldest {s['invalidations_oldest_from']}) "
+           "not recomputed there" if s.get("invalidations_before_window") else "")
+        + f", {s['duration_s']}s"
     )
 
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from snapshotter.core.calendar import effective_trading_date, trading_days_between
 from snapshotter.core.valuation import portfolio_activity
-from snapshotter.data import db, fetch_memory, planning_sql, schema, tracking
+from snapshotter.data import db, fetch_memory, invalidation_sql, planning_sql, schema, tracking
 from snapshotter.data.schema import batch_run_tracking as brt
 
 COUNTED = tuple(t.name for t in schema.metadata.sorted_tables)  # every table of the schema
@@ -54,6 +54,11 @@ def status_report(engine: sa.Engine, now: datetime, runs_per_job: int = RUNS_PER
              for k, v in r.items()}
             for r in fetch_memory.unavailable_held(conn, day)
         ]
+        pend = conn.execute(invalidation_sql.pending()).one()
+        report["invalidations"] = {  # history other writers changed, recomputed by the next run
+            "pending": pend.rows, "oldest_from_date": _iso(pend.oldest), "symbol_rows": pend.symbols,
+            "portfolios": conn.execute(invalidation_sql.affected_portfolios()).scalar_one() if pend.rows else 0,
+        }
         rej = fetch_memory.recent_rejections(conn)
         report["rejected_bars"] = {
             "count": rej["count"],

@@ -1,0 +1,174 @@
+"""Snapshots stay true when the past changes: the recompute of invalidated history, set-based.
+
+**Which history a write invalidates** (one rule; written down here and frozen as trigger
+DDL in migration 0006, which records it in the writer's own transaction into
+``snapshot_invalidations``): the earliest day whose value the write can change.
+
+* a lot (``positions``): inserted or deleted (hard, or soft via ``deleted_at``): from its
+  entry date; symbol, quantity, entry price, entry date or portfolio changed: from the
+  earlier of the old and new entry dates; only the exit date changed: from the earlier
+  of the old and new exit dates; moved between portfolios: both portfolios. A lot that
+  is deleted before and after the write changes nothing.
+* a cash transaction inserted, deleted or changed: from the earlier of its txn dates
+  (both portfolios when it moves).
+* a portfolio deleted or restored (``deleted_at`` changed): from the UTC date of the
+  earlier timestamp.
+* a close whose value changed (an identical upsert changes nothing), or a close that
+  arrives for a day that already has snapshots: a *symbol* row from its date, which
+  stands for every portfolio holding the symbol on or after that day.
+* nothing else: the engine's market-value update (last_price, market_value,
+  market_value_date) and the snapshot writes record nothing.
+
+**The recompute** (called by :mod:`snapshotter.jobs.snapshots` before every
+portfolio-refresh and refresh, and by ``recompute``):
+
+1. :func:`expand_symbols`: the symbol rows up to the run's high-water id become one
+   portfolio row per holder, in one transaction (a crash after it loses nothing).
+2. Per chunk of affected portfolio ids (keyset pagination, :func:`affected_ids`), one
+   transaction: :func:`claim` deletes the chunk's rows up to the high-water id and puts
+   each portfolio's earliest ``from_date`` into ``_inv_chunk``; :func:`fill_pairs` puts
+   every day of the window (``_snap_days``) from ``max(from_date, first activity)`` up to
+   the target (or to the portfolio's last snapshot when it is no longer active) into
+   ``_snap_pairs``; the snapshot engine values them in force mode
+   (``INSERT ... ON CONFLICT DO UPDATE``); :func:`delete_stale` deletes the chunk's
+   snapshots from ``from_date`` in the window that are no longer due. Rows written while
+   the run works (a higher id) stay for the next run.
+3. A deleted portfolio's history is kept as it was (its rows are consumed, nothing is
+   written); restoring it recomputes from the deletion day, which backfills its gap.
+   Days before the window (``--max-backfill-days``) are not recomputed: such rows are
+   counted and reported (:func:`pending`).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import sqlalchemy as sa
+
+from snapshotter.core.valuation import portfolio_activity
+from snapshotter.data.schema import portfolio_snapshots as snaps
+from snapshotter.data.schema import portfolios, positions
+from snapshotter.data.schema import snapshot_invalidations as inv
+from snapshotter.data.temp_tables import days as days_t
+from snapshotter.data.temp_tables import pairs as pairs_t
+
+metadata = sa.MetaData()
+affected = sa.Table(
+    "_inv_chunk", metadata,
+    sa.Column("portfolio_id", sa.Uuid, primary_key=True),
+    sa.Column("from_date", sa.Date, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+
+
+def high_water():
+    """The newest invalidation id: a run consumes rows up to it, later ones stay for the next run."""
+    return sa.select(sa.func.max(inv.c.id))
+
+
+def pending(window_start: date | None = None, max_id=None):
+    """(rows, oldest from_date, portfolio rows' distinct portfolios, symbol rows, rows from before ``window_start``)."""
+    where = [] if max_id is None else [inv.c.id <= max_id]
+    before = sa.func.count(sa.case((inv.c.from_date < window_start, 1))) if window_start else sa.literal(0)
+    return sa.select(
+        sa.func.count().label("rows"),
+        sa.func.min(inv.c.from_date).label("oldest"),
+        sa.func.count(sa.distinct(inv.c.portfolio_id)).label("portfolios"),
+        sa.func.count(inv.c.symbol).label("symbols"),
+        before.label("before_window"),
+    ).where(*where)
+
+
+def affected_portfolios():
+    """How many portfolios the pending rows affect (symbol rows expanded to their holders): ``status``."""
+    sym = sa.select(inv.c.symbol, inv.c.from_date).where(inv.c.symbol.is_not(None)).subquery("symbol_rows")
+    holders = _holders(sym).with_only_columns(positions.c.portfolio_id.label("portfolio_id"))
+    direct = sa.select(inv.c.portfolio_id.label("portfolio_id")).where(inv.c.portfolio_id.is_not(None))
+    both = sa.union(direct, holders).subquery("affected")
+    return sa.select(sa.func.count()).select_from(both)
+
+
+def _holders(symbol_rows):
+    """Every portfolio holding a symbol of ``symbol_rows`` (symbol, from_date) on or after its date."""
+    r = symbol_rows
+    return (
+        sa.select(positions.c.portfolio_id, sa.func.min(r.c.from_date), sa.literal("close changed"))
+        .select_from(r.join(positions, positions.c.symbol == r.c.symbol))
+        .where(positions.c.deleted_at.is_(None), sa.or_(positions.c.exit_date.is_(None), positions.c.exit_date > r.c.from_date))
+        .group_by(positions.c.portfolio_id)
+    )
+
+
+def expand_symbols(dialect_name: str, max_id) -> list:
+    """The symbol rows up to ``max_id`` become portfolio rows (one transaction).
+
+    PostgreSQL: one statement (``DELETE ... RETURNING`` feeding the INSERT), so a row that
+    commits between two statements can never be deleted unread. SQLite serialises
+    writers: two statements in one transaction.
+    """
+    cols = ["portfolio_id", "from_date", "reason"]
+    mine = sa.and_(inv.c.symbol.is_not(None), inv.c.id <= max_id)
+    if dialect_name == "postgresql":
+        gone = inv.delete().where(mine).returning(inv.c.symbol, inv.c.from_date).cte("gone")
+        return [inv.insert().from_select(cols, _holders(gone))]
+    rows = sa.select(inv.c.symbol, inv.c.from_date).where(mine).subquery("symbol_rows")
+    return [inv.insert().from_select(cols, _holders(rows)), inv.delete().where(mine)]
+
+
+def affected_ids(max_id, after, limit: int, portfolio_id=None):
+    """The next page of portfolio ids with pending rows up to ``max_id`` (keyset pagination)."""
+    q = (
+        sa.select(inv.c.portfolio_id).distinct()
+        .where(inv.c.portfolio_id.is_not(None), inv.c.id <= max_id)
+        .order_by(inv.c.portfolio_id).limit(limit)
+    )
+    if portfolio_id is not None:
+        q = q.where(inv.c.portfolio_id == portfolio_id)
+    return q if after is None else q.where(inv.c.portfolio_id > after)
+
+
+def claim(dialect_name: str, lo, hi, max_id) -> list:
+    """_inv_chunk <- each portfolio lo..hi's earliest from_date; its rows up to ``max_id`` deleted
+    (in the chunk's transaction: they go exactly when the recompute commits)."""
+    mine = sa.and_(inv.c.portfolio_id >= lo, inv.c.portfolio_id <= hi, inv.c.id <= max_id)
+    if dialect_name == "postgresql":
+        gone = inv.delete().where(mine).returning(inv.c.portfolio_id, inv.c.from_date).cte("gone")
+        sel = sa.select(gone.c.portfolio_id, sa.func.min(gone.c.from_date)).group_by(gone.c.portfolio_id)
+        return [affected.insert().from_select(["portfolio_id", "from_date"], sel)]
+    sel = sa.select(inv.c.portfolio_id, sa.func.min(inv.c.from_date)).where(mine).group_by(inv.c.portfolio_id)
+    return [affected.insert().from_select(["portfolio_id", "from_date"], sel), inv.delete().where(mine)]
+
+
+def fill_pairs(lo, hi, target: date):
+    """_snap_pairs <- every window day a live affected portfolio must have from its from_date up to
+    its last snapshot: its existing history, extended back to its first activity. Days after the
+    last snapshot are the gaps pass's (portfolio-refresh, refresh), as before; a portfolio without
+    snapshots gets nothing here (the gaps pass builds it from scratch)."""
+    act = portfolio_activity(target, lambda col: sa.and_(col >= lo, col <= hi))
+    a, i, d = act, affected, days_t
+    last = sa.select(sa.func.max(snaps.c.snapshot_date)).where(snaps.c.portfolio_id == a.c.id).scalar_subquery()
+    sel = (
+        sa.select(a.c.id, d.c.d, sa.false())
+        .select_from(a.join(i, i.c.portfolio_id == a.c.id).join(d, sa.and_(d.c.d >= i.c.from_date, d.c.d >= a.c.start_day)))
+        .where(d.c.d <= last)
+    )
+    return pairs_t.insert().from_select(["portfolio_id", "d", "heal"], sel)
+
+
+def delete_stale(lo, hi, window_start: date, target: date):
+    """The chunk's snapshots from each live affected portfolio's from_date (in the window) that
+    are no longer due: before its new first activity, or with no activity left."""
+    s, i, pr = snaps, affected, pairs_t
+    live = sa.exists().where(
+        i.c.portfolio_id == s.c.portfolio_id, s.c.snapshot_date >= i.c.from_date,
+        sa.exists().where(portfolios.c.id == i.c.portfolio_id, portfolios.c.deleted_at.is_(None)),
+    )
+    due = sa.exists().where(pr.c.portfolio_id == s.c.portfolio_id, pr.c.d == s.c.snapshot_date)
+    return s.delete().where(
+        s.c.portfolio_id >= lo, s.c.portfolio_id <= hi, s.c.snapshot_date >= window_start, s.c.snapshot_date <= target,
+        live, ~due,
+    )
+
+
+def clear():
+    return [affected.delete()]
