@@ -26,7 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 UTC = timezone.utc
 YEAR = 2026
 JOBS = ("symbol-batch", "portfolio-refresh")
-NON_RETRYABLE = {64, 65, 78}
+# Exit codes after which Kubernetes starts no new pod: a pod started seconds later cannot
+# change them (75 means "rerun later": the later run is the next one on the schedule).
+FAIL_JOB = {1, 64, 65, 75, 78}
+# The Kubernetes versions the manifests are validated against: the oldest the README
+# claims (1.27, timeZone) and the newest kubernetes-validate ships.
+K8S_OLDEST, K8S_NEWEST = "1.27", "1.37"
+K8S_FILES = ("scripts/k8s/cronjob.yaml", "scripts/k8s/db-upgrade-job.yaml")
 
 # Keys documented in Railway's config-as-code reference (docs.railway.com/config-as-code/reference).
 # The JSON schema behind https://railway.com/railway.schema.json could not be fetched here,
@@ -279,14 +285,87 @@ def test_crontab_schedules_cover_every_trading_day():
 # --- Kubernetes ------------------------------------------------------------------
 
 
+def k8s_docs(path: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((ROOT / path).read_text()) if d]
+
+
 def cronjobs() -> dict[str, dict]:
-    docs = [d for d in yaml.safe_load_all((ROOT / "scripts/k8s/cronjob.yaml").read_text()) if d]
+    docs = k8s_docs("scripts/k8s/cronjob.yaml")
     assert all(d["apiVersion"] == "batch/v1" and d["kind"] == "CronJob" for d in docs)
     return {d["metadata"]["name"].removeprefix("snapshotter-"): d for d in docs}
 
 
+def test_kubernetes_validate_ships_the_versions_the_readme_names():
+    from kubernetes_validate import utils
+
+    shipped = {utils.major_minor(v) for v in utils.all_versions()}
+    assert {K8S_OLDEST, K8S_NEWEST} <= shipped
+    assert utils.major_minor(utils.latest_version()) == K8S_NEWEST  # a newer package: validate against it, update README
+    readme = (ROOT / "README.md").read_text()
+    assert f"Kubernetes {K8S_OLDEST} and {K8S_NEWEST} API schemas" in readme
+
+
+@pytest.mark.parametrize("version", [K8S_OLDEST, K8S_NEWEST])
+@pytest.mark.parametrize("path", K8S_FILES)
+def test_k8s_manifests_pass_the_api_schemas(path, version):
+    """Strict JSON-schema validation (unknown fields rejected) against the API of the oldest
+    Kubernetes the README claims and the newest the validator ships."""
+    from kubernetes_validate import utils
+
+    docs = k8s_docs(path)
+    assert docs
+    for doc in docs:
+        try:
+            assert utils.validate(doc, version, strict=True) == version
+        except utils.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{path} {doc['metadata']['name']} on Kubernetes {version}: {where}: {exc.message}")
+
+
+def test_k8s_validation_catches_the_policy_that_1_27_to_1_34_reject():
+    """The form this file had before: a condition without status (kubernetes#131512) and an
+    exit-code rule without onPodConditions (required by the 1.27-1.29 schemas)."""
+    from kubernetes_validate import utils
+
+    doc = cronjobs()["symbol-batch"]
+    rules = doc["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"]
+    rules[1]["onPodConditions"] = [{"type": "DisruptionTarget"}]
+    for version in ("1.31", "1.34"):
+        with pytest.raises(utils.ValidationError, match="'status' is a required property"):
+            utils.validate(doc, version, strict=True)
+    utils.validate(doc, "1.35", strict=True)
+    del rules[0]["onPodConditions"]
+    with pytest.raises(utils.ValidationError, match="'onPodConditions' is a required property"):
+        utils.validate(doc, K8S_OLDEST, strict=True)
+
+
 def test_k8s_has_one_cronjob_per_job():
     assert set(cronjobs()) == set(JOBS)
+
+
+def pod_failure_rules(job_spec: dict, container: dict) -> tuple[dict, list[dict]]:
+    rules = job_spec["podFailurePolicy"]["rules"]
+    fail = [r for r in rules if r["action"] == "FailJob" and "onExitCodes" in r]
+    assert len(fail) == 1
+    codes = fail[0]["onExitCodes"]
+    assert codes["operator"] == "In"
+    assert codes["values"] == sorted(set(codes["values"])) and 0 not in codes["values"]  # the API's own rules
+    assert codes.get("containerName", container["name"]) == container["name"]
+    assert fail[0].get("onPodConditions", []) == []  # both in one rule is invalid; [] is "unused"
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]} in rules
+    # a FailJob rule must come before any rule that could match the same pod first
+    assert rules.index(fail[0]) == 0
+    return fail[0], rules
+
+
+def assert_hardened_pod(pod: dict) -> None:
+    assert pod["restartPolicy"] == "Never"  # podFailurePolicy requires it
+    assert pod["automountServiceAccountToken"] is False  # no API token in a pod that never uses it
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    (container,) = pod["containers"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "command" not in container  # the image's ENTRYPOINT is snapshotter
 
 
 @pytest.mark.parametrize("job", JOBS)
@@ -300,22 +379,23 @@ def test_k8s_cronjob_spec(job):
     job_spec = spec["jobTemplate"]["spec"]
     assert isinstance(job_spec["backoffLimit"], int) and 0 <= job_spec["backoffLimit"] <= 3
     pod = job_spec["template"]["spec"]
-    assert pod["restartPolicy"] == "Never"  # podFailurePolicy requires it
+    assert_hardened_pod(pod)
     assert pod["terminationGracePeriodSeconds"] >= 60
     (container,) = pod["containers"]
     assert container["args"] == [job]
-    assert "command" not in container  # the image's ENTRYPOINT is snapshotter
+    fail, _rules = pod_failure_rules(job_spec, container)
+    assert set(fail["onExitCodes"]["values"]) == FAIL_JOB
 
-    rules = job_spec["podFailurePolicy"]["rules"]
-    fail = [r for r in rules if r["action"] == "FailJob" and "onExitCodes" in r]
-    assert len(fail) == 1
-    codes = fail[0]["onExitCodes"]
-    assert codes["operator"] == "In"
-    assert set(codes["values"]) == NON_RETRYABLE
-    assert codes.get("containerName", container["name"]) == container["name"]
-    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
-    # a FailJob rule must come before any rule that could match the same pod first
-    assert rules.index(fail[0]) == 0
+
+def test_k8s_runs_each_job_twice_a_night_an_hour_apart():
+    """75 is not retried in a new pod: the second run of the night, an hour later, is the retry."""
+    for job, cj in cronjobs().items():
+        runs = year_runs(cj["spec"]["schedule"], NEW_YORK)
+        nights: dict[date, list[datetime]] = {}
+        for t in runs:
+            nights.setdefault(t.astimezone(NEW_YORK).date(), []).append(t)
+        assert {len(v) for v in nights.values()} == {2}, job
+        assert {b - a for a, b in nights.values()} == {timedelta(hours=1)}, job
 
 
 @pytest.mark.parametrize("job", JOBS)
@@ -333,11 +413,27 @@ def test_k8s_secrets_come_from_a_secret(job):
 
 
 @pytest.mark.parametrize("job", JOBS)
-def test_k8s_pods_run_as_non_root(job):
-    pod = cronjobs()[job]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] != 0
-    assert pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+def test_k8s_jobs_run_in_production_mode_without_migrating(job):
+    container = cronjobs()[job]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SNAPSHOTTER_ENV"] == {"name": "SNAPSHOTTER_ENV", "value": "production"}  # --no-migrate by default
+
+
+def test_k8s_db_upgrade_job_migrates_with_the_owner_secret():
+    (doc,) = k8s_docs("scripts/k8s/db-upgrade-job.yaml")
+    assert (doc["apiVersion"], doc["kind"]) == ("batch/v1", "Job")
+    spec = doc["spec"]
+    pod = spec["template"]["spec"]
+    assert_hardened_pod(pod)
+    (container,) = pod["containers"]
+    assert container["args"] == ["db", "upgrade"]
+    ref = {e["name"]: e for e in container["env"]}["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] != "snapshotter" and "optional" not in ref  # the owner's URL: never in the nightly pods
+    fail, _rules = pod_failure_rules(spec, container)
+    assert set(fail["onExitCodes"]["values"]) == {64, 78}
+    assert 0 < spec["activeDeadlineSeconds"] <= 3600 and spec["ttlSecondsAfterFinished"] > 0
+    images = {cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] for cj in cronjobs().values()}
+    assert images == {container["image"]}
 
 
 @pytest.mark.parametrize("job", JOBS)
