@@ -29,14 +29,15 @@ import typer
 from snapshotter import __version__
 from snapshotter.clock import utcnow
 from snapshotter.config import Settings, mask_url
-from snapshotter.core.durations import parse_duration
+from snapshotter.core.durations import format_duration, parse_duration
 from snapshotter.core.valuation import MAX_PRICE_AGE
 from snapshotter.data import db
 from snapshotter.errors import SnapshotterError, UsageError, exit_code_for, exit_code_for_failures
 from snapshotter.jobs.snapshots import Options
-from snapshotter.jobs.symbol_batch import ALERT_FAILURE_RATIO
+from snapshotter.jobs.symbol_batch import ALERT_FAILURE_RATIO, MAX_RUNTIME_S as SYMBOL_BATCH_MAX_RUNTIME_S
 from snapshotter.ops import logs
 from snapshotter.ops.monitoring import JobMonitor
+from snapshotter.ops.signals import STOP, install_handlers, max_runtime as runtime_limit
 
 log = logs.get_logger("snapshotter")
 
@@ -86,7 +87,7 @@ class State:
     def engine(self, migrate: bool | None = None):
         """Connect (with retries) and bring the schema to head unless --no-migrate."""
         if self._engine is None:
-            engine = db.connect(self.settings.database_url)
+            engine = self.connect()
             db.check_writable(engine)
             db.ensure_schema(engine, self.migrate if migrate is None else migrate)
             self._engine = engine
@@ -94,7 +95,11 @@ class State:
 
     def reader(self):
         """A connection for read-only commands: never migrates, never writes."""
-        return db.connect(self.settings.database_url)
+        return self.connect()
+
+    def connect(self, url: str | None = None):
+        """An engine for ``url`` (default DATABASE_URL) with the session limits of the settings."""
+        return db.connect(url or self.settings.database_url, **self.settings.pg_timeouts())
 
 
 def parse_date(value: Optional[str]) -> Optional[date]:
@@ -113,6 +118,11 @@ def _duration(value: str) -> float:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _runtime(value: str) -> float:
+    """--max-runtime: a duration, or off/0 for none."""
+    return 0.0 if value.strip().lower() in ("off", "0", "none") else _duration(value)
+
+
 def _instant(value: str) -> datetime:
     try:
         t = datetime.fromisoformat(value)
@@ -126,28 +136,32 @@ def emit_json(payload: dict) -> None:
     sys.stdout.flush()
 
 
-def command(fn=None, *, job: str | None = None):
+def command(fn=None, *, job: str | None = None, max_runtime_s: float | None = None):
     """Map SnapshotterError (and anything unexpected) to one line and an exit code.
 
     With ``job`` (the job's command name) the run is monitored: signal handlers
     are installed, ``state.monitor`` holds the run id the body passes to the job,
-    and the pings and alert go out on every exit (not for ``--dry-run``).
+    and the pings and alert go out on every exit (not for ``--dry-run``). The body
+    runs within its maximum run time: the command's ``--max-runtime``, else
+    ``SNAPSHOTTER_MAX_RUNTIME``, else ``max_runtime_s``; when it is over, the stop
+    flag is set as SIGTERM would set it and the job ends with exit 75.
     """
     if fn is None:
-        return partial(command, job=job)
+        return partial(command, job=job, max_runtime_s=max_runtime_s)
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
         ctx = kwargs.get("ctx")
         monitor = None
+        body = fn
         if job and ctx is not None and isinstance(ctx.obj, State):
-            from snapshotter.ops.signals import install_handlers
-
+            STOP.reset()  # a new command: no stop asked yet
             install_handlers()
             quiet = kwargs.get("dry_run") or kwargs.get("explain")  # nothing runs for real: no pings, no alert
             monitor = ctx.obj.monitor = JobMonitor(ctx.obj.settings, job, enabled=not quiet)
             monitor.start()
-        code, error = _call(fn, args, kwargs, monitor.run_id if monitor else None)
+            body = partial(_within_max_runtime, fn, ctx.obj, kwargs.get("max_runtime"), max_runtime_s)
+        code, error = _call(body, args, kwargs, monitor.run_id if monitor else None)
         if monitor is not None:
             if code and error is None and monitor.error:
                 typer.echo(f"snapshotter: error: {logs.redact(monitor.error)}", err=True)
@@ -155,6 +169,15 @@ def command(fn=None, *, job: str | None = None):
         raise typer.Exit(code)
 
     return wrapper
+
+
+def _within_max_runtime(fn, state: State, option: float | None, default: float | None, *args, **kwargs):
+    """Run a job command's body with the stop flag armed to fire after its maximum run time."""
+    seconds = option if option is not None else state.settings.max_runtime_s(default or 0.0)
+    if seconds:
+        log.debug("job.max_runtime", max_runtime=format_duration(seconds))
+    with runtime_limit(seconds):
+        return fn(*args, **kwargs)
 
 
 def _call(fn, args, kwargs, run_id: str | None = None) -> tuple[int, str | None]:
@@ -201,7 +224,9 @@ def root(
     database_url: Optional[str] = _setting("--database-url", "DATABASE_URL", "SQLAlchemy URL [default: sqlite:///snapshotter.db]"),
     log_format: Optional[LogFormat] = typer.Option(None, "--log-format", help="json or console [default: json unless a TTY]"),
     log_level: LogLevel = typer.Option(LogLevel.info, "--log-level", help="Least severe log events shown."),
-    no_migrate: bool = typer.Option(False, "--no-migrate", help="Fail instead of upgrading a schema that is behind."),
+    migrate: Optional[bool] = typer.Option(None, "--migrate/--no-migrate",
+                                           help="Upgrade a schema that is behind before a job works, or fail (exit 78) "
+                                                "[default: --migrate, --no-migrate when SNAPSHOTTER_ENV=production]."),
     prices_dir: Optional[Path] = _setting("--prices-dir", "SNAPSHOTTER_PRICES_DIR", "Directory of SYMBOL.csv files for the csv provider [default: the sample prices]."),
     alphavantage_api_key: Optional[str] = _setting("--alphavantage-api-key", "ALPHAVANTAGE_API_KEY", "Alpha Vantage key.", secret=True),
     alphavantage_base_url: Optional[str] = _setting("--alphavantage-base-url", "ALPHAVANTAGE_BASE_URL", "Alpha Vantage endpoint."),
@@ -224,18 +249,19 @@ def root(
         typer.echo(f"snapshotter: error: {logs.redact(str(exc))}", err=True)
         raise typer.Exit(int(exit_code_for(exc))) from None
     logs.register_secrets(settings.secrets())  # from the options as well as the environment
-    ctx.obj = State(settings=settings, now=now or utcnow(), migrate=not no_migrate)
+    # Production migrates in its own step (`db upgrade`, as the schema's owner): the jobs never run DDL.
+    ctx.obj = State(settings=settings, now=now or utcnow(), migrate=(not settings.production) if migrate is None else migrate)
 
 
 @db_app.command("upgrade")
 @command
 def db_upgrade(ctx: typer.Context, revision: str = typer.Argument("head")) -> int:
-    """Create or upgrade the schema to the latest migration."""
+    """Create or upgrade the schema to the latest migration (as SNAPSHOTTER_MIGRATION_DATABASE_URL when set)."""
     state: State = ctx.obj
     db.check_revision(revision)  # before connecting: a typo must not create a database file
-    engine = db.connect(state.settings.database_url)
-    before, after = db.upgrade(engine, revision)
-    typer.echo(f"{mask_url(state.settings.database_url)}: {before or 'empty'} -> {after}")
+    url = state.settings.migration_database_url or state.settings.database_url
+    before, after = db.upgrade(state.connect(url), revision)
+    typer.echo(f"{mask_url(url)}: {before or 'empty'} -> {after}")
     return 0
 
 
@@ -244,7 +270,7 @@ def db_upgrade(ctx: typer.Context, revision: str = typer.Argument("head")) -> in
 def db_current(ctx: typer.Context) -> int:
     """Print the schema revision of the database and of this version."""
     state: State = ctx.obj
-    engine = db.connect(state.settings.database_url)
+    engine = state.connect()
     typer.echo(f"current: {db.current_revision(engine) or 'none'}\nhead: {db.head_revision()}")
     return 0
 
@@ -373,8 +399,14 @@ def _price_age(state: State, option: int | None) -> int:
     return option if option is not None else state.settings.price_age()
 
 
+def MaxRuntime(default_s: float):  # noqa: N802 - an option declaration, like the constants above
+    return typer.Option(None, "--max-runtime", parser=_runtime, metavar="DURATION",
+                        help="Stop like SIGTERM after this long: finish the unit of work, mark the run interrupted, exit 75 "
+                             f"(off: never) [default: {format_duration(default_s)}; env: SNAPSHOTTER_MAX_RUNTIME].")
+
+
 @app.command("portfolio-refresh")
-@command(job="portfolio-refresh")
+@command(job="portfolio-refresh", max_runtime_s=D.max_runtime_s)
 def portfolio_refresh_cmd(
     ctx: typer.Context,
     date_: Optional[str] = typer.Option(None, "--date", help="Target trading day [default: the latest closed trading day]."),
@@ -394,6 +426,7 @@ def portfolio_refresh_cmd(
     dry_run: bool = DryRun,
     explain: Optional[ExplainMode] = Explain,
     as_json: bool = AsJson,
+    max_runtime: Optional[float] = MaxRuntime(D.max_runtime_s),
 ) -> int:
     """Wait for the symbol batch, then snapshot every active portfolio's missing trading days."""
     from snapshotter.jobs.snapshots import portfolio_refresh
@@ -410,7 +443,7 @@ def portfolio_refresh_cmd(
 
 
 @app.command("refresh")
-@command(job="refresh")
+@command(job="refresh", max_runtime_s=D.max_runtime_s)
 def refresh_cmd(
     ctx: typer.Context,
     date_: str = typer.Option(..., "--date", help="The trading day to redo."),
@@ -422,6 +455,7 @@ def refresh_cmd(
     dry_run: bool = DryRun,
     explain: Optional[ExplainMode] = Explain,
     as_json: bool = AsJson,
+    max_runtime: Optional[float] = MaxRuntime(D.max_runtime_s),
 ) -> int:
     """Redo one date for every active portfolio (existing snapshots kept unless --force)."""
     from snapshotter.jobs.snapshots import refresh_date
@@ -434,7 +468,7 @@ def refresh_cmd(
 
 
 @app.command("backfill")
-@command(job="backfill")
+@command(job="backfill", max_runtime_s=D.max_runtime_s)
 def backfill_cmd(
     ctx: typer.Context,
     portfolio: str = typer.Option(..., "--portfolio", help="Portfolio id (UUID)."),
@@ -447,6 +481,7 @@ def backfill_cmd(
     dry_run: bool = DryRun,
     explain: Optional[ExplainMode] = Explain,
     as_json: bool = AsJson,
+    max_runtime: Optional[float] = MaxRuntime(D.max_runtime_s),
 ) -> int:
     """Snapshot one portfolio over a range of trading days from cached closes."""
     from snapshotter.jobs.snapshots import backfill
@@ -492,7 +527,7 @@ def recompute_cmd(
 
 
 @app.command("symbol-batch")
-@command(job="symbol-batch")
+@command(job="symbol-batch", max_runtime_s=SYMBOL_BATCH_MAX_RUNTIME_S)
 def symbol_batch_cmd(
     ctx: typer.Context,
     date_: Optional[str] = typer.Option(None, "--date", help="Target trading day [default: the latest closed trading day]."),
@@ -503,6 +538,7 @@ def symbol_batch_cmd(
     alert_failure_ratio: float = typer.Option(ALERT_FAILURE_RATIO, "--alert-failure-ratio", min=0.0, max=1.0,
                                               help="Alert when more than this share of the symbols tried fail."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as one JSON line on stdout."),
+    max_runtime: Optional[float] = MaxRuntime(SYMBOL_BATCH_MAX_RUNTIME_S),
 ) -> int:
     """Fetch the missing daily closes of every symbol the portfolios need, within the provider's rate limits."""
     from snapshotter.jobs.symbol_batch import run_symbol_batch

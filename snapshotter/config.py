@@ -8,12 +8,18 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from snapshotter.core.durations import parse_duration
 from snapshotter.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///snapshotter.db"
 SAMPLE_DIR = Path(__file__).parent / "sample_data"
 SAMPLE_PRICES_DIR = SAMPLE_DIR / "prices"
-
+PRODUCTION = "production"
+# PostgreSQL session limits (README "Maximum run time"): generous, so only a statement or a
+# lock wait that is stuck hits them; SNAPSHOTTER_PG_STATEMENT_TIMEOUT / _LOCK_TIMEOUT change them.
+PG_STATEMENT_TIMEOUT_S = 30 * 60.0
+PG_LOCK_TIMEOUT_S = 60.0
+OFF = ("off", "0", "none")
 
 
 def normalize_database_url(url: str) -> str:
@@ -50,6 +56,12 @@ class Settings:
     # --max-price-age of portfolio-refresh, refresh and backfill; raw text, parsed by
     # :meth:`price_age` when a snapshot command needs it (a bad value exits 78 there).
     max_price_age: str | int | None = None
+    # deployment (README "Deployment"): raw text, parsed where used so a bad value is a ConfigError
+    environment: str | None = None  # SNAPSHOTTER_ENV; "production" means --no-migrate by default
+    max_runtime: str | None = None  # SNAPSHOTTER_MAX_RUNTIME: replaces every job command's default
+    pg_statement_timeout: str | None = None
+    pg_lock_timeout: str | None = None
+    migration_database_url: str | None = None  # SNAPSHOTTER_MIGRATION_DATABASE_URL: only `db upgrade` uses it
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -72,6 +84,12 @@ class Settings:
             calls_per_minute=env.get("SNAPSHOTTER_CALLS_PER_MINUTE") or None,
             calls_per_day=env.get("SNAPSHOTTER_CALLS_PER_DAY") or None,
             max_price_age=env.get("SNAPSHOTTER_MAX_PRICE_AGE") or None,
+            environment=(env.get("SNAPSHOTTER_ENV") or "").strip().lower() or None,
+            max_runtime=env.get("SNAPSHOTTER_MAX_RUNTIME") or None,
+            pg_statement_timeout=env.get("SNAPSHOTTER_PG_STATEMENT_TIMEOUT") or None,
+            pg_lock_timeout=env.get("SNAPSHOTTER_PG_LOCK_TIMEOUT") or None,
+            migration_database_url=normalize_database_url(env["SNAPSHOTTER_MIGRATION_DATABASE_URL"])
+            if env.get("SNAPSHOTTER_MIGRATION_DATABASE_URL") else None,
             extra={k: v for k, v in env.items() if k.startswith("SNAPSHOTTER_") and v},  # provider plugins' settings
         )
         for k, v in overrides.items():
@@ -90,14 +108,42 @@ class Settings:
         if not (text.isascii() and text.isdigit()) or int(text) > MAX_PRICE_AGE:
             raise ConfigError(f"SNAPSHOTTER_MAX_PRICE_AGE must be a whole number of trading days from 0 to {MAX_PRICE_AGE}, got {raw!r}")
         return int(text)
+    @property
+    def production(self) -> bool:
+        return self.environment == PRODUCTION
+
+    def max_runtime_s(self, default: float) -> float:
+        """A job command's maximum run time: SNAPSHOTTER_MAX_RUNTIME, else the command's ``default``; 0 = none."""
+        return duration_setting("SNAPSHOTTER_MAX_RUNTIME", self.max_runtime, default) or 0.0
+
+    def pg_timeouts(self) -> dict[str, float | None]:
+        """statement_timeout and lock_timeout (seconds, None = the server's own) for PostgreSQL sessions."""
+        return {
+            "statement_timeout_s": duration_setting("SNAPSHOTTER_PG_STATEMENT_TIMEOUT", self.pg_statement_timeout, PG_STATEMENT_TIMEOUT_S),
+            "lock_timeout_s": duration_setting("SNAPSHOTTER_PG_LOCK_TIMEOUT", self.pg_lock_timeout, PG_LOCK_TIMEOUT_S),
+        }
 
     def secrets(self) -> list[str]:
-        """The strings to redact everywhere: API keys, webhook and ping URLs, the DB password."""
+        """The strings to redact everywhere: API keys, webhook and ping URLs, the DB passwords."""
         found = [v for v in (self.alphavantage_api_key, self.polygon_api_key, self.alert_webhook_url, self.healthcheck_url) if v]
-        try:
-            password = make_url(self.database_url).password
-        except Exception:
-            password = None
-        if password:
-            found.append(str(password))
+        for url in (self.database_url, self.migration_database_url):
+            try:
+                password = make_url(url).password if url else None
+            except Exception:
+                password = None
+            if password:
+                found.append(str(password))
         return [s for s in found if len(s) >= 4]
+
+
+def duration_setting(name: str, raw: str | None, default: float | None) -> float | None:
+    """A duration from the environment: ``default`` when unset, None for off/0/none, else seconds
+    (a bad value is a ConfigError naming the variable: exit 78)."""
+    if raw is None:
+        return default
+    if raw.strip().lower() in OFF:
+        return None
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None

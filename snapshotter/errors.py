@@ -20,7 +20,7 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 69  # EX_UNAVAILABLE: database or provider unreachable after retries
     SOFTWARE = 70  # EX_SOFTWARE: internal error
     CANTCREAT = 73  # EX_CANTCREAT: the database cannot be written (a read-only SQLite file)
-    TEMPFAIL = 75  # EX_TEMPFAIL: batch not ready, quota exhausted, lock held; safe to rerun
+    TEMPFAIL = 75  # EX_TEMPFAIL: batch not ready, quota exhausted, lock held, --max-runtime reached; safe to rerun
     CONFIG = 78  # EX_CONFIG: configuration missing or invalid
     SIGINT = 130
     SIGTERM = 143
@@ -71,7 +71,16 @@ class BatchNotReady(TempFailError):
 
 
 class Stopped(SnapshotterError):
-    """Raised at a unit-of-work boundary after SIGTERM/SIGINT."""
+    """A stop asked from outside the job's work, honoured at a unit-of-work boundary.
+
+    The job finishes the symbol or chunk in flight, marks its run ``interrupted``
+    with this message and re-raises; the pings go out and the process exits with
+    the subclass's code. Jobs catch this class; the subclasses say why.
+    """
+
+
+class StoppedBySignal(Stopped):
+    """SIGTERM (Railway, Kubernetes, docker stop) or SIGINT (Ctrl-C): exit 143 or 130."""
 
     def __init__(self, signum: int):
         import signal
@@ -79,6 +88,17 @@ class Stopped(SnapshotterError):
         self.signum = signum
         self.exit_code = ExitCode.SIGINT if signum == signal.SIGINT else ExitCode.SIGTERM
         super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+class MaxRuntimeReached(Stopped):
+    """``--max-runtime`` elapsed: stopped as SIGTERM would, but exit 75 (EX_TEMPFAIL): nothing
+    is wrong with the data, and a later run continues where this one stopped."""
+
+    exit_code = ExitCode.TEMPFAIL
+
+    def __init__(self, limit: str):
+        self.limit = limit
+        super().__init__(f"stopped after --max-runtime {limit}")
 
 
 # Provider errors: each tells the batch what to do with the symbol or the run.

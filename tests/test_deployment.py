@@ -21,6 +21,9 @@ import pytest
 import yaml
 
 from snapshotter.core.calendar import NEW_YORK, close_time, effective_trading_date, is_trading_day, trading_days_between
+from snapshotter.core.durations import parse_duration
+from snapshotter.jobs.snapshots import Options
+from snapshotter.jobs.symbol_batch import MAX_RUNTIME_S
 
 ROOT = Path(__file__).resolve().parent.parent
 UTC = timezone.utc
@@ -33,6 +36,7 @@ FAIL_JOB = {1, 64, 65, 75, 78}
 # claims (1.27, timeZone) and the newest kubernetes-validate ships.
 K8S_OLDEST, K8S_NEWEST = "1.27", "1.37"
 K8S_FILES = ("scripts/k8s/cronjob.yaml", "scripts/k8s/db-upgrade-job.yaml")
+MAX_RUNTIME = {"symbol-batch": MAX_RUNTIME_S, "portfolio-refresh": Options().max_runtime_s}  # the commands' defaults
 
 # Keys documented in Railway's config-as-code reference (docs.railway.com/config-as-code/reference).
 # The JSON schema behind https://railway.com/railway.schema.json could not be fetched here,
@@ -184,6 +188,15 @@ def test_railway_start_command_runs_the_job(job):
     assert argv[0] in scripts  # the console script pip installs
 
 
+@pytest.mark.parametrize("job", JOBS)
+def test_railway_migrates_before_each_deployment(job):
+    """deploy.preDeployCommand (documented as a list of commands): the new image migrates the
+    schema after the build and before the deployment; the jobs then run with --no-migrate."""
+    pre = railway(job)["deploy"]["preDeployCommand"]
+    assert isinstance(pre, list) and all(isinstance(c, str) for c in pre)
+    assert [shlex.split(c) for c in pre] == [["snapshotter", "db", "upgrade"]]
+
+
 def test_railway_services_share_the_build():
     assert railway("symbol-batch")["build"] == railway("portfolio-refresh")["build"]
 
@@ -230,10 +243,11 @@ def test_portfolio_refresh_starts_after_the_symbol_batch_each_night():
 # --- crontab ---------------------------------------------------------------------
 
 ENV_LINE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+BACKSTOP = timedelta(minutes=10)  # the outside limit comes this long after the job's own --max-runtime
 
 
 def crontab_entries() -> tuple[dict[str, str], dict[str, tuple[str, list[str]]]]:
-    """Environment lines, and per job its schedule and the argv of its command."""
+    """Environment lines, and per command (``symbol-batch``, ``db upgrade``) its schedule and argv."""
     env, jobs = {}, {}
     for line in (ROOT / "scripts/crontab.example").read_text().splitlines():
         line = line.strip()
@@ -245,9 +259,17 @@ def crontab_entries() -> tuple[dict[str, str], dict[str, tuple[str, list[str]]]]
             continue
         fields = line.split(None, 5)
         argv = shlex.split(fields[5])
-        inner = argv[7].split("; ")[-1]  # sh -c '...; exec .../snapshotter JOB'
-        jobs[inner.rsplit(" ", 1)[-1]] = (" ".join(fields[:5]), argv)
+        inner = argv[argv.index("-c") + 1].split("; ")[-1]  # sh -c '...; exec .../snapshotter ARGS'
+        jobs[inner.split("/bin/snapshotter ", 1)[1]] = (" ".join(fields[:5]), argv)
     return env, jobs
+
+
+def parse_timeout(argv: list[str]) -> tuple[timedelta, timedelta]:
+    """(duration, kill-after) of the ``timeout --kill-after=K DURATION`` wrapper."""
+    i = argv.index("timeout")
+    kill = argv[i + 1]
+    assert kill.startswith("--kill-after=")
+    return (timedelta(seconds=parse_duration(argv[i + 2])), timedelta(seconds=parse_duration(kill.partition("=")[2])))
 
 
 def test_crontab_lines_are_utc_without_cron_tz():
@@ -256,27 +278,48 @@ def test_crontab_lines_are_utc_without_cron_tz():
     assert "CRON_TZ=" not in (ROOT / "scripts/crontab.example").read_text()
 
 
-def test_crontab_runs_both_jobs_under_flock_with_their_own_lock():
+def test_crontab_runs_every_command_under_flock_and_timeout():
     _, jobs = crontab_entries()
-    assert set(jobs) == set(JOBS)
+    assert set(jobs) == {*JOBS, "db upgrade"}
     locks = set()
     for job, (schedule, argv) in jobs.items():
         assert argv[:4] == ["flock", "-n", "-E", "75"]  # a held lock skips the run with EX_TEMPFAIL
         lock = argv[4]
         assert lock.endswith(".lock") and not lock.startswith("/tmp/")
         locks.add(lock)
-        assert argv[5:7] == ["sh", "-c"]
-        assert re.fullmatch(rf"exec /\S*/bin/snapshotter {job}", argv[7].split("; ")[-1])
-        assert argv[8:] == [f">>/var/log/snapshotter/{job}.log", "2>&1"]
-        # the same UTC schedule as the Railway service of that job
-        assert schedule == railway(job)["deploy"]["cronSchedule"]
-    assert len(locks) == 2
+        assert argv[5] == "timeout"  # a run that hangs must not hold the lock for ever
+        limit, kill_after = parse_timeout(argv)
+        assert timedelta(0) < kill_after <= timedelta(minutes=5)
+        if job in JOBS:  # the job stops itself first (exit 75); timeout is the backstop
+            assert limit == timedelta(seconds=MAX_RUNTIME[job]) + BACKSTOP
+        else:
+            assert limit <= timedelta(hours=1)
+        assert argv[8:10] == ["sh", "-c"]
+        assert re.fullmatch(rf"exec /\S*/bin/snapshotter {job}", argv[10].split("; ")[-1])
+        assert argv[11:] == [f">>/var/log/snapshotter/{job.replace(' ', '-')}.log", "2>&1"]
+        # only the migration reads the owner's credentials
+        assert ("migrate.env" in argv[10]) == (job == "db upgrade")
+        if job in JOBS:  # the same UTC schedule as the Railway service of that job
+            assert schedule == railway(job)["deploy"]["cronSchedule"]
+    assert len(locks) == 3
+
+
+def test_crontab_migrates_before_each_night_s_first_symbol_batch():
+    _, jobs = crontab_entries()
+    upgrades = year_runs(jobs["db upgrade"][0])
+    batches = year_runs(jobs["symbol-batch"][0])
+    nights: dict[date, list[datetime]] = {}
+    for t in batches:
+        nights.setdefault(t.date(), []).append(t)
+    assert {t.date() for t in upgrades} == set(nights)
+    for t in upgrades:
+        assert timedelta(minutes=5) <= min(nights[t.date()]) - t <= timedelta(minutes=30)
 
 
 def test_crontab_schedules_cover_every_trading_day():
     _, jobs = crontab_entries()
-    for job, (schedule, _argv) in jobs.items():
-        runs = year_runs(schedule)
+    for job in JOBS:
+        runs = year_runs(jobs[job][0])
         assert {t.isoweekday() for t in runs} == {2, 3, 4, 5, 6}
         assert_each_trading_day_is_covered(runs, job)
         assert_runs_fall_in_the_new_york_evening(runs, job)
@@ -378,6 +421,8 @@ def test_k8s_cronjob_spec(job):
 
     job_spec = spec["jobTemplate"]["spec"]
     assert isinstance(job_spec["backoffLimit"], int) and 0 <= job_spec["backoffLimit"] <= 3
+    # the job stops itself after its --max-runtime (exit 75); the deadline is the backstop
+    assert job_spec["activeDeadlineSeconds"] == MAX_RUNTIME[job] + BACKSTOP.total_seconds()
     pod = job_spec["template"]["spec"]
     assert_hardened_pod(pod)
     assert pod["terminationGracePeriodSeconds"] >= 60

@@ -1,4 +1,4 @@
-"""Durations on the command line ('90s', '5m', '1h30m', plain seconds). Pure."""
+"""Durations on the command line ('90s', '5m', '1h30m', plain seconds), and back to text. Pure."""
 
 from __future__ import annotations
 
@@ -21,3 +21,14 @@ def parse_duration(value: str) -> float:
     if seconds > MAX_SECONDS:
         raise ValueError(f"{value!r} is longer than a week")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` the way a person writes it on the command line: 7200 -> '2h', 5400 -> '1h30m',
+    2 -> '2s', 1.5 -> '1.5s' (parse_duration reads it back to the same number)."""
+    whole = int(seconds)
+    if whole != seconds or seconds < 1:
+        return f"{seconds:g}s"
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    return "".join(f"{n}{u}" for n, u in ((h, "h"), (m, "m"), (s, "s")) if n) or "0s"

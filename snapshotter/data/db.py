@@ -15,17 +15,32 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
-from snapshotter.config import mask_url
+from snapshotter.config import PG_LOCK_TIMEOUT_S, PG_STATEMENT_TIMEOUT_S, mask_url
 from snapshotter.data.dialect import register_sqlite_functions
+from snapshotter.data.locks import advisory_key
 from snapshotter.errors import CantCreate, ConfigError, DatabaseUnavailable, UsageError
 from snapshotter.ops.logs import get_logger, redact
 
 log = get_logger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 CONNECT_ATTEMPTS = 3
+MIGRATION_LOCK = "snapshotter.migrations"
 
 
-def make_engine(url: str) -> sa.Engine:
+def session_options(statement_timeout_s: float | None, lock_timeout_s: float | None, given: str | None = None) -> str | None:
+    """libpq ``options`` setting the session's timeouts; ``options`` already in the URL come last, so they win."""
+    parts = [f"-c {name}={int(round(s * 1000))}" for name, s in (("statement_timeout", statement_timeout_s),
+                                                                  ("lock_timeout", lock_timeout_s)) if s]
+    if given:
+        parts.append(given)
+    return " ".join(parts) or None
+
+
+def make_engine(url: str, *, statement_timeout_s: float | None = PG_STATEMENT_TIMEOUT_S,
+                lock_timeout_s: float | None = PG_LOCK_TIMEOUT_S) -> sa.Engine:
+    """An engine for ``url``. On PostgreSQL every session gets ``statement_timeout`` and
+    ``lock_timeout`` (None: the server's own; README "Maximum run time"): a statement that runs
+    30 minutes, or a lock waited for a minute, is stuck rather than slow."""
     try:
         parsed = sa.engine.make_url(url)
     except Exception as exc:
@@ -49,7 +64,11 @@ def make_engine(url: str) -> sa.Engine:
         return engine
     if parsed.get_backend_name() != "postgresql":
         raise ConfigError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql+psycopg")
-    return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    connect_args: dict = {"connect_timeout": 10}
+    options = session_options(statement_timeout_s, lock_timeout_s, parsed.query.get("options"))
+    if options:  # sent in the startup packet: every connection of the pool, before any statement
+        connect_args["options"] = options
+    return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
 
 
 # Connection failures that no retry can fix: the server says the database or the role
@@ -64,13 +83,14 @@ def _permanent(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.DBAPIError) and bool(PERMANENT.search(str(exc.orig)))
 
 
-def connect(url: str, wait_multiplier: float = 0.5) -> sa.Engine:
+def connect(url: str, wait_multiplier: float = 0.5, **session) -> sa.Engine:
     """An engine whose first connection succeeded, retried with exponential backoff.
 
     A missing database or role, refused credentials, or a file that is not a SQLite
     database is a configuration error at once (exit 78): retrying cannot fix it.
+    ``session``: make_engine's ``statement_timeout_s`` and ``lock_timeout_s``.
     """
-    engine = make_engine(url)
+    engine = make_engine(url, **session)
     try:
         for attempt in Retrying(
             stop=stop_after_attempt(CONNECT_ATTEMPTS),
@@ -141,10 +161,18 @@ def check_revision(revision: str) -> None:
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> tuple[str | None, str]:
-    """Upgrade to ``revision`` (an unknown one is a usage error naming the known ones)."""
+    """Upgrade to ``revision`` (an unknown one is a usage error naming the known ones) in one
+    transaction. On PostgreSQL two upgrades at once (two services' pre-deploy commands) take
+    turns on an advisory lock: the second finds the schema at head and does nothing."""
     check_revision(revision)
     before = current_revision(engine)
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Waiting for the other upgrade is not what lock_timeout is for (table locks behind a
+            # running job are): no limit for the advisory lock, the session's own afterwards.
+            conn.execute(sa.text("SET LOCAL lock_timeout = 0"))
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(MIGRATION_LOCK)})
+            conn.execute(sa.text("SET LOCAL lock_timeout TO DEFAULT"))
         command.upgrade(_alembic_config(conn), revision)
     after = current_revision(engine)
     if before != after:
@@ -160,6 +188,6 @@ def ensure_schema(engine: sa.Engine, migrate: bool = True) -> None:
     if not migrate:
         raise ConfigError(
             f"database schema is at {current or 'nothing'}, this version needs {head_revision()}: "
-            "run `snapshotter db upgrade` or drop --no-migrate"
+            "run `snapshotter db upgrade` (or pass --migrate)"
         )
     upgrade(engine)

@@ -54,6 +54,7 @@ class Options:
     workers: int = 2  # connections working on chunks at once (PostgreSQL; SQLite uses 1)
     explain: str | None = None  # "sql", "plan" or "analyze": show the first chunk's statements, keep nothing
     max_price_age: int = 0  # trading days an older close may value a lot without one (0: the day's own close only)
+    max_runtime_s: float = 2 * 3600.0  # --max-runtime default: up to --wait-timeout waiting, then the snapshots
 
 
 @dataclass

@@ -16,8 +16,8 @@ How a provider error affects the run (README "symbol-batch"):
 * daily quota exhausted (our own budget or the provider's word): stop cleanly,
   the symbols not done are deferred, run ``aborted``, exit 75 (safe to rerun).
 * key or plan refused: stop, run ``aborted``, exit 78.
-* SIGTERM/SIGINT: the call in flight is finished and stored, the run is marked
-  ``interrupted`` and Stopped is re-raised (exit 143/130).
+* SIGTERM/SIGINT or ``--max-runtime``: the call in flight is finished and stored,
+  the run is marked ``interrupted`` and Stopped is re-raised (exit 143/130, or 75).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from snapshotter.core.rate_limit import RateLimit, TokenBucket
 from snapshotter.ops.signals import STOP, StopFlag
 
 log = get_logger(__name__)
+MAX_RUNTIME_S = 4 * 3600.0  # --max-runtime default: the nightly schedule's bound (Kubernetes activeDeadlineSeconds - 10 min)
 
 ATTEMPTS = 3  # per provider call, first try included
 RETRY_INITIAL = 2.0  # seconds, doubled per retry, plus up to as much jitter
@@ -499,8 +500,8 @@ def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request, run
         stats["daily_budget_left"] = bucket.remaining_today
         _update_health(engine, batch.out, health, req)
         return _finish(run, batch, req)
-    except Stopped:
-        _finish_early(run, batch, stats, req.started, "interrupted", "stopped by signal after the call in flight")
+    except Stopped as exc:  # a signal or --max-runtime: the call in flight was stored
+        _finish_early(run, batch, stats, req.started, "interrupted", str(exc))
         raise
     except BaseException as exc:
         _finish_early(run, batch, stats, req.started, "failed", tracking.error_with_traceback(exc))
