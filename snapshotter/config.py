@@ -48,6 +48,7 @@ class Settings:
     polygon_base_url: str = "https://api.polygon.io"
     alert_webhook_url: str | None = None
     healthcheck_url: str | None = None
+    pushgateway_url: str | None = None  # PUSHGATEWAY_URL: last-run metrics for Prometheus (ops/metrics.py)
     # symbol-batch tuning (README "symbol-batch"); raw text, parsed by snapshotter.providers.base
     # so a bad value is a ConfigError (exit 78) raised inside a command, not at start-up.
     provider_timeout: str | float | None = None
@@ -80,6 +81,7 @@ class Settings:
             polygon_base_url=env.get("POLYGON_BASE_URL") or cls.polygon_base_url,
             alert_webhook_url=env.get("ALERT_WEBHOOK_URL") or None,
             healthcheck_url=env.get("HEALTHCHECK_URL") or None,
+            pushgateway_url=env.get("PUSHGATEWAY_URL") or None,
             provider_timeout=env.get("SNAPSHOTTER_PROVIDER_TIMEOUT") or None,
             calls_per_minute=env.get("SNAPSHOTTER_CALLS_PER_MINUTE") or None,
             calls_per_day=env.get("SNAPSHOTTER_CALLS_PER_DAY") or None,
@@ -125,7 +127,8 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """The strings to redact everywhere: API keys, webhook and ping URLs, the DB passwords."""
-        found = [v for v in (self.alphavantage_api_key, self.polygon_api_key, self.alert_webhook_url, self.healthcheck_url) if v]
+        found = [v for v in (self.alphavantage_api_key, self.polygon_api_key, self.alert_webhook_url, self.healthcheck_url,
+                             self.pushgateway_url) if v]
         for url in (self.database_url, self.migration_database_url):
             try:
                 password = make_url(url).password if url else None

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import logging
 import subprocess
 import sys
 import threading
@@ -46,8 +47,11 @@ from tests.fake_providers import FakeAlphaVantage, FakePolygon, Receiver
 
 
 def quiet_logging() -> None:
-    """The logging of the whole suite: in-process jobs log JSON at warning and above."""
+    """The logging of the whole suite: in-process jobs log JSON at warning and above. The test
+    receivers' access log (werkzeug, at info) is the suite's, not a command's: the standard
+    library's records go through the commands' log handler, so it is kept below its level."""
     logs.configure("json", "warning")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 quiet_logging()

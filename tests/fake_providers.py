@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import uuid
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -244,6 +245,6 @@ class Receiver:
 
 
 def rid(run_id: str) -> str:
-    """A run id (uuid4().hex) as the ping's rid= carries it."""
-    h = run_id
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A run id as the ping's rid= carries it: the tracking row already spells it that way."""
+    assert run_id == str(uuid.UUID(run_id)), run_id  # one spelling everywhere: the canonical UUID form
+    return run_id

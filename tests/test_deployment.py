@@ -447,7 +447,7 @@ def test_k8s_runs_each_job_twice_a_night_an_hour_apart():
 def test_k8s_secrets_come_from_a_secret(job):
     container = cronjobs()[job]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
-    secret_names = {"DATABASE_URL", "ALPHAVANTAGE_API_KEY", "POLYGON_API_KEY", "ALERT_WEBHOOK_URL", "HEALTHCHECK_URL"}
+    secret_names = {"DATABASE_URL", "ALPHAVANTAGE_API_KEY", "POLYGON_API_KEY", "ALERT_WEBHOOK_URL", "HEALTHCHECK_URL", "PUSHGATEWAY_URL"}
     assert "DATABASE_URL" in env
     for name in secret_names & set(env):
         assert "value" not in env[name], name

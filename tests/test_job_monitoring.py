@@ -127,7 +127,7 @@ def test_usage_error_inside_a_job_pings_64_and_alerts(db_url, engine, one_week_p
     msg = "--date 2026-09-07 is not an NYSE trading day"
     assert suffix == "64"
     # the target is resolved by the job; a date it refused is named in the message, not reported as the target
-    assert body == {"job": "refresh", "run_id": rid_.replace("-", ""), "exit_code": 64, "error": msg, "target_date": None}
+    assert body == {"job": "refresh", "run_id": rid_, "exit_code": 64, "error": msg, "target_date": None}
     assert receiver.alerts == [{"text": f"refresh exited 64: {msg}\nrun_id: {rid_}"}]
 
 

@@ -19,7 +19,7 @@ from snapshotter.ops import logs, notify
 from snapshotter.config import Settings
 from tests.conftest import quiet_logging, wait_until
 
-RUN_ID = "0123456789abcdef0123456789abcdef"  # batch_run_tracking.run_id is uuid4().hex
+RUN_ID = "0123456789abcdef0123456789abcdef"  # a run id written as 32 hex digits (0004's default for outside writers)
 RID = "01234567-89ab-cdef-0123-456789abcdef"  # what healthchecks.io accepts
 HOOK_PATH = "/services/T0001/B0002/hook-s3cr3t-token"
 PING_PATH = "/ping/5f0c2e1a-ping-s3cr3t"

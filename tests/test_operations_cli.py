@@ -215,7 +215,7 @@ def test_exit_70_on_an_unclassified_error_with_the_alert_and_pings(tmp_path, rec
     assert r.returncode == 70, r.stderr
     msg = "ZeroDivisionError: division by zero in the plugin"
     rid_ = receiver.pings[0].query[len("rid="):]
-    run_id = rid_.replace("-", "")
+    run_id = rid_  # one spelling: the canonical UUID in the row, the pings, the alert and the message
     assert [l for l in r.stderr.splitlines() if l.startswith("snapshotter:")] == [
         f"snapshotter: internal error in run {run_id}: {msg} (the traceback is logged at --log-level debug)"
     ]

@@ -29,7 +29,7 @@ class Run:
         self.engine = engine
         self.batch_type = batch_type
         self.target_date = target_date
-        self.run_id = run_id or uuid.uuid4().hex
+        self.run_id = run_id or str(uuid.uuid4())  # the canonical UUID form, as the monitor's
         self._last_beat = None
 
     def start(self) -> "Run":

@@ -29,7 +29,7 @@ from snapshotter.data import dialect, invalidation_sql, market_value_sql, planni
 from snapshotter.data.locks import run_lock
 from snapshotter.errors import BatchNotReady, DatabaseUnavailable, ExitCode, Stopped, UsageError, exit_code_for_failures
 from snapshotter.jobs.workers import Workers
-from snapshotter.ops.logs import get_logger, redact
+from snapshotter.ops.logs import bind_target, get_logger, redact
 from snapshotter.ops.progress import progress_bar
 from snapshotter.ops.signals import STOP, StopFlag
 
@@ -179,6 +179,7 @@ def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, now
     started = time.monotonic()
     if not 0 <= opts.max_price_age <= valuation.MAX_PRICE_AGE:
         raise UsageError(f"max price age must be 0..{valuation.MAX_PRICE_AGE} trading days, got {opts.max_price_age}")
+    bind_target(target)
     if opts.dry_run or opts.explain:  # no lock, no tracking row, nothing kept
         with engine.connect() as conn:
             plan = plan_fn(conn)

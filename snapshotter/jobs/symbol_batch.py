@@ -53,7 +53,7 @@ from snapshotter.errors import (
     exit_code_for_failures,
 )
 from snapshotter.data.locks import run_lock
-from snapshotter.ops.logs import get_logger, redact
+from snapshotter.ops.logs import bind_target, get_logger, redact
 from snapshotter.ops.progress import progress_bar
 from snapshotter.providers.base import Provider, get_provider, rate_limit_for
 from snapshotter.core.rate_limit import RateLimit, TokenBucket
@@ -404,6 +404,7 @@ def run_symbol_batch(
     """
     started = time.monotonic()
     target, rng = targets.symbol_batch_target(target_date, date_from, date_to, now)
+    bind_target(target)
     latest = effective_trading_date(now)
     req = _Request(
         target=target,

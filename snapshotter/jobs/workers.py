@@ -20,6 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from snapshotter.ops.logs import in_this_context
+
 Task = Callable[[sa.Connection, Any], Any]
 _STOP = object()
 
@@ -41,7 +43,8 @@ class Workers:
             return self
         ready: queue.Queue = queue.Queue()
         for i in range(self.n):
-            t = threading.Thread(target=self._loop, args=(ready,), name=f"snapshotter-worker-{i}", daemon=True)
+            # each thread in a copy of the caller's context: its log lines carry the run's fields
+            t = threading.Thread(target=in_this_context(self._loop), args=(ready,), name=f"snapshotter-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
         for _ in range(self.n):  # a worker that cannot connect fails the run before any chunk

@@ -19,19 +19,23 @@ Rules (README "Alerts and monitoring"):
   the portfolios or symbols failed; a symbol newly marked unavailable or back
   (even on exit 0). A job that raised alerts on any non-zero exit. The ping
   always tells the monitor the exit code.
+* With ``PUSHGATEWAY_URL``, the run's metrics go to a Prometheus Pushgateway after
+  the finish ping (:mod:`snapshotter.ops.metrics`).
 * ``--dry-run`` runs are not monitored: they write nothing, and a ping would
   tell the monitor the nightly job ran.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
 
-from snapshotter.ops import logs, notify
+from snapshotter.clock import utcnow
+from snapshotter.ops import logs, metrics, notify
 from snapshotter.data.schema import batch_run_tracking as brt
 
 log = logs.get_logger("snapshotter.ops.monitoring")
@@ -42,11 +46,12 @@ class JobMonitor:
         self.settings = settings
         self.job = job
         self.enabled = enabled
-        self.run_id = uuid.uuid4().hex
+        self.run_id = str(uuid.uuid4())  # canonical form: tracking row, logs, pings and alert spell it alike
         self.target: date | None = None  # set by the command once it knows it
         self.summary: dict | None = None
         self.error: str | None = None  # one line, for a non-zero exit the command returned
         self.alert_line: str | None = None  # replaces ``error`` in the alert (failure ratio)
+        self._started = time.monotonic()  # reset by start(); the run's duration for the metrics
 
     # --- called by the command body -------------------------------------------------
 
@@ -61,30 +66,37 @@ class JobMonitor:
     # --- called by the decorator ------------------------------------------------------
 
     def start(self) -> None:
+        self._started = time.monotonic()
+        logs.bind_run(self.run_id, self.job)  # every log line of the run names it, dry runs too
         if not self.enabled:
             return
         try:
-            log.info("job.started", job=self.job, run_id=self.run_id)
+            log.info("job.started")
             notify.ping_start(self.settings, self.run_id)
         except Exception:  # noqa: BLE001 - monitoring never fails a job
             pass
 
     def finish(self, exit_code: int, error: str | None = None, engine: sa.Engine | None = None) -> dict | None:
-        """Send the alert (if due) and the finish ping; returns the summary sent."""
-        if not self.enabled:
-            return None
+        """Send the alert (if due) and the finish ping; returns the summary sent. The run's
+        log context ends here."""
         try:
+            if not self.enabled:
+                return None
             error = error or self.error
             summary = self.final_summary(exit_code, error, engine)
             if self.alert_due(exit_code):
                 text = self.alert_text(exit_code, summary, error)
-                log.warning("job.alert", job=self.job, run_id=self.run_id, exit_code=exit_code, text=text)
+                log.warning("job.alert", exit_code=exit_code, text=text)
                 notify.send_alert(self.settings, text, run_id=notify.canonical_rid(self.run_id))
             notify.ping_finish(self.settings, self.run_id, exit_code, summary)
-            log.info("job.finished", job=self.job, run_id=self.run_id, exit_code=exit_code)
+            metrics.push_run_metrics(self.settings, self.job, exit_code, summary,
+                                     time.monotonic() - self._started, utcnow().timestamp())
+            log.info("job.finished", exit_code=exit_code)
             return summary
         except Exception:  # noqa: BLE001
             return None
+        finally:
+            logs.unbind_run()
 
     def alert_due(self, exit_code: int) -> bool:
         """A job that reported its result alerts when it gave an alert line (its own rule:
