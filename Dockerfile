@@ -9,14 +9,26 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Only what `pip install .` needs (pyproject names README.md as the readme).
-COPY pyproject.toml README.md /src/
-COPY snapshotter /src/snapshotter
-RUN pip install /src \
-    && rm -rf /src \
+# 1. The dependencies, at the versions of requirements.lock: this layer depends on
+#    pyproject.toml and the lock only, so a code change does not reinstall them.
+#    The runtime dependencies are read from pyproject.toml (the lock also pins the
+#    test extras, which the image does not need), plus the locked build backend.
+COPY pyproject.toml requirements.lock /src/
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']))" \
+       > /tmp/runtime.txt \
+    && pip install -c /src/requirements.lock -r /tmp/runtime.txt setuptools \
+    && rm /tmp/runtime.txt \
     && groupadd --system --gid 10001 snapshotter \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/snapshotter \
        --shell /usr/sbin/nologin snapshotter
+
+# 2. The package itself: nothing more to resolve (--no-deps), built with the locked
+#    setuptools (--no-build-isolation); the source is not kept. pyproject names
+#    README.md as the readme.
+COPY README.md /src/
+COPY snapshotter /src/snapshotter
+RUN pip install --no-deps --no-build-isolation /src \
+    && rm -rf /src
 
 # Non-root; the working directory is the user's own, so the default
 # sqlite:///snapshotter.db (demos only: set DATABASE_URL in production) is writable.

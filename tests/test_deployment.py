@@ -19,6 +19,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from snapshotter.core.calendar import NEW_YORK, close_time, effective_trading_date, is_trading_day, trading_days_between
 from snapshotter.core.durations import parse_duration
@@ -510,21 +513,75 @@ def dockerfile() -> list[tuple[str, str]]:
     return out
 
 
-def test_dockerfile_installs_the_package_and_runs_as_non_root():
+def test_dockerfile_installs_the_locked_dependencies_before_the_source_and_runs_as_non_root():
     instrs = dockerfile()
     froms = [rest for i, rest in instrs if i == "FROM"]
     assert froms == ["python:3.11-slim"] or froms == ["python:3.12-slim"]
-    runs = " ".join(rest for i, rest in instrs if i == "RUN")
-    assert re.search(r"pip install /src\b", runs)
-    copied = " ".join(rest for i, rest in instrs if i == "COPY")
-    for needed in ("pyproject.toml", "README.md", "snapshotter"):
+    copies = [(n, rest) for n, (i, rest) in enumerate(instrs) if i == "COPY"]
+    runs = [(n, rest) for n, (i, rest) in enumerate(instrs) if i == "RUN"]
+    first_copy = copies[0][1].split()
+    assert set(first_copy[:-1]) == {"pyproject.toml", "requirements.lock"}  # what the dependency layer depends on
+    source_at = min(n for n, rest in copies if rest.split()[0] == "snapshotter")
+    (deps_at, deps), = [(n, rest) for n, rest in runs if "-c /src/requirements.lock" in rest]
+    assert copies[0][0] < deps_at < source_at  # dependencies first: a code change does not reinstall them
+    assert re.search(r"pip install -c /src/requirements.lock -r \S+ setuptools", deps)
+    assert "['project']['dependencies']" in deps  # the runtime dependencies only, not the test extras
+    (pkg,) = [rest for n, rest in runs if n > source_at]
+    assert re.search(r"pip install --no-deps --no-build-isolation /src\b", pkg)  # nothing resolved after the lock
+    copied = " ".join(rest for _, rest in copies)
+    for needed in ("pyproject.toml", "README.md", "snapshotter", "requirements.lock"):
         assert needed in copied  # pyproject names README.md as the readme
     users = [rest for i, rest in instrs if i == "USER"]
     assert users and users[-1].split(":")[0] not in {"root", "0"}
     assert json.loads(dict(instrs)["ENTRYPOINT"]) == ["snapshotter"]
 
 
+def locked() -> dict[str, tuple[str, str | None]]:
+    """name -> (version, marker) of requirements.lock; every line pins one version."""
+    out = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        req, _, marker = line.partition(";")
+        name, sep, version = req.strip().partition("==")
+        assert sep and re.fullmatch(r"[A-Za-z0-9._-]+", name) and re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", version), line
+        out[canonicalize_name(name)] = (version, marker.strip() or None)
+    return out
+
+
+def test_the_lock_pins_every_dependency_pyproject_names():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = [*project["project"]["dependencies"], *project["project"]["optional-dependencies"]["test"],
+              *project["build-system"]["requires"]]
+    pins = locked()
+    for spec in wanted:
+        req = Requirement(spec)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{spec} is not in requirements.lock: run `make lock`"
+        assert req.specifier.contains(pins[name][0], prereleases=True), f"{spec} but the lock pins {pins[name][0]}: run `make lock`"
+    for extra_pkg in ("psycopg-binary",):  # psycopg[binary]: the extra's package is pinned too
+        assert extra_pkg in pins
+
+
+def test_this_environment_is_the_lock():
+    """`make install` installs with the lock as constraints: what runs the tests is what the image gets."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name, (pinned, marker) in locked().items():
+        if marker and not Marker(marker).evaluate():
+            continue
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            if name in {"setuptools", "uv"}:  # the build backend: only the image installs it outright
+                continue
+            raise
+        if name == "setuptools":
+            continue  # a venv's own setuptools, if any, is not the package's business
+        assert installed == pinned, f"{name} {installed} installed, the lock pins {pinned}: run `make install`"
+
+
 def test_dockerignore_keeps_local_state_out_of_the_image():
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "*.db", ".env", "tests"} <= ignored
-    assert "snapshotter" not in ignored and "pyproject.toml" not in ignored and "README.md" not in ignored
+    assert not {"snapshotter", "pyproject.toml", "README.md", "requirements.lock"} & ignored
