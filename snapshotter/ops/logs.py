@@ -134,8 +134,10 @@ def bind_run(run_id: str, job: str) -> None:
 
 
 def bind_target(target: date | None) -> None:
-    """The run's target day, once the job has resolved it."""
-    if target is not None:
+    """The run's target day, once the job has resolved it: added to the run the monitor bound
+    (and unbinds with it). A job called outside a monitored run (a test, a script) binds nothing,
+    so it leaves nothing behind in its caller's context."""
+    if target is not None and "run_id" in structlog.contextvars.get_contextvars():
         structlog.contextvars.bind_contextvars(target_date=target.isoformat())
 
 
