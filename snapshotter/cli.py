@@ -495,7 +495,7 @@ def backfill_cmd(
 
 
 @app.command("recompute")
-@command(job="recompute")
+@command(job="recompute", max_runtime_s=D.max_runtime_s)
 def recompute_cmd(
     ctx: typer.Context,
     portfolio: Optional[str] = typer.Option(None, "--portfolio", help="Only this portfolio's pending invalidations (UUID)."),
@@ -506,6 +506,7 @@ def recompute_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be recomputed, created and deleted; write nothing."),
     max_price_age: Optional[int] = MaxPriceAge,
     as_json: bool = AsJson,
+    max_runtime: Optional[float] = MaxRuntime(D.max_runtime_s),
 ) -> int:
     """Recompute the snapshots whose history other writers changed (pending invalidations), then the market values."""
     from snapshotter.jobs.snapshots import recompute

@@ -96,8 +96,9 @@ def test_the_environment_sets_the_max_runtime_and_the_option_wins(db_url, engine
 
 def test_bad_max_runtimes_are_usage_and_configuration_errors(tmp_path):
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    r = cli(url, "refresh", "--date", "2026-09-18", "--max-runtime", "soon")
-    assert r.returncode == 64 and "is not a duration" in r.stderr
+    for job in (["refresh", "--date", "2026-09-18"], ["recompute"], ["symbol-batch"]):
+        r = cli(url, *job, "--max-runtime", "soon")
+        assert r.returncode == 64 and "is not a duration" in r.stderr, job
     r = cli(url, "refresh", "--date", "2026-09-18", env={"SNAPSHOTTER_MAX_RUNTIME": "soon"})
     assert r.returncode == 78 and "snapshotter: error: SNAPSHOTTER_MAX_RUNTIME: 'soon' is not a duration" in r.stderr, r.stderr
     assert not (tmp_path / "x.db").exists()  # refused before the database was touched
