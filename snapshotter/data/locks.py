@@ -46,19 +46,24 @@ def _held(name: str) -> LockHeld:
 def _pg_lock(engine, name, wait, stop, poll):
     key = advisory_key(name)
     conn = engine.connect()
+    held = False
     try:
         while not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
             conn.rollback()
             if not wait:
                 raise _held(name)
+            log.debug("lock.waiting", name=name)
             stop.sleep(poll)
+        held = True
         conn.commit()
         log.debug("lock.acquired", name=name)
         yield
     finally:
         try:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            conn.commit()
+            if held:  # an error taking it (a role without the right) must surface, not a failed unlock
+                conn.rollback()
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
         finally:
             conn.close()
 
@@ -81,6 +86,7 @@ def _file_lock(engine, name, wait, stop, poll):
             except BlockingIOError:
                 if not wait:
                     raise _held(name) from None
+                log.debug("lock.waiting", name=name)
                 stop.sleep(poll)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {time.time():.0f}\n".encode())
