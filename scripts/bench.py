@@ -21,6 +21,7 @@ stdout and in --json-out if given.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -95,6 +96,15 @@ class PgScratch:
         self.admin.close()
 
 
+PORTFOLIOS_SQL = "INSERT INTO portfolios (id, name, base_currency, created_at) SELECT md5('p' || i)::uuid, 'p' || i, 'USD', now() FROM generate_series(1, %s) i"
+LOTS_SQL = (
+    "INSERT INTO positions (id, portfolio_id, symbol, quantity, entry_price, entry_date) "
+    "SELECT md5('l' || i || '.' || j)::uuid, md5('p' || i)::uuid, 'S' || lpad(((i * 7 + j * 197) %% %s)::text, 4, '0'), "
+    "round((1 + random() * 100)::numeric, 4), round((10 + random() * 400)::numeric, 2), %s "
+    "FROM generate_series(1, %s) i, generate_series(1, %s) j"
+)
+
+
 def pg_generate(conn, n: int, price_days: list[date], entry: date, snapshot_day: date | None) -> None:
     """Server-side generation: N portfolios x 10 lots, 2,000 symbols, closes for price_days."""
     t0 = time.perf_counter()
@@ -104,18 +114,8 @@ def pg_generate(conn, n: int, price_days: list[date], entry: date, snapshot_day:
         "FROM generate_series(0, %s - 1) s, unnest(%s::date[]) d",
         (SYMBOLS, price_days),
     )
-    conn.execute(
-        "INSERT INTO portfolios (id, name, base_currency, created_at) "
-        "SELECT md5('p' || i)::uuid, 'p' || i, 'USD', now() FROM generate_series(1, %s) i",
-        (n,),
-    )
-    conn.execute(
-        "INSERT INTO positions (id, portfolio_id, symbol, quantity, entry_price, entry_date) "
-        "SELECT md5('l' || i || '.' || j)::uuid, md5('p' || i)::uuid, 'S' || lpad(((i * 7 + j * 197) %% %s)::text, 4, '0'), "
-        "round((1 + random() * 100)::numeric, 4), round((10 + random() * 400)::numeric, 2), %s "
-        "FROM generate_series(1, %s) i, generate_series(1, %s) j",
-        (SYMBOLS, entry, n, LOTS),
-    )
+    conn.execute(PORTFOLIOS_SQL, (n,))
+    conn.execute(LOTS_SQL, (SYMBOLS, entry, n, LOTS))
     conn.execute(
         "INSERT INTO cash_transactions (id, portfolio_id, txn_date, amount) "
         "SELECT md5('c' || i)::uuid, md5('p' || i)::uuid, %s, round((random() * 10000)::numeric, 2) FROM generate_series(1, %s) i",
@@ -264,6 +264,8 @@ def bench_pg_daily(n: int, workers: list[int]) -> dict:
             out["runs"][f"run{i + 1}_workers_{w}"] = {
                 "workers": w, **run_io,
                 "total_s": round(elapsed, 2), "snapshot_phase_s": snap_s, "market_value_phase_s": mv_s,
+                # nothing pending (the generated data's invalidations are cleared): the check is one max(id) probe
+                "invalidations_pending": summary["invalidations_pending"], "invalidation_phase_s": summary["invalidation_phase_s"],
                 "snapshots_per_s": round(raw_rows / elapsed),
                 "snapshot_phase_vs_raw_insert": round(snap_s / raw_s, 2),
                 "market_value_phase_vs_raw_update": round(mv_s / raw_update_s, 2),
@@ -284,6 +286,124 @@ def bench_pg_backfill(n: int) -> dict:
         log(f"backfill: {summary['snapshots_created']:,} snapshots in {elapsed:.1f}s, peak RSS {rss / 1024:.0f} MB")
         return {"portfolios": n, "days": len(YEAR), "snapshots": summary["snapshots_created"], "snapshotter_s": round(elapsed, 2),
                 "snapshots_per_s": round(summary["snapshots_created"] / elapsed), "peak_rss_mb": round(rss / 1024)}
+    finally:
+        s.drop()
+
+
+def bench_pg_recompute(n: int) -> dict:
+    """A year of history built by a backfill run, then one lot per portfolio backdated 250 trading
+    days, inserted by another application (a plain connection; the triggers record it), then one
+    portfolio-refresh that recomputes the year: its recompute rate against the backfill's, same database."""
+    s = PgScratch("recompute")
+    try:
+        with s.connect() as conn:
+            pg_generate(conn, n, YEAR, YEAR[0], None)
+        elapsed, summary, rss = run_snapshotter(s.url, "portfolio-refresh", "--date", TARGET.isoformat(), "--no-wait")
+        built = summary["snapshots_created"]
+        backfill = {"snapshots": built, "total_s": round(elapsed, 2), "snapshot_phase_s": summary["snapshot_phase_s"],
+                    "snapshots_per_s": round(built / elapsed), "snapshot_phase_snapshots_per_s": round(built / summary["snapshot_phase_s"]),
+                    "peak_rss_mb": round(rss / 1024)}
+        log(f"recompute: backfill {built:,} snapshots in {elapsed:.1f}s (snapshot pass {summary['snapshot_phase_s']}s)")
+        backdated = YEAR[0]
+        rng = random.Random(11)
+        rows = [(uuid.UUID(int=rng.getrandbits(128)), uuid.UUID(hashlib.md5(f"p{i}".encode()).hexdigest()),
+                 f"S{(i * 13) % SYMBOLS:04d}", Decimal(f"{1 + rng.random() * 100:.4f}"), Decimal(f"{10 + rng.random() * 400:.2f}"), backdated)
+                for i in range(1, n + 1)]
+        with psycopg.connect(s.conninfo) as app:  # another application: row by row, one transaction
+            t0 = time.perf_counter()
+            with app.cursor() as cur:
+                cur.executemany("INSERT INTO positions (id, portfolio_id, symbol, quantity, entry_price, entry_date) "
+                                "VALUES (%s, %s, %s, %s, %s, %s)", rows)
+            app.commit()
+            insert_s = time.perf_counter() - t0
+        with s.connect() as conn:
+            recorded, oldest = conn.execute("SELECT count(*), min(from_date) FROM snapshot_invalidations").fetchone()
+            settle(conn)
+            before = server_io(conn)
+        log(f"recompute: {n:,} lots inserted (entry {backdated}) in {insert_s:.1f}s; {recorded:,} invalidations recorded from {oldest}")
+        elapsed, summary, rss = run_snapshotter(s.url, "portfolio-refresh", "--date", TARGET.isoformat(), "--no-wait")
+        with s.connect() as conn:
+            run_io = io_since(conn, before)
+            left = conn.execute("SELECT count(*) FROM snapshot_invalidations").fetchone()[0]
+        redone = summary["snapshots_recomputed_by_invalidation"] + summary["snapshots_created_by_invalidation"]
+        phase = summary["invalidation_phase_s"]
+        assert summary["portfolios_invalidated"] == n and left == 0, (summary, left)
+        log(f"recompute: {redone:,} snapshots recomputed for {summary['portfolios_invalidated']:,} portfolios in {phase}s "
+            f"(whole command {elapsed:.1f}s) {run_io}")
+        return {
+            "portfolios": n, "lots_per_portfolio_before": LOTS, "days": len(YEAR), "backdated_entry_date": backdated.isoformat(),
+            "backfill": backfill,
+            "app_insert": {"lots": n, "s": round(insert_s, 2), "invalidations_recorded": recorded},
+            "recompute": {
+                **{k: summary[k] for k in ("invalidations_pending", "portfolios_invalidated", "snapshots_recomputed_by_invalidation",
+                                          "snapshots_created_by_invalidation", "snapshots_deleted_by_invalidation", "invalidation_phase_s",
+                                          "snapshots_created", "snapshot_phase_s", "market_value_phase_s", "positions_valued")},
+                "total_s": round(elapsed, 2), **run_io, "peak_rss_mb": round(rss / 1024),
+                "snapshots_per_s": round(redone / phase),
+                "snapshots_per_s_whole_command": round(redone / elapsed),
+            },
+            "recompute_vs_backfill_rate": round((redone / phase) / (built / elapsed), 2),
+            "recompute_vs_backfill_snapshot_pass_rate": round((redone / phase) / (built / backfill["snapshot_phase_s"]), 2),
+        }
+    finally:
+        s.drop()
+
+
+def bench_pg_load(n_lots: int, app_lots: int, repeats: int = 2) -> dict:
+    """Trigger overhead on a load: n_lots lots in one INSERT ... SELECT (as pg_generate loads them) and
+    app_lots lots row by row (executemany, a transaction per 1,000 rows, as an application writes them),
+    with the triggers of migration 0006 and without (DISABLE TRIGGER USER), alternating, same database."""
+    s = PgScratch("load")
+    portfolios = max(1, n_lots // LOTS)
+    try:
+        with s.connect() as conn:
+            conn.execute(PORTFOLIOS_SQL, (portfolios,))
+            settle(conn)
+        rng = random.Random(13)
+        app_rows = [(uuid.UUID(int=rng.getrandbits(128)), uuid.UUID(hashlib.md5(f"p{1 + (i // LOTS) % portfolios}".encode()).hexdigest()),
+                     f"S{(i * 197) % SYMBOLS:04d}", Decimal(f"{1 + rng.random() * 100:.4f}"), Decimal(f"{10 + rng.random() * 400:.2f}"), YESTERDAY)
+                    for i in range(app_lots)]
+        runs = []
+        for rep in range(repeats):
+            for triggers in (True, False):
+                with s.connect() as conn:
+                    conn.execute("TRUNCATE positions, snapshot_invalidations")
+                    conn.execute(f"ALTER TABLE positions {'ENABLE' if triggers else 'DISABLE'} TRIGGER USER")
+                    settle(conn)
+                    before = server_io(conn)
+                    t0 = time.perf_counter()
+                    conn.execute(LOTS_SQL, (SYMBOLS, YESTERDAY, portfolios, LOTS))
+                    bulk_s = time.perf_counter() - t0
+                    bulk_io = io_since(conn, before)
+                    bulk_inv = conn.execute("SELECT count(*) FROM snapshot_invalidations").fetchone()[0]
+                    conn.execute("TRUNCATE positions, snapshot_invalidations")
+                    settle(conn)
+                app_s = None
+                if app_rows:
+                    with psycopg.connect(s.conninfo) as app:
+                        t0 = time.perf_counter()
+                        for i in range(0, len(app_rows), 1000):
+                            with app.cursor() as cur:
+                                cur.executemany("INSERT INTO positions (id, portfolio_id, symbol, quantity, entry_price, entry_date) "
+                                                "VALUES (%s, %s, %s, %s, %s, %s)", app_rows[i:i + 1000])
+                            app.commit()
+                        app_s = time.perf_counter() - t0
+                with s.connect() as conn:
+                    app_inv = conn.execute("SELECT count(*) FROM snapshot_invalidations").fetchone()[0]
+                    conn.execute("ALTER TABLE positions ENABLE TRIGGER USER")
+                label = "with" if triggers else "without"
+                log(f"load {rep + 1} {label} triggers: {n_lots:,} lots INSERT ... SELECT {bulk_s:.1f}s {bulk_io} ({bulk_inv:,} invalidations); "
+                    f"{app_lots:,} lots row by row {app_s or 0:.1f}s ({app_inv:,} invalidations)")
+                runs.append({"run": f"{rep + 1}_{label}_triggers", "triggers": triggers, "bulk_s": round(bulk_s, 2), **{f"bulk_{k}": v for k, v in bulk_io.items()},
+                             "bulk_invalidations": bulk_inv, "app_s": round(app_s, 2) if app_s is not None else None, "app_invalidations": app_inv})
+
+        def ratio(key: str):
+            w = [r[key] for r in runs if r["triggers"] and r[key]]
+            wo = [r[key] for r in runs if not r["triggers"] and r[key]]
+            return {"with_triggers_s": w, "without_triggers_s": wo, "ratio_of_means": round(sum(w) / len(w) / (sum(wo) / len(wo)), 2),
+                    "ratio_min_to_min": round(min(w) / min(wo), 2)} if w and wo else None
+        return {"portfolios": portfolios, "bulk_lots": portfolios * LOTS, "app_lots": app_lots, "app_rows_per_transaction": 1000,
+                "runs": runs, "bulk_insert_select": ratio("bulk_s"), "app_row_by_row": ratio("app_s")}
     finally:
         s.drop()
 
@@ -334,11 +454,14 @@ def main() -> None:
     ap.add_argument("--portfolios", type=int, default=1_000_000)
     ap.add_argument("--backfill-portfolios", type=int, default=10_000)
     ap.add_argument("--sqlite-portfolios", type=int, default=100_000)
-    ap.add_argument("--only", choices=["daily", "backfill", "sqlite"], action="append")
+    ap.add_argument("--recompute-portfolios", type=int, default=10_000)
+    ap.add_argument("--load-lots", type=int, default=1_000_000, help="lots loaded in one INSERT ... SELECT (10 per portfolio)")
+    ap.add_argument("--load-app-lots", type=int, default=100_000, help="lots inserted row by row (executemany) in the load benchmark")
+    ap.add_argument("--only", choices=["daily", "backfill", "recompute", "load", "sqlite"], action="append")
     ap.add_argument("--workers", default="2,1", help="comma-separated --workers values for the daily run (default 2,1)")
     ap.add_argument("--json-out", type=Path)
     a = ap.parse_args()
-    only = set(a.only or ["daily", "backfill", "sqlite"])
+    only = set(a.only or ["daily", "backfill", "recompute", "load", "sqlite"])
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"}
     with psycopg.connect(ADMIN_URL) as c:
         results["postgresql"] = c.execute("SHOW server_version").fetchone()[0]
@@ -347,6 +470,10 @@ def main() -> None:
         results["pg_daily"] = bench_pg_daily(a.portfolios, [int(w) for w in a.workers.split(",")])
     if "backfill" in only:
         results["pg_backfill"] = bench_pg_backfill(a.backfill_portfolios)
+    if "recompute" in only:
+        results["pg_recompute"] = bench_pg_recompute(a.recompute_portfolios)
+    if "load" in only:
+        results["pg_load"] = bench_pg_load(a.load_lots, a.load_app_lots)
     if "sqlite" in only:
         results["sqlite_daily"] = bench_sqlite_daily(a.sqlite_portfolios)
     print(json.dumps(results, indent=2))
