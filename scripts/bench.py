@@ -298,9 +298,12 @@ def bench_pg_recompute(n: int) -> dict:
     try:
         with s.connect() as conn:
             pg_generate(conn, n, YEAR, YEAR[0], None)
+            before = server_io(conn)
         elapsed, summary, rss = run_snapshotter(s.url, "portfolio-refresh", "--date", TARGET.isoformat(), "--no-wait")
-        built = summary["snapshots_created"]
-        backfill = {"snapshots": built, "total_s": round(elapsed, 2), "snapshot_phase_s": summary["snapshot_phase_s"],
+        with s.connect() as conn:
+            backfill_io = io_since(conn, before)
+        built, backfill_s = summary["snapshots_created"], elapsed
+        backfill = {"snapshots": built, "total_s": round(elapsed, 2), **backfill_io, "snapshot_phase_s": summary["snapshot_phase_s"],
                     "snapshots_per_s": round(built / elapsed), "snapshot_phase_snapshots_per_s": round(built / summary["snapshot_phase_s"]),
                     "peak_rss_mb": round(rss / 1024)}
         log(f"recompute: backfill {built:,} snapshots in {elapsed:.1f}s (snapshot pass {summary['snapshot_phase_s']}s)")
@@ -342,7 +345,7 @@ def bench_pg_recompute(n: int) -> dict:
                 "snapshots_per_s": round(redone / phase),
                 "snapshots_per_s_whole_command": round(redone / elapsed),
             },
-            "recompute_vs_backfill_rate": round((redone / phase) / (built / elapsed), 2),
+            "recompute_vs_backfill_rate": round((redone / phase) / (built / backfill_s), 2),
             "recompute_vs_backfill_snapshot_pass_rate": round((redone / phase) / (built / backfill["snapshot_phase_s"]), 2),
         }
     finally:
@@ -456,7 +459,7 @@ def main() -> None:
     ap.add_argument("--sqlite-portfolios", type=int, default=100_000)
     ap.add_argument("--recompute-portfolios", type=int, default=10_000)
     ap.add_argument("--load-lots", type=int, default=1_000_000, help="lots loaded in one INSERT ... SELECT (10 per portfolio)")
-    ap.add_argument("--load-app-lots", type=int, default=100_000, help="lots inserted row by row (executemany) in the load benchmark")
+    ap.add_argument("--load-app-lots", type=int, default=300_000, help="lots inserted row by row (executemany) in the load benchmark")
     ap.add_argument("--only", choices=["daily", "backfill", "recompute", "load", "sqlite"], action="append")
     ap.add_argument("--workers", default="2,1", help="comma-separated --workers values for the daily run (default 2,1)")
     ap.add_argument("--json-out", type=Path)
