@@ -1,5 +1,7 @@
 # snapshotter: `make demo` runs the main job on SQLite, `make test` passes the tests.
 PYTHON ?= python3
+# `make bench BENCH_ARGS="--only recompute --only load"` runs parts of the benchmark (scripts/bench.py --help).
+BENCH_ARGS ?=
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -45,7 +47,7 @@ test: install
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 bench: install
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo.db demo.db-wal demo.db-shm demo.db.lock demo.db.symbol_batch.lock .pytest_cache .hypothesis

@@ -10,12 +10,21 @@ scratch databases (dropped afterwards), then reports side by side:
    back), both run in the same database; plus a seed-style per-portfolio query
    loop on a sample, extrapolated;
 2. backfill of B portfolios x 1 year (PostgreSQL): snapshots/s;
-3. peak RSS of each snapshotter process;
-4. the same daily refresh on SQLite for S portfolios.
+3. recompute of invalidated history (PostgreSQL): R portfolios with a year of
+   snapshots built by a backfill run, then one lot per portfolio backdated 250
+   trading days inserted through a plain connection (the triggers of migration 0006
+   record it), recomputed by one portfolio-refresh: snapshots/s of the recompute
+   next to the backfill's in the same database;
+4. trigger overhead on a load (PostgreSQL): L lots in one INSERT ... SELECT and A
+   lots row by row (executemany), with the triggers and without (DISABLE TRIGGER
+   USER), twice each, alternating, in the same database;
+5. peak RSS of each snapshotter process;
+6. the same daily refresh on SQLite for S portfolios.
 
 Sizes: --portfolios (default 1,000,000), --backfill-portfolios (10,000),
---sqlite-portfolios (100,000). Progress on stderr; the figures as JSON on
-stdout and in --json-out if given.
+--recompute-portfolios (10,000), --load-lots (1,000,000), --load-app-lots (300,000),
+--sqlite-portfolios (100,000); --only daily|backfill|recompute|load|sqlite (repeatable)
+runs a part. Progress on stderr; the figures as JSON on stdout and in --json-out if given.
 """
 
 from __future__ import annotations
