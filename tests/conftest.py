@@ -79,6 +79,28 @@ def _admin_engine():
     return None, "; ".join(errors)
 
 
+def drop_database(conn, name: str) -> None:
+    """Drop a scratch database (on an AUTOCOMMIT admin connection), ending its sessions first."""
+    conn.execute(
+        sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"),
+        {"n": name},
+    )
+    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+@contextmanager
+def scratch_database(admin: sa.Engine, prefix: str):
+    """A uniquely named empty database on the shared server (its URL), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            drop_database(c, name)
+
+
 @pytest.fixture(scope="session")
 def pg_server_url():
     """URL of a fresh, uniquely named database on the PostgreSQL server (migrated)."""
@@ -87,21 +109,14 @@ def pg_server_url():
         if REQUIRE_PG:
             pytest.fail(f"PostgreSQL required but unreachable: {why}")
         pytest.skip(f"PostgreSQL unreachable: {why}")
-    name = f"snapshotter_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    eng = db.connect(url)
-    db.upgrade(eng)
-    eng.dispose()
-    yield url
-    with admin.connect() as c:
-        c.execute(
-            sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"),
-            {"n": name},
-        )
-        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    try:
+        with scratch_database(admin, "snapshotter_test") as url:
+            eng = db.connect(url)
+            db.upgrade(eng)
+            eng.dispose()
+            yield url
+    finally:
+        admin.dispose()
 
 
 # Every table of the schema, children first (a new table is emptied between tests without being listed here).

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from snapshotter.core.calendar import trading_days_between
 from snapshotter.data import schema
+from snapshotter.jobs import snapshots as job
 from snapshotter.clock import utcnow
 
 D = date.fromisoformat
@@ -111,3 +112,16 @@ VALUE_KEYS = ("holdings_value", "cash_balance", "total_value", "total_cost", "to
 
 def values(row: dict) -> tuple:
     return tuple(row[k] for k in VALUE_KEYS)
+
+
+def crash_on_call(monkeypatch, name: str, nth: int) -> None:
+    """Make the job's chunk function ``name`` raise on its ``nth`` call, as if the process died there."""
+    original, calls = getattr(job, name), {"n": 0}
+
+    def crashing(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] >= nth:
+            raise KeyboardInterrupt("simulated crash")
+        return original(*a, **kw)
+
+    monkeypatch.setattr(job, name, crashing)

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, drop_database
 
 README = ROOT / "README.md"
 NOW = "2026-11-25T12:00:00Z"  # effective trading date 2026-11-24, the last sample close
@@ -64,9 +64,7 @@ def roles(pg_server_url):
     finally:
         in_db_admin.dispose()
         with admin.connect() as c:
-            c.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"),
-                      {"d": names["snapshotter"]})
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{names["snapshotter"]}"'))
+            drop_database(c, names["snapshotter"])
             for role in ("snapshotter_job", "snapshotter_owner"):
                 c.execute(sa.text(f'DROP ROLE IF EXISTS "{names[role]}"'))
         admin.dispose()

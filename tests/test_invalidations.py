@@ -9,7 +9,6 @@ row, including the created and the deleted ones.
 from __future__ import annotations
 
 import uuid
-from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -20,7 +19,7 @@ from snapshotter.data import dialect, schema
 from snapshotter.jobs import snapshots as job
 from snapshotter.ops import status as ops_status
 from tests.conftest import invoke
-from tests.factories import NOW, D, add_cash, add_closes, add_lot, add_portfolio, snapshots
+from tests.factories import NOW, D, add_cash, add_closes, add_lot, add_portfolio, crash_on_call, snapshots
 
 DAYS = trading_days_between(D("2026-09-01"), D("2026-09-18"))
 T = D("2026-09-18")
@@ -204,18 +203,6 @@ def test_many_edits_of_one_portfolio_are_one_recompute_from_the_earliest(engine,
     assert r.stats["portfolios_invalidated"] == 1
     assert r.stats["snapshots_recomputed_by_invalidation"] == len([d for d in DAYS if d >= D("2026-09-02")])
     assert_exact(engine, {p["deleted"], p["restored"]})
-
-
-def crash_on_call(monkeypatch, name: str, nth: int) -> None:
-    original, calls = getattr(job, name), {"n": 0}
-
-    def crashing(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] >= nth:
-            raise KeyboardInterrupt("simulated crash")
-        return original(*a, **kw)
-
-    monkeypatch.setattr(job, name, crashing)
 
 
 def test_a_crash_between_chunks_loses_nothing(engine, raw, world, monkeypatch):

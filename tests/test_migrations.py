@@ -22,6 +22,7 @@ from alembic.runtime.migration import MigrationContext
 
 from snapshotter.data import db, schema, tracking
 from snapshotter.ops import status as ops_status
+from tests.conftest import scratch_database
 
 BEFORE = "0003"
 AFTER = "0004"
@@ -40,18 +41,10 @@ def scratch_url(backend, tmp_path, request):
         return
     server = sa.make_url(request.getfixturevalue("pg_server_url"))
     admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    name = f"snapshotter_migr_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
-        yield server.set(database=name).render_as_string(hide_password=False)
+        with scratch_database(admin, "snapshotter_migr") as url:
+            yield url
     finally:
-        with admin.connect() as c:
-            c.execute(
-                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"),
-                {"n": name},
-            )
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
 
 

@@ -16,7 +16,8 @@ from snapshotter.core.calendar import trading_days_between
 from tests.conftest import CliProcess, in_background, invoke, log_event, row_counts, run_cli, table_rows
 from tests.factories import (
     NOW,
-    D, add_cash, add_close, add_closes, add_lot, add_portfolio, complete_symbol_batch, snapshot_dates, snapshots, values,
+    D, add_cash, add_close, add_closes, add_lot, add_portfolio, complete_symbol_batch, crash_on_call, snapshot_dates, snapshots,
+    values,
 )
 
 NOW_OPTS = dict(progress=False, wait_for_batch=False)
@@ -294,19 +295,6 @@ def test_dry_run_writes_nothing(engine, four_week_portfolio):
     assert r.stats["snapshots_created"] == 19
     assert len(r.preview) == 19 and r.preview[0]["portfolio_id"] == pid
     assert row_counts(engine) == counts
-
-
-def crash_on_call(monkeypatch, name: str, nth: int) -> None:
-    """Make the job's chunk function ``name`` raise on its ``nth`` call, as if the process died there."""
-    original, calls = getattr(job, name), {"n": 0}
-
-    def crashing(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] >= nth:
-            raise KeyboardInterrupt("simulated crash")
-        return original(*a, **kw)
-
-    monkeypatch.setattr(job, name, crashing)
 
 
 def test_crash_safe_chunks_rerun_completes_without_duplicates(engine, monkeypatch):
