@@ -48,10 +48,14 @@ def remember_rejections(conn: sa.Connection, rejected, source: str, now: datetim
     dated = {(r.symbol, r.price_date): r.reason for r in rejected if r.price_date is not None}
     if not dated:
         return 0
-    known = set()
-    for (symbol, day) in dated:
-        if conn.execute(sa.select(rej.c.symbol).where(rej.c.symbol == symbol, rej.c.price_date == day)).first():
-            known.add((symbol, day))
+    by_symbol: dict[str, list[date]] = {}
+    for symbol, day in dated:
+        by_symbol.setdefault(symbol, []).append(day)
+    known = {
+        (symbol, day)
+        for symbol, days in by_symbol.items()
+        for day in conn.execute(sa.select(rej.c.price_date).where(rej.c.symbol == symbol, rej.c.price_date.in_(days))).scalars()
+    }
     stmt = dialect_insert(conn, rej)
     stmt = stmt.on_conflict_do_update(
         index_elements=["symbol", "price_date"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import traceback
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 
 from snapshotter.data.schema import batch_run_tracking as brt
 from snapshotter.clock import utcnow
+from snapshotter.ops.logs import redact
 
 SYMBOL_BATCH = "symbol_batch"
 PORTFOLIO_REFRESH = "portfolio_refresh"
@@ -90,10 +92,6 @@ class Run:
 
 def error_with_traceback(exc: BaseException) -> str:
     """A failed run's ``error``: the one line an operator reads first, then the traceback (redacted)."""
-    import traceback
-
-    from snapshotter.ops.logs import redact
-
     line = f"{type(exc).__name__}: {exc}".splitlines()[0]
     trace = "".join(traceback.format_exception(exc))
     return redact(f"{line}\n{trace}")[:ERROR_CHARS]

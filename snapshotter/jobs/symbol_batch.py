@@ -518,13 +518,13 @@ def _finish_early(run, batch, stats, started, status, error) -> None:
 def _update_health(engine: sa.Engine, o: _Outcome, health: dict, req: _Request) -> None:
     """Count the nightly failures of unknown or silent symbols, mark the dead, clear the living."""
     dead_kind = {s for s, e in o.errors.items() if isinstance(e, SymbolNotFound)} | (o.no_data - set(o.failed))
-    alive = (o.fetched - o.no_data) - set(o.failed)
+    recovered = sorted(((o.fetched - o.no_data) - set(o.failed)) & set(health))
     with engine.begin() as conn:
-        for s in sorted(alive & set(health)):
+        for s in recovered:
             if health[s].unavailable:
                 o.back.append(s)
                 log.warning("symbol_batch.symbol_back", symbol=s, unavailable_since=str(health[s].unavailable_since))
-        fetch_memory.clear_health(conn, sorted(alive & set(health)))
+        fetch_memory.clear_health(conn, recovered)
         if not req.nightly:
             return
         for s in sorted(dead_kind & o.attempted):
