@@ -49,11 +49,7 @@ def status_report(engine: sa.Engine, now: datetime, runs_per_job: int = RUNS_PER
         report["newest_snapshot_date"] = fresh.pop("newest_snapshot_date")
         report["snapshots"] = fresh
         report["missing_closes"] = missing_closes(conn, day)
-        report["unavailable_symbols"] = [
-            {k: _iso(v) if isinstance(v, date) and not isinstance(v, datetime) else (_ts(v) if isinstance(v, datetime) else v)
-             for k, v in r.items()}
-            for r in fetch_memory.unavailable_held(conn, day)
-        ]
+        report["unavailable_symbols"] = [_jsonable(r) for r in fetch_memory.unavailable_held(conn, day)]
         pend = conn.execute(invalidation_sql.pending()).one()
         report["invalidations"] = {  # history other writers changed, recomputed by the next run
             "pending": pend.rows, "oldest_from_date": _iso(pend.oldest), "symbol_rows": pend.symbols,
@@ -62,8 +58,8 @@ def status_report(engine: sa.Engine, now: datetime, runs_per_job: int = RUNS_PER
         rej = fetch_memory.recent_rejections(conn)
         report["rejected_bars"] = {
             "count": rej["count"],
-            "latest": [{"symbol": r["symbol"], "price_date": _iso(r["price_date"]), "reason": r["reason"], "source": r["source"],
-                        "times_seen": r["times_seen"], "last_seen_at": _ts(r["last_seen_at"])} for r in rej["latest"]],
+            "latest": [_jsonable({k: r[k] for k in ("symbol", "price_date", "reason", "source", "times_seen", "last_seen_at")})
+                       for r in rej["latest"]],
         }
     return report
 
@@ -191,3 +187,7 @@ def _iso(d: date | None) -> str | None:
 def _ts(t: datetime | None) -> str | None:
     return _aware(t).isoformat() if t else None
 
+
+def _jsonable(row: dict) -> dict:
+    """A row for the JSON report: dates as ISO days, timestamps as aware ISO instants."""
+    return {k: _ts(v) if isinstance(v, datetime) else _iso(v) if isinstance(v, date) else v for k, v in row.items()}
