@@ -174,18 +174,23 @@ class FakePolygon(_Fake):
             results = [self._agg(sym, day, c, dtime(16, 0), ticker=True) for sym, s in sorted(self.series.items()) for d, c in s.items() if d == day]
             if results:
                 results += [self._agg(t, day, c, dtime(16, 0), ticker=True) for t, c in self.extra_tickers.items()]
-            body = {"queryCount": len(results), "resultsCount": len(results), "adjusted": True, "status": "OK", "request_id": "g1"}
+            body = {"queryCount": len(results), "resultsCount": len(results), "adjusted": self._adjusted(request), "status": "OK", "request_id": "g1"}
             if results:
                 body["results"] = results
             return json_response(body)
         if r:
             sym, a, b = r.group(1), date.fromisoformat(r.group(2)), date.fromisoformat(r.group(3))
             bars = [self._agg(sym, d, c, dtime(0, 0)) for d, c in sorted(self.series.get(sym, {}).items()) if a <= d <= b]
-            body = {"ticker": sym, "queryCount": len(bars), "resultsCount": len(bars), "adjusted": True, "status": "OK", "request_id": "r1", "count": len(bars)}
+            body = {"ticker": sym, "queryCount": len(bars), "resultsCount": len(bars), "adjusted": self._adjusted(request), "status": "OK", "request_id": "r1", "count": len(bars)}
             if bars:
                 body["results"] = bars
             return json_response(body)
         return json_response({"status": "NOT_FOUND", "message": "not found"}, 404)
+
+    @staticmethod
+    def _adjusted(request: Request) -> bool:
+        """As Polygon answers: split-adjusted unless the request says adjusted=false."""
+        return request.args.get("adjusted", "true").lower() != "false"
 
     @staticmethod
     def _agg(sym: str, d: date, close: str, at: dtime, ticker: bool = False) -> dict:

@@ -190,7 +190,7 @@ def test_polygon_range_uses_a_bearer_header_and_new_york_dates(poly):
     (req,) = poly.requests
     assert req["auth"] == f"Bearer {POLY_KEY}"
     assert POLY_KEY not in req["path"] and POLY_KEY not in str(req["args"])
-    assert req["args"] == {"adjusted": "true", "sort": "asc", "limit": "50000"}
+    assert req["args"] == {"adjusted": "false", "sort": "asc", "limit": "50000"}
     assert req["path"] == "/v2/aggs/ticker/AAPL/range/1/day/2026-11-20/2026-11-24"
 
 
@@ -201,6 +201,14 @@ def test_polygon_grouped_returns_every_ticker_of_the_day(poly):
     assert {b.symbol: b.close for b in bars} == {"AAPL": Decimal("236.54"), "MSFT": Decimal("480.1"), "ZZZZ": Decimal("1.5"), "QQQ": Decimal("500.25")}
     assert {b.price_date for b in bars} == {B}
     assert poly.keys() == [f"grouped {B}"]
+    assert poly.requests[0]["args"] == {"adjusted": "false"}  # closes as traded, not split-adjusted
+
+
+def test_polygon_split_adjusted_answer_is_bad_data_not_closes(poly):
+    """One price basis: an answer that says adjusted=true would rewrite every pre-split close."""
+    poly.then("range AAPL", {"ticker": "AAPL", "adjusted": True, "status": "OK", "results": [{"c": 5, "t": 1795928400000}]})
+    with pytest.raises(BadProviderData, match="split-adjusted"):
+        poly_provider(poly).daily_closes("AAPL", A, B)
 
 
 def test_polygon_no_results_is_no_data_and_odd_statuses_are_classified(poly):

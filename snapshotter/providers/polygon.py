@@ -7,6 +7,10 @@ uses real HTTP status codes (429, 401, 403 NOT_AUTHORIZED), classified in
 :mod:`snapshotter.providers.http`; a 200 is data only with status OK/DELAYED
 and a ``results`` list (absent = no data, e.g. an unknown ticker or a holiday).
 
+Closes are asked for as traded (``adjusted=false``): Polygon's default rewrites every
+close before a split, which would mix two price bases in one cache (README "One price
+basis"). An answer that says it is adjusted anyway is unusable data, not a close.
+
 Bars carry ``t``, the bar's epoch milliseconds; the trading date is that instant
 in New York (daily bars start at 00:00 or end at 16:00 New York time).
 The key goes in an ``Authorization: Bearer`` header, never in a URL.
@@ -28,6 +32,7 @@ from snapshotter.core.rate_limit import RateLimit
 from snapshotter.core.calendar import NEW_YORK
 
 DATA_STATUSES = ("OK", "DELAYED")
+AS_TRADED = {"adjusted": "false"}  # every aggregates call: closes as they traded that day
 
 
 def epoch_ms_to_date(value) -> date | None:
@@ -63,6 +68,8 @@ def results_of(body, what: str) -> list:
         if status == "NOT_AUTHORIZED":
             raise ProviderRefused(f"polygon: {what}: refused: {message}")
         raise BadProviderData(f"polygon: {what}: status {status}: {message}")
+    if body.get("adjusted") is True:
+        raise BadProviderData(f"polygon: {what}: the response is split-adjusted; closes are stored as traded")
     results = body.get("results")
     if results is None:
         return []
@@ -90,7 +97,7 @@ class PolygonProvider(Provider):
     def daily_closes(self, symbol: str, start: date, end: date, *, size: str | None = None) -> list[Bar]:
         what = f"{symbol} {start}..{end}"
         path = f"/v2/aggs/ticker/{quote(symbol, safe='')}/range/1/day/{start.isoformat()}/{end.isoformat()}"
-        body = parse_json(self._http.get(path, {"adjusted": "true", "sort": "asc", "limit": 50000}, what), f"polygon: {what}")
+        body = parse_json(self._http.get(path, {**AS_TRADED, "sort": "asc", "limit": 50000}, what), f"polygon: {what}")
         results = results_of(body, what)
         ticker = body.get("ticker")
         if ticker is not None and str(ticker).upper() != symbol.upper():
@@ -101,7 +108,7 @@ class PolygonProvider(Provider):
         """Every US stock's bar for ``day`` (a list: a duplicated ticker must reach validation)."""
         what = f"grouped {day}"
         path = f"/v2/aggs/grouped/locale/us/market/stocks/{day.isoformat()}"
-        body = parse_json(self._http.get(path, {"adjusted": "true"}, what), f"polygon: {what}")
+        body = parse_json(self._http.get(path, dict(AS_TRADED), what), f"polygon: {what}")
         bars = []
         for item in results_of(body, what):
             ticker = item.get("T") if isinstance(item, dict) else None
