@@ -32,8 +32,33 @@ class Bar:
 
 
 @dataclass(frozen=True)
+class Split:
+    """One split as a source reported it; :func:`snapshotter.core.validation.validate_splits` decides.
+
+    From ``ex_date`` on, one share held before it is ``split_to / split_from`` shares
+    (10-for-1: from 1, to 10). Unparsable values are ``Decimal('NaN')`` / None, as for bars.
+    """
+
+    symbol: str
+    ex_date: date | None
+    split_from: Decimal | None
+    split_to: Decimal | None
+
+
+@dataclass(frozen=True)
+class SymbolChange:
+    """A ticker change: from ``effective_date`` on, ``old_symbol`` trades as ``new_symbol``."""
+
+    old_symbol: str
+    new_symbol: str
+    effective_date: date | None
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What the planner needs to know to spend as few calls as possible."""
 
     supports_grouped: bool = False  # one call returns every symbol for one date
     compact_bars: int | None = None  # a cheaper "latest N bars" mode exists (Alpha Vantage compact)
+    # Provider.splits exists: ask it about a symbol at most once every this many days (None: no splits endpoint).
+    splits_every_days: int | None = None

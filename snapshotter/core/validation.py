@@ -8,6 +8,11 @@ the same rule as the close; volume must be a non-negative whole number. Bars
 outside the requested range are not errors (Alpha Vantage ``compact`` always
 sends 100 bars), they are just not this run's business. ``snapshotter load --prices``
 checks each row with the same :func:`check_bar`.
+
+Splits and ticker changes (every source: providers, ``splits.csv``, ``load --splits`` and
+``load --symbol-changes``) are checked here too: positive ratios that fit NUMERIC(20, 10),
+an ex-date at most ``SPLIT_HORIZON_DAYS`` after today, no (symbol, ex_date) listed twice
+with different ratios.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from snapshotter.core.bars import Bar
+from snapshotter.core.bars import Bar, Split, SymbolChange
 from snapshotter.core.calendar import is_trading_day
 
 SCALE = Decimal("0.000001")  # NUMERIC(20, 6)
@@ -131,3 +136,80 @@ def validate(bars: list[Bar], start: date, end: date, today: date) -> tuple[list
             rejected.append(Rejected(b.symbol, b.price_date, str(exc)))
     rows.sort(key=lambda r: (r["symbol"], r["price_date"]))
     return rows, rejected
+
+
+# --- corporate actions ------------------------------------------------------------------
+
+# How far ahead a split may be announced: providers list upcoming splits, but an ex-date
+# further out than this is a typo (2062 for 2026) or a proposal, not an event.
+SPLIT_HORIZON_DAYS = 90
+
+
+def _ratio_side(value: Decimal | None, name: str) -> Decimal:
+    if value is None:
+        raise ValueError(f"{name} is missing")
+    if not value.is_finite():
+        raise ValueError(f"{name} is not a finite number ({value})")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive ({value})")
+    return fit_numeric(value, 20, 10, name)  # symbol_splits: NUMERIC(20, 10)
+
+
+def _not_beyond_horizon(d: date | None, today: date, name: str) -> date:
+    if d is None:
+        raise ValueError(f"{name} is missing or not a date")
+    if (d - today).days > SPLIT_HORIZON_DAYS:
+        raise ValueError(f"{name} {d} is more than {SPLIT_HORIZON_DAYS} days after today ({today})")
+    return d
+
+
+def check_split(s: Split, today: date) -> dict:
+    """One split as a storable row (symbol, ex_date, split_from, split_to), or ValueError with the reason.
+
+    ``today`` is the New York date of the command's instant; an ex-date may be up to
+    ``SPLIT_HORIZON_DAYS`` after it (announced splits).
+    """
+    return {
+        "symbol": symbol(s.symbol or ""),
+        "ex_date": _not_beyond_horizon(s.ex_date, today, "ex_date"),
+        "split_from": _ratio_side(s.split_from, "split_from"),
+        "split_to": _ratio_side(s.split_to, "split_to"),
+    }
+
+
+def same_ratio(a: dict, b: dict) -> bool:
+    """Two split rows describe the same event when their ratios are equal (2-for-20 is 1-for-10)."""
+    return a["split_to"] * b["split_from"] == b["split_to"] * a["split_from"]
+
+
+def validate_splits(splits: list[Split], today: date) -> tuple[list[dict], list[Rejected]]:
+    """Split ``splits`` into storable rows and rejects (``Rejected.price_date`` is the ex-date).
+
+    The same (symbol, ex_date) twice with the same ratio is one split; with different
+    ratios nothing says which is right, so every copy is rejected.
+    """
+    rows: dict[tuple, dict] = {}
+    rejected: list[Rejected] = []
+    conflicting: set[tuple] = set()
+    for s in splits:
+        try:
+            row = check_split(s, today)
+        except ValueError as exc:
+            rejected.append(Rejected(s.symbol, s.ex_date, str(exc)))
+            continue
+        key = (row["symbol"], row["ex_date"])
+        if key in rows and not same_ratio(rows[key], row):
+            conflicting.add(key)
+        rows.setdefault(key, row)
+    for key in sorted(conflicting):
+        del rows[key]
+        rejected.append(Rejected(key[0], key[1], f"ex_date {key[1]} is listed more than once with different ratios"))
+    return [rows[k] for k in sorted(rows)], rejected
+
+
+def check_symbol_change(c: SymbolChange, today: date) -> dict:
+    """One ticker change as a storable row, or ValueError: two different valid symbols, a date within the horizon."""
+    old, new = symbol(c.old_symbol or ""), symbol(c.new_symbol or "")
+    if old == new:
+        raise ValueError(f"old_symbol and new_symbol are both {old}")
+    return {"old_symbol": old, "new_symbol": new, "effective_date": _not_beyond_horizon(c.effective_date, today, "effective_date")}
