@@ -283,16 +283,20 @@ def load(
     positions: Optional[Path] = typer.Option(None, help="positions.csv (one lot per row)"),
     cash: Optional[Path] = typer.Option(None, help="cash transactions csv"),
     watchlist: Optional[Path] = typer.Option(None, help="watchlist.csv"),
-    prices: Optional[Path] = typer.Option(None, help="daily prices csv: symbol,price_date,open,high,low,close,volume"),
+    prices: Optional[Path] = typer.Option(None, help="daily prices csv (as traded): symbol,price_date,open,high,low,close,volume"),
+    splits: Optional[Path] = typer.Option(None, help="splits csv: symbol,ex_date,split_from,split_to (10-for-1: 1,10)"),
+    symbol_changes: Optional[Path] = typer.Option(None, "--symbol-changes", help="ticker changes csv: old_symbol,new_symbol,effective_date"),
     sample: bool = typer.Option(False, "--sample", help="Load the sample portfolios shipped in the package."),
 ) -> int:
     """Import CSV files (formats in README). A file with a bad row is rejected whole."""
     from snapshotter.jobs.load import load_files, sample_files
 
     files = sample_files() if sample else {}
-    files.update({k: v for k, v in dict(portfolios=portfolios, positions=positions, cash=cash, watchlist=watchlist, prices=prices).items() if v})
+    given = dict(portfolios=portfolios, positions=positions, cash=cash, watchlist=watchlist, prices=prices, splits=splits,
+                 symbol_changes=symbol_changes)
+    files.update({k: v for k, v in given.items() if v})
     if not files:
-        raise UsageError("nothing to load: give --portfolios/--positions/--cash/--watchlist/--prices or --sample")
+        raise UsageError("nothing to load: give --portfolios/--positions/--cash/--watchlist/--prices/--splits/--symbol-changes or --sample")
     state: State = ctx.obj
     for kind, n in load_files(state.engine, files, state.now).items():
         typer.echo(f"{kind}: {n} rows")

@@ -1,4 +1,4 @@
-"""``snapshotter load``: import portfolios, positions, cash, watchlist and prices from CSV.
+"""``snapshotter load``: import portfolios, positions, cash, watchlist, prices, splits and ticker changes from CSV.
 
 Each file is validated completely before anything is written, then upserted in one
 transaction: a file with any bad row is rejected whole, with every bad row reported
@@ -21,8 +21,9 @@ from snapshotter.data import schema
 from snapshotter.config import SAMPLE_DIR
 from snapshotter.errors import InputError
 from snapshotter.core import validation
-from snapshotter.core.bars import Bar
+from snapshotter.core.bars import Bar, Split, SymbolChange
 from snapshotter.core.calendar import new_york_date
+from snapshotter.data import corporate_actions
 from snapshotter.data.dialect import upsert
 
 MAX_REPORTED = 20
@@ -86,6 +87,27 @@ def _int(v: str) -> int:
     return int(v)
 
 
+def _split(row: dict, today: date) -> dict:
+    return validation.check_split(Split(row["symbol"], row["ex_date"], row["split_from"], row["split_to"]), today)
+
+
+def _symbol_change(row: dict, today: date) -> dict:
+    return validation.check_symbol_change(SymbolChange(row["old_symbol"], row["new_symbol"], row["effective_date"]), today)
+
+
+def _same_change(a: dict, b: dict) -> bool:
+    return a["new_symbol"] == b["new_symbol"]
+
+
+def _upsert(kind: "Kind", conn: sa.Connection, rows: list[dict], now: datetime) -> int:
+    keep = set(kind.key) | {"created_at", "added_at"}  # first-seen times survive a reload
+    update = [c for c in rows[0] if c not in keep] if rows else []
+    return upsert(conn, kind.table, rows, kind.key, update)
+
+
+IMPORTED = "csv-import"  # ``source`` of the rows an operator loads
+
+
 @dataclass(frozen=True)
 class Kind:
     table: sa.Table
@@ -93,6 +115,9 @@ class Kind:
     required: dict[str, Callable]
     optional: dict[str, Callable]
     defaults: Callable[[datetime], dict] = lambda now: {}
+    check: Callable[[dict, date], dict] | None = None  # the row as validation.py stores it, or ValueError
+    same: Callable[[dict, dict], bool] | None = None  # a repeated key describing the same thing is not an error
+    store: Callable = _upsert  # (kind, conn, rows, now) -> rows written
 
 
 KINDS: dict[str, Kind] = {
@@ -122,10 +147,28 @@ KINDS: dict[str, Kind] = {
         ("symbol", "price_date"),
         {"symbol": _symbol, "price_date": _date, "close": _positive},
         {"open": _positive, "high": _positive, "low": _positive, "volume": _int},
-        lambda now: {"open": None, "high": None, "low": None, "volume": None, "source": "csv-import", "fetched_at": now},
+        lambda now: {"open": None, "high": None, "low": None, "volume": None, "source": IMPORTED, "fetched_at": now},
+    ),
+    "splits": Kind(
+        schema.symbol_splits,
+        ("symbol", "ex_date"),
+        {"symbol": str, "ex_date": _date, "split_from": _dec, "split_to": _dec},
+        {},
+        check=_split,
+        same=validation.same_ratio,
+        store=lambda kind, conn, rows, now: sum(corporate_actions.store_splits(conn, rows, IMPORTED, now).values()),
+    ),
+    "symbol_changes": Kind(
+        schema.symbol_changes,
+        ("old_symbol", "effective_date"),
+        {"old_symbol": str, "new_symbol": str, "effective_date": _date},
+        {},
+        check=_symbol_change,
+        same=_same_change,
+        store=lambda kind, conn, rows, now: sum(corporate_actions.store_symbol_changes(conn, rows, IMPORTED, now).values()),
     ),
 }
-ORDER = ["portfolios", "positions", "cash", "watchlist", "prices"]
+ORDER = ["portfolios", "positions", "cash", "watchlist", "prices", "splits", "symbol_changes"]
 
 
 def parse_file(kind_name: str, path: Path, now: datetime) -> list[dict]:
@@ -139,7 +182,7 @@ def parse_file(kind_name: str, path: Path, now: datetime) -> list[dict]:
     kind = KINDS[kind_name]
     errors: list[str] = []
     rows: list[dict] = []
-    seen: dict[tuple, int] = {}
+    seen: dict[tuple, tuple[int, int]] = {}  # key -> (line, index in rows)
     try:
         fh = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
@@ -176,10 +219,16 @@ def parse_file(kind_name: str, path: Path, now: datetime) -> list[dict]:
                     fields = {k: row.get(k) for k in ("open", "high", "low", "close")}
                     bar = Bar(row["symbol"], row["price_date"], volume=None if row["volume"] is None else Decimal(row["volume"]), **fields)
                     row.update(validation.check_bar(bar, today))
+                if kind.check is not None:
+                    row = kind.check(row, today)
                 k = tuple(row[c] for c in kind.key)
                 if k in seen:
-                    raise ValueError(f"duplicate key, first on line {seen[k]}")
-                seen[k] = lineno
+                    first, index = seen[k]
+                    if kind.same is not None and kind.same(rows[index], row):
+                        continue  # the same split listed twice is one split
+                    what = f"{' and '.join(kind.key)} listed more than once with different values" if kind.same else "duplicate key"
+                    raise ValueError(f"{what}, first on line {first}")
+                seen[k] = (lineno, len(rows))
                 rows.append(row)
             except (ValueError, KeyError) as exc:
                 errors.append(f"{path}:{lineno}: {exc}")
@@ -228,9 +277,7 @@ def load_files(engine, files: dict[str, Path], now: datetime) -> dict[str, int]:
         with engine.begin() as conn:
             if kind_name in ("positions", "cash"):
                 _check_portfolios_exist(conn, files[kind_name], rows)
-            keep = set(kind.key) | {"created_at", "added_at"}  # first-seen times survive a reload
-            update = [c for c in rows[0] if c not in keep] if rows else []
-            counts[kind_name] = upsert(conn, kind.table, rows, kind.key, update)
+            counts[kind_name] = kind.store(kind, conn, rows, now)
     return counts
 
 
