@@ -240,7 +240,7 @@ def av(server):
 @pytest.fixture
 def poly(server):
     fake = FakePolygon()
-    server.expect_request(re.compile(r"^/v2/")).respond_with_handler(fake.handle)
+    server.expect_request(re.compile(r"^/v[23]/")).respond_with_handler(fake.handle)
     fake.url = server.url_for("/").rstrip("/")
     return fake
 

@@ -110,11 +110,12 @@ class _Fake:
 
 
 class FakeAlphaVantage(_Fake):
-    """GET /query?function=TIME_SERIES_DAILY&symbol=..&outputsize=..&apikey=.."""
+    """GET /query?function=TIME_SERIES_DAILY&symbol=..&outputsize=..&apikey=.., and function=SPLITS&symbol=..&apikey=.."""
 
     def __init__(self):
         super().__init__()
         self.quota_after: int | None = None  # calls answered before the daily-quota message
+        self.split_events: dict[str, list[tuple[str, str]]] = {}  # symbol -> [(effective_date, split_factor)]
 
     def handle(self, request: Request) -> Response:
         args = request.args
@@ -124,6 +125,14 @@ class FakeAlphaVantage(_Fake):
             return json_response({"Error Message": "the parameter apikey is invalid or missing. Please claim your free API key."})
         if self.quota_after is not None and len(self.requests) > self.quota_after:
             return json_response(AV_QUOTA)
+        if args.get("function") == "SPLITS":
+            scripted = self._scripted(f"splits {sym}")
+            if scripted is not None:
+                return scripted if isinstance(scripted, Response) else json_response(scripted)
+            if sym not in self.split_events:
+                return json_response({})  # as Alpha Vantage answers a symbol it has nothing about
+            data = [{"effective_date": d, "split_factor": f} for d, f in sorted(self.split_events[sym], reverse=True)]
+            return json_response({"symbol": sym, "data": data})
         scripted = self._scripted(sym)
         if scripted is not None:
             return scripted if isinstance(scripted, Response) else json_response(scripted)
@@ -144,10 +153,11 @@ class FakeAlphaVantage(_Fake):
             "Time Series (Daily)": series,
         }
 
-    def calls_for(self, sym: str) -> int:
-        return sum(1 for r in self.requests if r["symbol"] == sym)
+    def calls_for(self, sym: str, function: str = "TIME_SERIES_DAILY") -> int:
+        return sum(1 for r in self.requests if r["symbol"] == sym and r["function"] == function)
 
 
+SPLITS = "/v3/reference/splits"
 GROUPED = re.compile(r"^/v2/aggs/grouped/locale/us/market/stocks/(\d{4}-\d{2}-\d{2})$")
 RANGE = re.compile(r"^/v2/aggs/ticker/([^/]+)/range/1/day/(\d{4}-\d{2}-\d{2})/(\d{4}-\d{2}-\d{2})$")
 
@@ -158,17 +168,21 @@ class FakePolygon(_Fake):
     def __init__(self):
         super().__init__()
         self.extra_tickers = {"ZZZZ": "1.5", "QQQ": "500.25"}  # in every grouped answer, never requested
+        self.split_events: list[dict] = []  # /v3/reference/splits results, every ticker
+        self.splits_page: int | None = None  # page size (default: the request's limit)
 
     def handle(self, request: Request) -> Response:
         path = request.path
         g, r = GROUPED.match(path), RANGE.match(path)
-        key = f"grouped {g.group(1)}" if g else (f"range {r.group(1)}" if r else path)
+        key = f"grouped {g.group(1)}" if g else (f"range {r.group(1)}" if r else ("splits" if path == SPLITS else path))
         self.requests.append({"key": key, "path": path, "args": dict(request.args), "auth": request.headers.get("Authorization")})
         if request.headers.get("Authorization") != f"Bearer {POLY_KEY}":
             return json_response({"status": "ERROR", "request_id": "x", "error": "Unknown API Key"}, 401)
         scripted = self._scripted(key)
         if scripted is not None:
             return scripted if isinstance(scripted, Response) else json_response(scripted)
+        if path == SPLITS:
+            return json_response(self._splits(request.args))
         if g:
             day = date.fromisoformat(g.group(1))
             results = [self._agg(sym, day, c, dtime(16, 0), ticker=True) for sym, s in sorted(self.series.items()) for d, c in s.items() if d == day]
@@ -186,6 +200,20 @@ class FakePolygon(_Fake):
                 body["results"] = bars
             return json_response(body)
         return json_response({"status": "NOT_FOUND", "message": "not found"}, 404)
+
+    def _splits(self, args) -> dict:
+        """Sorted by execution date, filtered by execution_date.gte; the cursor is the offset (the query it continues
+        is remembered in it, as Polygon's opaque cursor does); next_url on Polygon's own host, as the real one."""
+        if args.get("cursor"):
+            since, offset, size = args["cursor"].split(":")
+            offset, size = int(offset), int(size)
+        else:
+            since, offset, size = args.get("execution_date.gte", ""), 0, self.splits_page or int(args.get("limit", 10))
+        rows = sorted((e for e in self.split_events if e["execution_date"] >= since), key=lambda e: (e["execution_date"], e["ticker"]))
+        body = {"status": "OK", "request_id": "s1", "results": rows[offset : offset + size]}
+        if offset + size < len(rows):
+            body["next_url"] = f"https://api.polygon.io/v3/reference/splits?cursor={since}:{offset + size}:{size}"
+        return body
 
     @staticmethod
     def _adjusted(request: Request) -> bool:

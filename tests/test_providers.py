@@ -323,3 +323,88 @@ def test_validation_ranges_and_volumes():
     assert "volume" in rejected[0].reason
     rows, rejected = validate([bar("2026-11-24", "2", volume=Decimal("7.0E+7"))], A, B, B)
     assert rows[0]["volume"] == 70_000_000 and not rejected
+
+
+# --- splits ----------------------------------------------------------------------------------
+
+
+def all_pages(provider, symbols, since):
+    """Every page, following the cursors, as the batch does (one call each)."""
+    pages, cursor = [], None
+    while True:
+        page = provider.splits(symbols, since, cursor)
+        pages.append(page)
+        if page.next is None:
+            return pages
+        cursor = page.next
+
+
+def split_event(ticker, day, frm, to):
+    return {"execution_date": day, "id": f"E{ticker}{day}", "split_from": Decimal(frm), "split_to": Decimal(to), "ticker": ticker}
+
+
+def test_polygon_splits_are_paged_by_next_url_with_the_bearer_header_only(poly):
+    poly.split_events = [
+        split_event("NVDA", "2024-06-10", "1", "10"),
+        split_event("ZZZZ", "2025-01-02", "1", "2"),  # not asked for
+        split_event("AAA", "2026-11-20", "1", "4"),
+        split_event("CCC", "2026-11-23", "20", "1"),
+        split_event("OLD", "2020-01-02", "1", "2"),  # before since: filtered by the server
+        split_event("AAA", "2027-01-04", "1.5", "1"),  # announced
+    ]
+    poly.splits_page = 2
+    pages = all_pages(poly_provider(poly), ["AAA", "CCC", "NVDA"], D("2024-01-01"))
+    assert [[(s.symbol, s.ex_date, s.split_from, s.split_to) for s in p.splits] for p in pages] == [
+        [("NVDA", D("2024-06-10"), Decimal(1), Decimal(10))],
+        [("AAA", D("2026-11-20"), Decimal(1), Decimal(4)), ("CCC", D("2026-11-23"), Decimal(20), Decimal(1))],
+        [("AAA", D("2027-01-04"), Decimal("1.5"), Decimal(1))],
+    ]
+    assert [p.covered for p in pages] == [(), (), ("AAA", "CCC", "NVDA")]  # only once every page is in
+    assert [r["path"] for r in poly.requests] == ["/v3/reference/splits"] * 3
+    assert [r["args"] for r in poly.requests] == [
+        {"execution_date.gte": "2024-01-01", "sort": "execution_date", "order": "asc", "limit": "1000"},
+        {"cursor": "2024-01-01:2:2"},
+        {"cursor": "2024-01-01:4:2"},
+    ]
+    assert {r["auth"] for r in poly.requests} == {f"Bearer {POLY_KEY}"}
+
+
+def test_polygon_splits_errors_are_classified(poly):
+    poly.then("splits", {"status": "ERROR", "error": "bad"})
+    poly.then("splits", {"status": "OK", "results": [], "next_url": "https://api.polygon.io/v3/reference/splits?page=2"})
+    p = poly_provider(poly)
+    with pytest.raises(BadProviderData, match="status ERROR"):
+        p.splits(["AAA"], D("2026-01-01"))
+    with pytest.raises(BadProviderData, match="next_url without a cursor"):
+        p.splits(["AAA"], D("2026-01-01"))
+
+
+def test_alphavantage_splits_one_symbol_a_call(av):
+    av.split_events = {"NVDA": [("2024-06-10", "10.0000"), ("2021-07-20", "4.0000"), ("2000-06-27", "2.0000")],
+                       "BAD": [("not a date", "2"), ("2026-01-05", "abc")]}
+    p = av_provider(av)
+    pages = all_pages(p, ["BAD", "NOPE", "NVDA"], D("2020-01-01"))
+    assert [(p.covered, p.next) for p in pages] == [(("BAD",), "1"), (("NOPE",), "2"), (("NVDA",), None)]
+    assert [(s.symbol, s.ex_date, s.split_from, s.split_to) for s in pages[2].splits] == [
+        ("NVDA", D("2024-06-10"), Decimal(1), Decimal("10.0000")), ("NVDA", D("2021-07-20"), Decimal(1), Decimal("4.0000"))]
+    assert pages[1].splits == []  # Alpha Vantage answers {} for a symbol it has nothing about
+    bad = pages[0].splits  # what does not parse reaches validation, which rejects it with a reason
+    assert [(s.ex_date, s.split_to.is_nan()) for s in bad] == [(None, False), (D("2026-01-05"), True)]
+    assert av.requests == [{"symbol": s, "outputsize": None, "apikey": AV_KEY, "function": "SPLITS"} for s in ("BAD", "NOPE", "NVDA")]
+    av.then("splits IBM", AV_QUOTA)
+    with pytest.raises(QuotaExhausted):
+        p.splits(["IBM"], D("2020-01-01"))
+
+
+def test_csv_splits_file(tmp_path):
+    p = get_provider("csv", Settings(prices_dir=tmp_path))
+    assert p.splits(["AAA"], D("2020-01-01")).splits == []  # no splits.csv: no splits
+    (tmp_path / "splits.csv").write_text(
+        "symbol,ex_date,split_from,split_to\naaa,2026-11-20,1,4\nBBB,2026-11-20,1,2\nAAA,2019-01-02,1,2\nAAA,,1,2\nAAA,2026-11-23,x,2\n")
+    page = p.splits(["AAA"], D("2020-01-01"))
+    assert [(s.symbol, s.ex_date, s.split_from, s.split_to) for s in page.splits][:2] == [
+        ("AAA", D("2026-11-20"), Decimal(1), Decimal(4)), ("AAA", None, Decimal(1), Decimal(2))]
+    assert page.splits[2].split_from.is_nan() and (page.next, page.covered) == (None, ("AAA",))
+    (tmp_path / "splits.csv").write_text("symbol,date,ratio\n")
+    with pytest.raises(BadProviderData, match="header must have symbol, ex_date, split_from, split_to"):
+        p.splits(["AAA"], D("2020-01-01"))

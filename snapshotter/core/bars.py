@@ -55,6 +55,21 @@ class SymbolChange:
 
 
 @dataclass(frozen=True)
+class SplitsPage:
+    """One provider call's answer about splits: what it said, and how to go on.
+
+    ``next`` is the provider's cursor for the next call (None: this was the last);
+    ``covered`` are the symbols fully answered once this page is stored (a provider that
+    answers all symbols at once lists them on its last page), so a stop between pages
+    records a check only for what was really asked.
+    """
+
+    splits: list[Split]
+    next: str | None = None
+    covered: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What the planner needs to know to spend as few calls as possible."""
 

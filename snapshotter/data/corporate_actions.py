@@ -103,7 +103,7 @@ def close_pairs(symbols, start: date, end: date):
             prices.c.symbol,
             prices.c.price_date,
             prices.c.close,
-            sa.func.lag(prices.c.price_date).over(**order).label("prev_date"),
+            sa.func.lag(prices.c.price_date, type_=sa.Date).over(**order).label("prev_date"),
             sa.func.lag(prices.c.close, type_=prices.c.close.type).over(**order).label("prev_close"),
         )
         .where(prices.c.symbol.in_(symbols), prices.c.price_date.between(start - timedelta(days=PREVIOUS_CLOSE_DAYS), end))

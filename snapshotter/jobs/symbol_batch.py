@@ -18,6 +18,15 @@ How a provider error affects the run (README "symbol-batch"):
 * key or plan refused: stop, run ``aborted``, exit 78.
 * SIGTERM/SIGINT or ``--max-runtime``: the call in flight is finished and stored,
   the run is marked ``interrupted`` and Stopped is re-raised (exit 143/130, or 75).
+
+Corporate actions (README "Corporate actions"): after the closes, a nightly run asks a
+provider that declares ``Capabilities.splits_every_days`` about the splits of the symbols
+it serves that are due (:mod:`snapshotter.core.corporate_actions`), page by page through
+the same rate limiter, storing each page with the record of the check in one
+transaction; a failure there is logged and retried by the next run, never the run's
+outcome. Then the closes stored by this run are compared with the day before
+(:func:`snapshotter.data.corporate_actions.close_pairs`): a move like a split with no
+split on file is logged, alerted and kept in ``stats.possible_unrecorded_splits``.
 """
 
 from __future__ import annotations
@@ -35,9 +44,10 @@ from tenacity.wait import wait_base
 
 from snapshotter.clock import utcnow
 from snapshotter.config import Settings
+from snapshotter.core import corporate_actions as actions
 from snapshotter.core import fetch_plan, symbol_health, targets, validation
 from snapshotter.core.calendar import effective_trading_date, new_york_date
-from snapshotter.data import fetch_memory, planning_sql, schema, tracking
+from snapshotter.data import corporate_actions, fetch_memory, planning_sql, schema, tracking
 from snapshotter.data.dialect import upsert
 from snapshotter.errors import (
     BadProviderData,
@@ -161,6 +171,7 @@ class _Outcome:
     expected_failures: set[str] = field(default_factory=set)  # marked unavailable before and failing again
     marked: list[str] = field(default_factory=list)  # newly marked unavailable by this run
     back: list[str] = field(default_factory=list)  # unavailable until this run fetched them
+    suspected: list[actions.SuspectedSplit] = field(default_factory=list)  # closes that moved like an unrecorded split
 
 
 class _Batch:
@@ -170,6 +181,7 @@ class _Batch:
         self.bucket = bucket
         self.run = run
         self.today = req.today
+        self.now = req.now
         self.stop = req.stop
         self.stats = stats
         self.out = _Outcome()
@@ -252,7 +264,62 @@ class _Batch:
             "symbols_attempted": len(o.attempted),
             "symbols_marked_unavailable": sorted(o.marked),
             "symbols_back": sorted(o.back),
+            "possible_unrecorded_splits": [x.as_dict() for x in o.suspected],
         }
+
+    # splits: the due symbols, page by page, each page stored with the record of the check
+    def run_splits(self, symbols: list[str]) -> None:
+        every = self.provider.capabilities.splits_every_days
+        if not every or not symbols:
+            return
+        with self.engine.connect() as conn:
+            last = corporate_actions.splits_checked(conn, self.provider.name, self.now)
+        due = actions.splits_due(symbols, last, self.today, every)
+        st = self.stats["splits"] = {"due": len(due), "calls": 0, "inserted": 0, "updated": 0, "unchanged": 0, "rejected": 0,
+                                     "error": None}
+        if not due:
+            return
+        since, wanted, checked, cursor = actions.splits_since(due, last, self.today), set(due), set(), None
+        while True:
+            self.stop.check()
+            try:
+                page = self.call(lambda: self.provider.splits(due, since, cursor))
+            except ProviderError as exc:  # quota, refusal, still failing after retries, unusable: the next run asks again
+                st["error"] = redact(str(exc))[:300]
+                log.warning("symbol_batch.splits_failed", error=st["error"], checked=len(checked), due=len(due))
+                return
+            st["calls"] += 1
+            rows, rejected = validation.validate_splits([x for x in page.splits if x.symbol in wanted], self.today)
+            for r in rejected:
+                log.warning("symbol_batch.split_rejected", symbol=r.symbol, ex_date=str(r.price_date), reason=redact(r.reason))
+            st["rejected"] += len(rejected)
+            checked.update(set(page.covered) & wanted)
+            self.stats["splits_checked"] = {"on": self.today.isoformat(), "symbols": sorted(checked)}
+            with self.engine.begin() as conn:
+                for k, n in corporate_actions.store_splits(conn, rows, self.provider.name, utcnow()).items():
+                    st[k] += n
+                corporate_actions.record_check(conn, self.run.run_id, self.snapshot_stats())
+            cursor = page.next
+            if cursor is None:
+                log.info("symbol_batch.splits", **{k: v for k, v in st.items() if k != "error"}, since=str(since))
+                return
+
+    # closes stored by this run that moved like a split nobody recorded
+    def find_suspected_splits(self, first_new: dict[str, date], target: date) -> None:
+        symbols = sorted(set(first_new) & (self.out.fetched - set(self.out.failed)))
+        if not symbols:
+            return
+        start = min(first_new[s] for s in symbols)
+        with self.engine.connect() as conn:
+            for part in planning_sql.chunks(symbols):
+                for r in conn.execute(corporate_actions.close_pairs(part, start, target)):
+                    if r.price_date < first_new[r.symbol]:
+                        continue
+                    hit = actions.suspected_split(r.symbol, r.prev_date, r.prev_close, r.price_date, r.close)
+                    if hit is not None:
+                        self.out.suspected.append(hit)
+                        log.warning("symbol_batch.possible_unrecorded_split", symbol=hit.symbol, day=str(hit.day), ratio=hit.ratio,
+                                    prev_close=str(hit.prev_close), close=str(hit.close))
 
     # grouped-by-date calls: one per day for every symbol the planner put there
     def run_grouped(self, calls, bar) -> None:
@@ -498,6 +565,9 @@ def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request, run
                 batch.run_ranges(list(the_plan.range_calls), bar)
             else:  # the provider stopped answering during the grouped calls
                 batch.out.deferred.extend(rc.symbol for rc in the_plan.range_calls)
+        if req.nightly and batch.out.stop_reason is None:
+            batch.run_splits(wanted)
+        batch.find_suspected_splits({s: n.missing[0] for s, n in needs.items() if n}, req.target)
         stats["daily_budget_left"] = bucket.remaining_today
         _update_health(engine, batch.out, health, req)
         return _finish(run, batch, req)
@@ -578,7 +648,8 @@ def _failed(o: _Outcome) -> list[str]:
 
 def batch_alert(o: _Outcome, status: str, code: int, error: str | None, ratio: float) -> str | None:
     """The alert line, or None: a failed or aborted run alerts; exit 1 only over ``ratio`` of the
-    symbols tried; a symbol newly marked unavailable, or back, alerts once (whatever the exit code)."""
+    symbols tried; a symbol newly marked unavailable, or back, alerts once (whatever the exit code),
+    and so does a close stored by this run that moved like a split with none on file."""
     parts = []
     if code not in (ExitCode.OK, ExitCode.PARTIAL):
         parts.append(error or status)
@@ -590,6 +661,8 @@ def batch_alert(o: _Outcome, status: str, code: int, error: str | None, ratio: f
         parts.append(f"marked unavailable (retried with a growing backoff): {', '.join(sorted(o.marked))}")
     if o.back:
         parts.append(f"available again: {', '.join(sorted(o.back))}")
+    if o.suspected:
+        parts.append(f"possible unrecorded split: {', '.join(x.describe() for x in o.suspected)}")
     return "; ".join(parts) if parts else None
 
 

@@ -24,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
 from snapshotter.config import Settings
-from snapshotter.core.bars import Bar, Capabilities
+from snapshotter.core.bars import Bar, Capabilities, SplitsPage
 from snapshotter.errors import BadProviderData, ConfigError, SnapshotterError
 from snapshotter.core.rate_limit import RateLimit
 
@@ -80,6 +80,13 @@ class Provider(ABC):
         reaches validation (and is rejected) instead of one copy silently winning.
         """
         raise NotImplementedError(f"{self.name} has no grouped-by-date endpoint")
+
+    def splits(self, symbols: list[str], since: date, cursor: str | None = None) -> SplitsPage:
+        """One call's worth of splits of ``symbols`` with an ex-date on or after ``since``
+        (only if ``capabilities.splits_every_days``). The batch calls again with ``page.next``
+        until it is None, each call through the rate limiter; ``cursor`` is None the first time.
+        Splits of other symbols may be left in (the batch ignores them)."""
+        raise NotImplementedError(f"{self.name} has no splits endpoint")
 
     def close(self) -> None:
         """Release connections."""

@@ -14,25 +14,35 @@ basis"). An answer that says it is adjusted anyway is unusable data, not a close
 Bars carry ``t``, the bar's epoch milliseconds; the trading date is that instant
 in New York (daily bars start at 00:00 or end at 16:00 New York time).
 The key goes in an ``Authorization: Bearer`` header, never in a URL.
+
+Splits come from ``/v3/reference/splits`` (ticker, execution_date, split_from, split_to):
+one query for every US ticker with an execution date on or after ``since``, 1000 a page,
+paged by ``next_url``. Only the ``cursor`` of a ``next_url`` is used: the next call goes to
+the configured base URL with the Bearer header, so the key never follows a URL the
+response chose. (Massive also offers ``/stocks/v1/splits`` with the same fields; this
+uses the v3 endpoint documented for the Polygon plans.)
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
+from urllib.parse import parse_qs, urlsplit
 from decimal import Decimal
 from urllib.parse import quote
 
 from snapshotter.config import Settings
 from snapshotter.errors import BadProviderData, ConfigError, ProviderRefused
 from snapshotter.ops.logs import redact, register_secrets
-from snapshotter.core.bars import Bar, Capabilities
-from snapshotter.providers.base import Provider, parse_json, provider_timeout, to_decimal
+from snapshotter.core.bars import Bar, Capabilities, Split, SplitsPage
+from snapshotter.providers.base import Provider, parse_json, provider_timeout, to_date, to_decimal
 from snapshotter.providers.http import HttpGetter
 from snapshotter.core.rate_limit import RateLimit
 from snapshotter.core.calendar import NEW_YORK
 
 DATA_STATUSES = ("OK", "DELAYED")
 AS_TRADED = {"adjusted": "false"}  # every aggregates call: closes as they traded that day
+SPLITS_PATH = "/v3/reference/splits"
+SPLITS_PAGE = 1000  # the endpoint's maximum page size
 
 
 def epoch_ms_to_date(value) -> date | None:
@@ -80,7 +90,7 @@ def results_of(body, what: str) -> list:
 
 class PolygonProvider(Provider):
     name = "polygon"
-    capabilities = Capabilities(supports_grouped=True)
+    capabilities = Capabilities(supports_grouped=True, splits_every_days=1)
     # Free tier: 5 calls a minute, spaced evenly (a burst of 5 could exceed a rolling minute).
     default_limit = RateLimit(per_second=5 / 60.0, burst=1, per_day=None)
 
@@ -116,5 +126,31 @@ class PolygonProvider(Provider):
                 bars.append(_bar(ticker.upper(), item))
         return bars
 
+    def splits(self, symbols: list[str], since: date, cursor: str | None = None) -> SplitsPage:
+        """One page of every ticker's splits since ``since``; ``symbols`` are covered on the last page."""
+        what = f"splits since {since}"
+        params = {"cursor": cursor} if cursor else {
+            "execution_date.gte": since.isoformat(), "sort": "execution_date", "order": "asc", "limit": SPLITS_PAGE}
+        body = parse_json(self._http.get(SPLITS_PATH, params, what), f"polygon: {what}")
+        wanted = {s.upper() for s in symbols}
+        out = []
+        for item in results_of(body, what):
+            ticker = item.get("ticker") if isinstance(item, dict) else None
+            if isinstance(ticker, str) and ticker.upper() in wanted:
+                out.append(Split(ticker.upper(), to_date(item.get("execution_date")), to_decimal(item.get("split_from")),
+                                 to_decimal(item.get("split_to"))))
+        nxt = next_cursor(body.get("next_url"), what)
+        return SplitsPage(out, nxt, () if nxt else tuple(sorted(wanted)))
+
     def close(self) -> None:
         self._http.close()
+
+
+def next_cursor(next_url, what: str) -> str | None:
+    """The ``cursor`` of a ``next_url`` (None when there is no next page)."""
+    if not next_url:
+        return None
+    cursor = parse_qs(urlsplit(str(next_url)).query).get("cursor")
+    if not cursor or not cursor[0]:
+        raise BadProviderData(f"polygon: {what}: next_url without a cursor")
+    return cursor[0]
