@@ -4,15 +4,20 @@ and suspected-split alert on both backends, and ``prices refetch``."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, time, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from snapshotter.core import corporate_actions as ca
+from snapshotter.config import Settings
+from snapshotter.core.calendar import NEW_YORK, trading_days_between
 from snapshotter.data import schema
+from snapshotter.jobs.symbol_batch import run_symbol_batch
 from tests.conftest import invoke, row_counts, table_rows
-from tests.factories import add_portfolio
+from tests.factories import FakeClock, add_lot, add_portfolio
+from tests.fake_providers import AV_KEY, POLY_KEY, json_response
 from snapshotter.core.bars import Split, SymbolChange
 from snapshotter.core.validation import check_symbol_change, validate_splits
 
@@ -192,3 +197,165 @@ def test_a_bad_symbol_changes_file_is_one_line_exit_64_and_writes_nothing(db_url
     assert r.returncode == 64
     assert [x for x in r.stderr.splitlines() if x.startswith("snapshotter:")] == [f"snapshotter: error: {f.parent}/{says}"]
     assert row_counts(engine) == before
+
+
+# --- the batch: splits from the providers, once a day --------------------------------------
+
+WEEK = trading_days_between(D("2026-11-16"), D("2026-11-24"))
+
+
+def evening(day: str) -> datetime:
+    """21:00 New York on ``day``: the nightly run's instant."""
+    return datetime.combine(D(day), time(21, 0), tzinfo=NEW_YORK).astimezone(timezone.utc)
+
+
+def nightly(engine, provider: str, day: str, **settings):
+    clock = FakeClock()
+    return run_symbol_batch(engine, Settings(calls_per_minute="unlimited", **settings), provider=provider, now=evening(day),
+                            progress=False, clock=clock, sleep=clock.sleep)
+
+
+@pytest.fixture
+def holds_aaa_nvda(engine):
+    with engine.begin() as c:
+        p = add_portfolio(c, "p")
+        add_lot(c, p, "AAA", "10", "100", "2026-11-02")
+        add_lot(c, p, "NVDA", "1", "100", "2026-11-02")
+
+
+def split_invalidations(engine) -> list[tuple]:
+    return [i for i in invalidations(engine) if "split" in i[2]]
+
+
+def test_polygon_splits_once_a_day_paged_and_an_identical_refetch_records_nothing(engine, holds_aaa_nvda, poly):
+    poly.add("AAA", {d: "10.5" for d in WEEK})
+    poly.add("NVDA", {d: "180.25" for d in WEEK})
+    poly.split_events = [
+        {"execution_date": "2025-06-10", "id": "E1", "split_from": 1, "split_to": 10, "ticker": "NVDA"},
+        {"execution_date": "2025-03-03", "id": "E2", "split_from": 1, "split_to": 3, "ticker": "QQQQ"},  # not ours
+        {"execution_date": "2026-11-20", "id": "E3", "split_from": 1, "split_to": 4, "ticker": "AAA"},
+        {"execution_date": "2026-12-01", "id": "E4", "split_from": 0, "split_to": 4, "ticker": "NVDA"},  # rejected
+    ]
+    poly.splits_page = 2
+    snapshot_on(engine, "2026-11-23")
+    keys = dict(polygon_api_key=POLY_KEY, polygon_base_url=poly.url)
+
+    r = nightly(engine, "polygon", "2026-11-24", **keys)
+    assert (r.status, r.exit_code, r.alert) == ("completed", 0, None)
+    assert r.stats["splits"] == {"due": 2, "calls": 2, "inserted": 2, "updated": 0, "unchanged": 0, "rejected": 1, "error": None}
+    assert r.stats["splits_checked"] == {"on": "2026-11-24", "symbols": ["AAA", "NVDA"]}
+    assert [k for k in poly.keys() if k == "splits"] == ["splits", "splits"]
+    assert poly.requests[-2]["args"]["execution_date.gte"] == "2024-11-24"  # never checked: two years back
+    assert splits(engine) == [("AAA", D("2026-11-20"), Decimal(1), Decimal(4), "polygon"),
+                              ("NVDA", D("2025-06-10"), Decimal(1), Decimal(10), "polygon")]
+    assert split_invalidations(engine) == [("NVDA", D("2025-06-10"), "split recorded"), ("AAA", D("2026-11-20"), "split recorded")]
+
+    # a second batch the same day makes no splits request
+    n = len(poly.requests)
+    r = nightly(engine, "polygon", "2026-11-24", **keys)
+    assert r.stats["splits"]["due"] == 0 and "splits" not in [q["key"] for q in poly.requests[n:]]
+
+    # the next day asks again, from 30 days before the last check; the same answer changes nothing
+    before = table_rows(engine, schema.symbol_splits)
+    r = nightly(engine, "polygon", "2026-11-25", **keys)
+    assert r.stats["splits"] == {"due": 2, "calls": 1, "inserted": 0, "updated": 0, "unchanged": 1, "rejected": 1, "error": None}
+    assert [q["args"] for q in poly.requests if q["key"] == "splits"][-1]["execution_date.gte"] == "2026-10-25"
+    assert table_rows(engine, schema.symbol_splits) == before
+    assert len(split_invalidations(engine)) == 2
+
+    # a provider's correction updates the split, and the trigger invalidates the history from it
+    poly.split_events[2]["split_to"] = 5
+    r = nightly(engine, "polygon", "2026-11-26", **keys)
+    assert r.stats["splits"]["updated"] == 1
+    assert splits(engine)[0] == ("AAA", D("2026-11-20"), Decimal(1), Decimal(5), "polygon")
+    assert split_invalidations(engine)[-1] == ("AAA", D("2026-11-20"), "split changed")
+
+
+def test_a_failed_splits_page_is_asked_again_by_the_next_run_and_changes_no_outcome(engine, holds_aaa_nvda, poly):
+    poly.add("AAA", {d: "10.5" for d in WEEK})
+    poly.split_events = [{"execution_date": "2026-11-20", "id": "E3", "split_from": 1, "split_to": 4, "ticker": "AAA"}]
+    poly.then("splits", json_response({"status": "ERROR", "error": "denied"}, 403))
+    keys = dict(polygon_api_key=POLY_KEY, polygon_base_url=poly.url)
+    r = nightly(engine, "polygon", "2026-11-24", **keys)
+    assert (r.status, r.exit_code) == ("completed", 0)
+    assert r.stats["splits"]["error"].startswith("polygon: splits since 2024-11-24: HTTP 403 refused")
+    assert "splits_checked" not in r.stats and splits(engine) == []
+    r = nightly(engine, "polygon", "2026-11-24", **keys)
+    assert r.stats["splits"]["inserted"] == 1 and r.stats["splits_checked"]["symbols"] == ["AAA", "NVDA"]
+
+
+def test_alphavantage_splits_weekly_one_call_per_symbol(engine, holds_aaa_nvda, av):
+    av.add("AAA", {d: "10.5" for d in WEEK})
+    av.add("NVDA", {d: "180.25" for d in WEEK})
+    av.split_events = {"NVDA": [("2025-06-10", "10.0000"), ("2021-07-20", "4.0000")]}
+    keys = dict(alphavantage_api_key=AV_KEY, alphavantage_base_url=av.url, calls_per_day="unlimited")
+    r = nightly(engine, "alphavantage", "2026-11-24", **keys)
+    assert r.stats["splits"] == {"due": 2, "calls": 2, "inserted": 1, "updated": 0, "unchanged": 0, "rejected": 0, "error": None}
+    assert (av.calls_for("AAA", "SPLITS"), av.calls_for("NVDA", "SPLITS")) == (1, 1)
+    assert splits(engine) == [("NVDA", D("2025-06-10"), Decimal(1), Decimal("10"), "alphavantage")]  # 2021: before the lookback
+    for day in ("2026-11-25", "2026-11-27", "2026-11-30"):  # within the week: no SPLITS call
+        assert nightly(engine, "alphavantage", day, **keys).stats["splits"]["due"] == 0
+    assert av.calls_for("NVDA", "SPLITS") == 1
+    r = nightly(engine, "alphavantage", "2026-12-01", **keys)  # a week after the first check
+    assert (r.stats["splits"]["calls"], av.calls_for("NVDA", "SPLITS")) == (2, 2)
+
+
+def write_prices(directory: Path, symbol: str, closes: dict) -> None:
+    lines = ["date,open,high,low,close,volume"] + [f"{d},{c},{c},{c},{c},100" for d, c in sorted(closes.items())]
+    (directory / f"{symbol}.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_csv_splits_file_through_the_batch(engine, holds_aaa_nvda, tmp_path):
+    write_prices(tmp_path, "AAA", {d: "10.5" for d in WEEK})
+    write_prices(tmp_path, "NVDA", {d: "180" for d in WEEK})
+    (tmp_path / "splits.csv").write_text("symbol,ex_date,split_from,split_to\nNVDA,2025-06-10,1,10\nNVDA,2026-11-18,1,-1\nZZZ,2026-11-18,1,2\n")
+    r = nightly(engine, "csv", "2026-11-24", prices_dir=tmp_path)
+    assert r.stats["splits"] == {"due": 2, "calls": 1, "inserted": 1, "updated": 0, "unchanged": 0, "rejected": 1, "error": None}
+    assert splits(engine) == [("NVDA", D("2025-06-10"), Decimal(1), Decimal(10), "csv")]
+
+
+# --- possible unrecorded splits --------------------------------------------------------------
+
+AFTER_CLOSE = ("--now", "2026-11-25T02:00:00Z")  # 21:00 New York on Tuesday 2026-11-24
+
+
+def tenfold_drop(tmp_path: Path) -> dict:
+    """AAA closes 1200 until Thursday 2026-11-19, then about 120: a 10-for-1 split nobody recorded."""
+    write_prices(tmp_path, "AAA", {d: ("1200" if d <= D("2026-11-19") else "120.5") for d in WEEK})
+    write_prices(tmp_path, "NVDA", {d: "180" for d in WEEK})
+    return {"SNAPSHOTTER_PROVIDER": "csv", "SNAPSHOTTER_PRICES_DIR": str(tmp_path)}
+
+
+def test_a_tenfold_drop_without_a_split_on_file_alerts_and_status_lists_it(db_url, engine, holds_aaa_nvda, tmp_path, receiver):
+    import json
+
+    env = {**tenfold_drop(tmp_path), **receiver.env}
+    r = invoke(*AFTER_CLOSE, "symbol-batch", "--json", db_url=db_url, env=env)
+    out = json.loads(r.stdout)
+    assert (r.returncode, out["status"]) == (0, "completed")
+    seen = {"symbol": "AAA", "day": "2026-11-20", "prev_date": "2026-11-19", "prev_close": "1200.000000", "close": "120.500000",
+            "ratio": "10-for-1"}
+    assert out["possible_unrecorded_splits"] == [seen]
+    (alert,) = receiver.alerts
+    assert "symbol-batch 2026-11-24 exited 0: possible unrecorded split: AAA 2026-11-20 (10-for-1: 1200 on 2026-11-19 -> 120.5)" in json.dumps(alert)
+    status = json.loads(invoke(*AFTER_CLOSE, "status", "--json", db_url=db_url).stdout)
+    assert status["possible_unrecorded_splits"] == [seen]
+    assert "possible unrecorded split: AAA 2026-11-20 (10-for-1" in invoke(*AFTER_CLOSE, "status", db_url=db_url).stdout
+    assert table_rows(engine, schema.symbol_splits) == []  # it changes no data by itself
+
+    # the operator records it: status is silent, and so is a rerun
+    f = tmp_path / "mine.csv"
+    f.write_text("symbol,ex_date,split_from,split_to\nAAA,2026-11-20,1,10\n")
+    assert invoke(*AFTER_CLOSE, "load", "--splits", str(f), db_url=db_url).returncode == 0
+    assert json.loads(invoke(*AFTER_CLOSE, "status", "--json", db_url=db_url).stdout)["possible_unrecorded_splits"] == []
+
+
+def test_silent_when_the_split_is_on_file(db_url, engine, holds_aaa_nvda, tmp_path, receiver):
+    import json
+
+    env = {**tenfold_drop(tmp_path), **receiver.env}
+    (tmp_path / "splits.csv").write_text("symbol,ex_date,split_from,split_to\nAAA,2026-11-20,1,10\n")  # fetched before the check
+    r = invoke(*AFTER_CLOSE, "symbol-batch", "--json", db_url=db_url, env=env)
+    assert (r.returncode, json.loads(r.stdout)["possible_unrecorded_splits"]) == (0, [])
+    assert receiver.alerts == []
+    assert json.loads(invoke(*AFTER_CLOSE, "status", "--json", db_url=db_url).stdout)["possible_unrecorded_splits"] == []

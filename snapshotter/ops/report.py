@@ -51,6 +51,9 @@ def print_status(report: dict) -> None:
                + (f" ({inv['symbol_rows']:,} close corrections)" if inv["symbol_rows"] else "") if inv["pending"] else ""),
             markup=False,
         )
+    for x in report.get("possible_unrecorded_splits") or []:
+        console.print(f"possible unrecorded split: {x['symbol']} {x['day']} ({x['ratio']}: {x['prev_close']} on {x['prev_date']} -> "
+                      f"{x['close']}); load it with `snapshotter load --splits FILE` if it is one", markup=False, highlight=False)
     rejected = report.get("rejected_bars")
     if rejected and rejected["count"]:
         console.print(f"rejected bars remembered: {rejected['count']}", markup=False)
@@ -114,6 +117,7 @@ def batch_line(result) -> str:
         f"{len(s['symbols_deferred'])} deferred"
         + (f", unavailable: {', '.join(unavailable[:10])}{' ...' if len(unavailable) > 10 else ''} ({skipped} skipped)" if unavailable else "")
         + f", {s['provider_calls']} calls, {s['rows_upserted']} rows, {s['rows_rejected']} rejected, {s['duration_s']}s"
+        + (f", possible unrecorded splits: {len(s['possible_unrecorded_splits'])}" if s.get("possible_unrecorded_splits") else "")
     )
 
 
