@@ -51,6 +51,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Schema migrations (Alembic).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+prices_app = typer.Typer(help="Operator commands on the cached closes.", no_args_is_help=True)
+app.add_typer(prices_app, name="prices")
 
 
 class LogFormat(str, Enum):
@@ -554,6 +556,29 @@ def symbol_batch_cmd(
         state.engine, state.settings, target_date=parse_date(date_), date_from=parse_date(date_from), date_to=parse_date(date_to),
         symbols=symbols, provider=provider, now=state.now, run_id=state.monitor.run_id, alert_failure_ratio=alert_failure_ratio,
     )
+    state.monitor.report(result)
+    emit_json(result.summary()) if as_json else typer.echo(batch_line(result))
+    return result.exit_code
+
+
+@prices_app.command("refetch")
+@command(job="prices-refetch", max_runtime_s=SYMBOL_BATCH_MAX_RUNTIME_S)
+def prices_refetch_cmd(
+    ctx: typer.Context,
+    symbol: str = typer.Option(..., "--symbol", help="The symbol whose closes to fetch again."),
+    date_from: str = typer.Option(..., "--from", help="First day to fetch again."),
+    date_to: Optional[str] = typer.Option(None, "--to", help="Last day [default: the latest closed trading day]."),
+    provider: Optional[str] = typer.Option(None, "--provider", help="csv, alphavantage, polygon or an installed plugin [default: $SNAPSHOTTER_PROVIDER or csv]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final summary as one JSON line on stdout."),
+    max_runtime: Optional[float] = MaxRuntime(SYMBOL_BATCH_MAX_RUNTIME_S),
+) -> int:
+    """Fetch one symbol's closes over a range again and overwrite them (e.g. a cache filled with split-adjusted closes)."""
+    from snapshotter.jobs.symbol_batch import refetch_prices
+    from snapshotter.ops.report import batch_line
+
+    state: State = ctx.obj
+    result = refetch_prices(state.engine, state.settings, symbol, parse_date(date_from), parse_date(date_to), provider=provider,
+                            now=state.now, run_id=state.monitor.run_id)
     state.monitor.report(result)
     emit_json(result.summary()) if as_json else typer.echo(batch_line(result))
     return result.exit_code

@@ -16,7 +16,7 @@ from snapshotter.core.calendar import NEW_YORK, trading_days_between
 from snapshotter.data import schema
 from snapshotter.jobs.symbol_batch import run_symbol_batch
 from tests.conftest import invoke, row_counts, table_rows
-from tests.factories import FakeClock, add_lot, add_portfolio
+from tests.factories import FakeClock, add_closes, add_lot, add_portfolio
 from tests.fake_providers import AV_KEY, POLY_KEY, json_response
 from snapshotter.core.bars import Split, SymbolChange
 from snapshotter.core.validation import check_symbol_change, validate_splits
@@ -359,3 +359,51 @@ def test_silent_when_the_split_is_on_file(db_url, engine, holds_aaa_nvda, tmp_pa
     assert (r.returncode, json.loads(r.stdout)["possible_unrecorded_splits"]) == (0, [])
     assert receiver.alerts == []
     assert json.loads(invoke(*AFTER_CLOSE, "status", "--json", db_url=db_url).stdout)["possible_unrecorded_splits"] == []
+
+
+# --- prices refetch --------------------------------------------------------------------------
+
+
+def test_prices_refetch_overwrites_adjusted_closes_and_the_history_is_invalidated(db_url, engine, holds_aaa_nvda, poly, receiver):
+    import json
+
+    # the cache as an older version filled it: Polygon's split-adjusted closes (AAA split 10-for-1 on 2026-11-20)
+    with engine.begin() as c:
+        add_closes(c, "AAA", {d: "120.500000" for d in WEEK})  # stored as the batch stores them: 6 decimals
+        add_closes(c, "NVDA", {d: "180" for d in WEEK})
+    snapshot_on(engine, "2026-11-18")
+    poly.add("AAA", {d: ("1205" if d < D("2026-11-20") else "120.5") for d in WEEK})  # as traded
+    env = {"POLYGON_API_KEY": POLY_KEY, "POLYGON_BASE_URL": poly.url, "SNAPSHOTTER_CALLS_PER_MINUTE": "unlimited", **receiver.env}
+    r = invoke(*AFTER_CLOSE, "prices", "refetch", "--symbol", "aaa", "--from", "2026-11-16", "--provider", "polygon", "--json",
+               db_url=db_url, env=env)
+    out = json.loads(r.stdout)
+    assert (r.returncode, out["status"], out["mode"], out["provider_calls"], out["rows_upserted"]) == (0, "completed", "refetch", 1, 7)
+    (req,) = poly.requests
+    assert (req["path"], req["args"]["adjusted"]) == ("/v2/aggs/ticker/AAA/range/1/day/2026-11-16/2026-11-24", "false")
+    p = schema.symbol_prices_daily
+    got = {(x["symbol"], x["price_date"]): (x["close"], x["source"]) for x in table_rows(engine, p)}
+    assert [got[("AAA", d)] for d in WEEK] == [(Decimal("1205"), "polygon")] * 4 + [(Decimal("120.5"), "polygon")] * 3
+    assert {got[("NVDA", d)] for d in WEEK} == {(Decimal("180"), "test")}  # another symbol: untouched
+    # the four changed closes are recorded by the close-change trigger (the unchanged ones are not)
+    inv = [i for i in invalidations(engine) if i[0] == "AAA"]
+    assert inv == [("AAA", d, "close changed") for d in WEEK[:4]]
+    (run,) = [x for x in table_rows(engine, schema.batch_run_tracking) if x["run_id"] == out["run_id"]]
+    assert (run["batch_type"], run["status"], run["target_date"]) == ("price_refetch", "completed", D("2026-11-24"))
+    # a refetch is no nightly batch: portfolio-refresh still waits for one
+    assert invoke(*AFTER_CLOSE, "portfolio-refresh", "--wait-timeout", "0s", db_url=db_url).returncode == 75
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--symbol", "A/B", "--from", "2026-11-16"), "--symbol: bad symbol 'A/B'"),
+    (("--symbol", "AAA", "--from", "2026-11-20", "--to", "2026-11-16"), "is after --to"),
+    (("--symbol", "AAA", "--from", "2026-11-21", "--to", "2026-11-22"), "no trading day in 2026-11-21..2026-11-22"),
+    (("--symbol", "AAA", "--from", "2099-01-02"), "is after --to"),
+    (("--symbol", "AAA", "--from", "someday"), "is not a date"),
+    (("--symbol", "AAA"), "--from"),
+])
+def test_prices_refetch_bad_input_is_one_line_exit_64(db_url, engine, holds_aaa_nvda, args, says):
+    before = row_counts(engine)
+    r = invoke(*AFTER_CLOSE, "prices", "refetch", *args, db_url=db_url)
+    lines = [x for x in r.stderr.splitlines() if x.startswith("snapshotter:")]
+    assert r.returncode == 64 and len(lines) == 1 and says in lines[0], r.stderr
+    assert row_counts(engine) == before

@@ -18,12 +18,12 @@ import sqlalchemy as sa
 from snapshotter.core.corporate_actions import COARSE_FACTOR
 from snapshotter.core.validation import same_ratio
 from snapshotter.data.planning_sql import chunks
+from snapshotter.data.tracking import SYMBOL_BATCH
 from snapshotter.data.schema import batch_run_tracking as brt
 from snapshotter.data.schema import symbol_changes as sc
 from snapshotter.data.schema import symbol_prices_daily as prices
 from snapshotter.data.schema import symbol_splits as ss
 
-SYMBOL_BATCH = "symbol_batch"  # tracking.SYMBOL_BATCH (not imported: tracking imports ops)
 CHECK_MEMORY_DAYS = 60  # split checks older than this are forgotten (the symbol is asked from the full lookback)
 PREVIOUS_CLOSE_DAYS = 14  # calendar days before a window a pair's previous close is looked for
 

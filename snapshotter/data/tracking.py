@@ -16,6 +16,8 @@ from snapshotter.clock import utcnow
 from snapshotter.ops.logs import redact
 
 SYMBOL_BATCH = "symbol_batch"
+PRICE_REFETCH = "price_refetch"  # snapshotter prices refetch: not a nightly batch (portfolio-refresh does not wait for it)
+FETCHES = (SYMBOL_BATCH, PRICE_REFETCH)  # runs that spend provider calls
 PORTFOLIO_REFRESH = "portfolio_refresh"
 PORTFOLIO_BACKFILL = "portfolio_backfill"
 PORTFOLIO_RECOMPUTE = "portfolio_recompute"  # snapshotter recompute: invalidated history only
@@ -159,9 +161,9 @@ def batch_completed(conn: sa.Connection, batch_type: str, target_date: date) -> 
 
 
 def calls_spent_today(conn: sa.Connection, provider: str, now: datetime, exclude_run: str | None = None) -> int:
-    """Provider calls recorded by today's (UTC) symbol-batch runs, for the daily budget."""
+    """Provider calls recorded by today's (UTC) symbol-batch and refetch runs, for the daily budget."""
     midnight = datetime(now.year, now.month, now.day, tzinfo=timezone.utc)
-    q = sa.select(brt.c.run_id, brt.c.stats).where(brt.c.batch_type == SYMBOL_BATCH, brt.c.started_at >= midnight)
+    q = sa.select(brt.c.run_id, brt.c.stats).where(brt.c.batch_type.in_(FETCHES), brt.c.started_at >= midnight)
     total = 0
     for run_id, stats in conn.execute(q):
         if run_id != exclude_run and isinstance(stats, dict) and stats.get("provider") == provider:

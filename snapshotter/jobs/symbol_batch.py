@@ -433,6 +433,7 @@ class _Request:
     started: float
     alert_failure_ratio: float = ALERT_FAILURE_RATIO
     unavailable_after: int = symbol_health.FAILURES_TO_MARK
+    refetch: bool = False  # prices refetch: every day of the range again, cached or not
 
     @property
     def nightly(self) -> bool:
@@ -459,6 +460,7 @@ def run_symbol_batch(
     run_id: str | None = None,
     alert_failure_ratio: float = ALERT_FAILURE_RATIO,
     unavailable_after: int = symbol_health.FAILURES_TO_MARK,
+    refetch: bool = False,
 ) -> BatchResult:
     """Run one symbol batch (see the module docstring); provider trouble is a result, not an exception.
 
@@ -489,6 +491,7 @@ def run_symbol_batch(
         started=started,
         alert_failure_ratio=alert_failure_ratio,
         unavailable_after=unavailable_after,
+        refetch=refetch,
     )
     prov = provider if isinstance(provider, Provider) else get_provider(provider, settings)
     engine = engine if isinstance(engine, sa.Engine) else engine()
@@ -503,13 +506,41 @@ def run_symbol_batch(
         prov.close()
 
 
+def refetch_prices(
+    engine: sa.Engine | Callable[[], sa.Engine],
+    settings: Settings,
+    symbol: str,
+    date_from: date | None,
+    date_to: date | None = None,
+    *,
+    now: datetime,
+    **kw,
+) -> BatchResult:
+    """``prices refetch``: fetch ``symbol``'s closes over ``date_from``..``date_to`` (default: the latest
+    closed trading day) again and overwrite them, within the rate limits and the daily budget.
+
+    For a cache filled with split-adjusted closes (Polygon before ``adjusted=false``): the
+    overwritten closes are recorded by the close-change triggers (migration 0006), so the next
+    portfolio-refresh recomputes the history they valued. Tracked as ``price_refetch``, so it
+    never stands for the nightly batch portfolio-refresh waits for.
+    """
+    if date_from is None:
+        raise UsageError("--from is required")
+    try:
+        sym = validation.symbol(symbol)
+    except ValueError:
+        raise UsageError(f"--symbol: bad symbol {symbol!r}") from None
+    return run_symbol_batch(engine, settings, date_from=date_from, date_to=date_to or effective_trading_date(now), symbols=[sym],
+                            now=now, refetch=True, **kw)
+
+
 def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request, run_id: str | None = None) -> BatchResult:
     ranged = req.date_from is not None
-    run = tracking.Run(engine, tracking.SYMBOL_BATCH, req.target, run_id).start()
+    run = tracking.Run(engine, tracking.PRICE_REFETCH if req.refetch else tracking.SYMBOL_BATCH, req.target, run_id).start()
     req = dataclasses.replace(req, sleep=run.keep_alive(req.sleep))  # rate-limit and retry waits heartbeat
     stats = {
         "provider": prov.name,
-        "mode": "range" if ranged else "nightly",
+        "mode": "refetch" if req.refetch else "range" if ranged else "nightly",
         "target_date": req.target.isoformat(),
         "date_from": req.date_from.isoformat() if ranged else None,
         "date_to": req.target.isoformat() if ranged else None,
@@ -534,7 +565,9 @@ def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request, run
                 stats["symbols_skipped_unavailable"] = skipped
                 wanted = [s for s in wanted if s not in set(skipped)]
             spent = tracking.calls_spent_today(conn, prov.name, req.now, exclude_run=run.run_id) if limit.per_day else 0
-            if ranged:
+            if req.refetch:  # overwrite the range whatever the cache holds
+                needs = fetch_plan.range_needs(wanted, {}, req.date_from, req.target)
+            elif ranged:
                 known = cached_days(conn, wanted, req.date_from, req.target)
                 for sym, days in fetch_memory.rejected_days(conn, wanted, req.date_from, req.target).items():
                     known[sym] |= days  # a rejected bar is an answer, not a missing day

@@ -111,7 +111,8 @@ def batch_line(result) -> str:
     skipped = len(s.get("symbols_skipped_unavailable") or [])
     unavailable = s.get("symbols_unavailable") or []
     return (
-        f"symbol-batch {s['provider']} {s['target_date']}: {result.status}, {s['symbols_fetched']}/{s['symbols_requested']} "
+        f"{'prices refetch' if s.get('mode') == 'refetch' else 'symbol-batch'} {s['provider']} {s['target_date']}: {result.status}, "
+        f"{s['symbols_fetched']}/{s['symbols_requested']} "
         f"symbols fetched" + (f" ({silent} without a close for {s['target_date']})" if silent else "")
         + f", {s['symbols_up_to_date']} up to date, {len(s['symbols_failed'])} failed, "
         f"{len(s['symbols_deferred'])} deferred"

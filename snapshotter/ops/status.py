@@ -95,7 +95,7 @@ def _run_view(r: dict, now: datetime) -> dict:
     duration = None
     if r.get("finished_at") and r.get("started_at"):
         duration = round((_aware(r["finished_at"]) - _aware(r["started_at"])).total_seconds(), 3)
-    kind = tracking.SYMBOL_BATCH if r["batch_type"] == tracking.SYMBOL_BATCH else "portfolio"
+    kind = tracking.SYMBOL_BATCH if r["batch_type"] in tracking.FETCHES else "portfolio"
     stats = r.get("stats") if isinstance(r.get("stats"), dict) else {}
     key = {k: (len(stats[k]) if isinstance(stats[k], (list, dict)) else stats[k]) for k in KEY_STATS[kind] if k in stats}
     return {
