@@ -284,6 +284,24 @@ def test_a_failed_splits_page_is_asked_again_by_the_next_run_and_changes_no_outc
     assert r.stats["splits"]["inserted"] == 1 and r.stats["splits_checked"]["symbols"] == ["AAA", "NVDA"]
 
 
+def test_a_crash_between_pages_keeps_the_stored_page_and_records_no_check(engine, holds_aaa_nvda, poly):
+    """Page 1 is stored with its (empty) check record; page 2 never comes: the next run asks everything again."""
+    poly.add("AAA", {d: "10.5" for d in WEEK})
+    poly.split_events = [{"execution_date": "2025-03-03", "id": "E1", "split_from": 1, "split_to": 2, "ticker": "AAA"},
+                         {"execution_date": "2026-11-20", "id": "E2", "split_from": 1, "split_to": 4, "ticker": "NVDA"}]
+    poly.splits_page = 1
+    poly.then("splits", lambda: json_response(poly._splits({"execution_date.gte": "2024-11-24"})),
+              *[json_response({"status": "ERROR"}, 500)] * 3)
+    keys = dict(polygon_api_key=POLY_KEY, polygon_base_url=poly.url)
+    r = nightly(engine, "polygon", "2026-11-24", **keys)
+    assert (r.status, r.exit_code) == ("completed", 0)
+    assert (r.stats["splits"]["inserted"], r.stats["splits"]["error"]) == (1, "polygon: splits since 2024-11-24: HTTP 500")
+    assert r.stats["splits_checked"] == {"on": "2026-11-24", "symbols": []}
+    r = nightly(engine, "polygon", "2026-11-24", **keys)
+    assert r.stats["splits"] == {"due": 2, "calls": 2, "inserted": 1, "updated": 0, "unchanged": 1, "rejected": 0, "error": None}
+    assert [x[:2] for x in splits(engine)] == [("AAA", D("2025-03-03")), ("NVDA", D("2026-11-20"))]
+
+
 def test_alphavantage_splits_weekly_one_call_per_symbol(engine, holds_aaa_nvda, av):
     av.add("AAA", {d: "10.5" for d in WEEK})
     av.add("NVDA", {d: "180.25" for d in WEEK})
