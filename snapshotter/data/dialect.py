@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import decimal
 from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 
 import sqlalchemy as sa
 from typing import Iterable, Sequence
@@ -105,6 +106,18 @@ class ddiv(_DecFn):
     inherit_cache = True
 
 
+QUOT_SCALE = 30
+
+
+class dquot(_DecFn):
+    """a / b for a positive integer b, rounded half-even to QUOT_SCALE decimals, exactly (integer
+    division and remainder on PostgreSQL, Fractions on SQLite), so both backends give the same
+    digits; a itself when b is 1. The split factor's one division (valuation.lot_value)."""
+
+    name = "dec_quot"
+    inherit_cache = True
+
+
 class dsum(_DecFn):
     name = "dec_sum"
     inherit_cache = True
@@ -163,6 +176,15 @@ def _pg_div(el, c, **kw):
     return f"(CAST({a} AS NUMERIC(70, 30)) / {b})"
 
 
+@compiles(dquot, "postgresql")
+def _pg_quot(el, c, **kw):
+    a, b = _args(c, el, **kw)
+    n = f"({a} * 1e{QUOT_SCALE})"
+    t, r = f"div({n}, {b})", f"abs(mod({n}, {b}))"
+    up = f"(2 * {r} > {b} OR (2 * {r} = {b} AND mod({t}, 2) <> 0))"
+    return f"(CASE WHEN {b} = 1 THEN {a} ELSE ({t} + CASE WHEN {up} THEN sign({n}) ELSE 0 END) * 1e-{QUOT_SCALE} END)"
+
+
 @compiles(dsum, "postgresql")
 def _pg_sum(el, c, **kw):
     (a,) = _args(c, el, **kw)
@@ -202,7 +224,7 @@ def _default(el, c, **kw):
     return f"{el.name}({', '.join(_args(c, el, **kw))})"
 
 
-for _cls in (dmul, dsub, dadd, ddiv, dsum, dround, dsign, sorted_csv):
+for _cls in (dmul, dsub, dadd, ddiv, dquot, dsum, dround, dsign, sorted_csv):
     compiles(_cls)(_default)
 
 
@@ -229,6 +251,16 @@ def _div(a, b):
     if a is None or b is None:
         return None
     return format(_CTX.divide(_d(a), _d(b)), "f")
+
+
+def _quot(a, b):
+    if a is None or b is None:
+        return None
+    b = Fraction(_d(b))
+    if b == 1:
+        return format(_d(a), "f")
+    q = round(Fraction(_d(a)) * 10**QUOT_SCALE / b)  # round() of a Fraction: half-even, exact
+    return format(Decimal(q).scaleb(-QUOT_SCALE, _CTX), "f")
 
 
 def _round(a, scale, int_digits):
@@ -277,6 +309,7 @@ def register_sqlite_functions(dbapi_conn) -> None:
     dbapi_conn.create_function("dec_sub", 2, _sub, **det)
     dbapi_conn.create_function("dec_add", 2, _add, **det)
     dbapi_conn.create_function("dec_div", 2, _div, **det)
+    dbapi_conn.create_function("dec_quot", 2, _quot, **det)
     dbapi_conn.create_function("dec_round", 3, _round, **det)
     dbapi_conn.create_function("dec_sign", 1, _sign, **det)
     dbapi_conn.create_aggregate("dec_sum", 1, _Sum)
@@ -310,6 +343,16 @@ def upsert(
         stmt = stmt.on_conflict_do_nothing(index_elements=key)
     conn.execute(stmt, list(rows))
     return len(rows)
+
+
+# --- small row sets inline ----------------------------------------------------------
+
+
+def literal_rows(name: str, columns: Sequence[tuple[str, sa.types.TypeEngine]], rows: Sequence[tuple]):
+    """A handful of rows as a FROM (``UNION ALL`` of one-row SELECTs, bound parameters): SQLite
+    has no column list on a ``VALUES`` alias. ``rows`` must not be empty."""
+    selects = [sa.select(*(sa.literal(v, t).label(c) for v, (c, t) in zip(row, columns))) for row in rows]
+    return (selects[0] if len(selects) == 1 else sa.union_all(*selects)).subquery(name)
 
 
 # --- physical addresses ------------------------------------------------------------

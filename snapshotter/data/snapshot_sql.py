@@ -29,7 +29,8 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 
-from snapshotter.core.valuation import lot_live, lot_open_on, money, portfolio_activity
+from snapshotter.core.valuation import lot_live, lot_open_on, lot_value, money, portfolio_activity
+from snapshotter.data.corporate_actions_sql import entry_step
 from snapshotter.data.dialect import dadd, ddiv, dmul, dsign, dsub, dsum, sorted_csv
 from snapshotter.data.schema import cash_transactions as cash
 from snapshotter.data.schema import portfolio_snapshots as snaps
@@ -38,6 +39,8 @@ from snapshotter.data.schema import symbol_prices_daily as prices
 from snapshotter.data.temp_tables import chunk as chunk_t
 from snapshotter.data.temp_tables import days as days_t
 from snapshotter.data.temp_tables import pairs as pairs_t
+from snapshotter.data.temp_tables import split_factors as factors_t
+from snapshotter.data.temp_tables import steps as steps_t
 from snapshotter.data.temp_tables import stale_closes as stale_t
 
 FLOOR_DAY = date(1900, 1, 1)
@@ -60,6 +63,7 @@ class Chunk:
     last_day: date
     target: date
     max_price_age: int = 0
+    actions: bool = False  # a split or ticker change is on file: join the run's steps (_snap_steps, _snap_split_factors)
 
     def narrow(self, col):
         return sa.and_(col >= self.lo, col <= self.hi)
@@ -79,7 +83,7 @@ class DayClose:
         return from_
 
 
-def day_close(ch: Chunk, symbol, day) -> DayClose:
+def day_close(ch: Chunk, symbol, day, since=None) -> DayClose:
     """The one rule for which close values a lot of ``symbol`` held on ``day``.
 
     SPEC (``--max-price-age 0``): the symbol's close on ``day``, from symbol_prices_daily
@@ -88,6 +92,11 @@ def day_close(ch: Chunk, symbol, day) -> DayClose:
     ``day``), where ``stale_from`` is :func:`snapshotter.core.valuation.price_window_start`
     (N trading days back), as ``_snap_stale_closes`` holds it (:func:`fill_stale_closes`);
     the lot is then stale. The day's own close always wins.
+
+    ``symbol`` is the lot's pricing symbol on ``day`` (its own, or the new one after a ticker
+    change). ``since`` (corporate actions): the first day of the lot's step on ``day``; an older
+    close from before it is not comparable (pre-split price, or the symbol before the change)
+    and is not used: the lot is then missing, exactly as without --max-price-age.
     """
     p = prices
     own = sa.and_(p.c.symbol == symbol, p.c.price_date == day, p.c.price_date >= ch.first_day, p.c.price_date <= ch.last_day)
@@ -95,6 +104,8 @@ def day_close(ch: Chunk, symbol, day) -> DayClose:
         return DayClose(((p, own),), p.c.close, None)
     st = stale_t
     older = sa.and_(st.c.symbol == symbol, st.c.d == day)
+    if since is not None:
+        older = sa.and_(older, sa.or_(since.is_(None), st.c.price_date >= since))
     return DayClose(((p, own), (st, older)), sa.func.coalesce(p.c.close, st.c.close),
                     sa.and_(p.c.close.is_(None), st.c.close.is_not(None)))
 
@@ -224,19 +235,31 @@ def _exact_values(ch: Chunk, heal: bool):
     ``stale`` with --max-price-age)."""
     pr = pairs_t
     pick = pr.c.heal == (sa.true() if heal else sa.false())
+    # C(E) of each lot once per lot, from its symbol's step on its entry day (with corporate actions).
+    entry = [steps_t.c.num.label("entry_num"), steps_t.c.den.label("entry_den")] if ch.actions else []
     held = (
         sa.select(
             positions.c.portfolio_id, positions.c.symbol, positions.c.quantity, positions.c.entry_date, positions.c.exit_date,
-            dmul(positions.c.quantity, positions.c.entry_price).label("lot_cost"),
+            dmul(positions.c.quantity, positions.c.entry_price).label("lot_cost"), *entry,
         )
+        .select_from(positions.outerjoin(steps_t, entry_step(positions.c.symbol, positions.c.entry_date)) if ch.actions else positions)
         .where(ch.narrow(positions.c.portfolio_id), lot_live(positions.c))  # lot_held_on, its live half
         .offset(0)  # a fence too: flattened, the lot cost would be computed per lot and day again
         .subquery("held")
     )
-    close = day_close(ch, held.c.symbol, pr.c.d)
+    on_day = sa.and_(held.c.portfolio_id == pr.c.portfolio_id, lot_open_on(held.c, pr.c.d))  # and its day half
+    from_ = pr.join(held, on_day)
+    if ch.actions:  # C(D), the pricing symbol and the step's first day, per (symbol, day): NULL without an action
+        f = factors_t
+        from_ = from_.outerjoin(f, sa.and_(f.c.symbol == held.c.symbol, f.c.d == pr.c.d))
+        close = day_close(ch, sa.func.coalesce(f.c.price_symbol, held.c.symbol), pr.c.d, since=f.c.since)
+        value = lot_value(held.c.quantity, close.close, f.c.num, f.c.den, held.c.entry_num, held.c.entry_den)
+    else:
+        close = day_close(ch, held.c.symbol, pr.c.d)
+        value = lot_value(held.c.quantity, close.close)
     priced = close.close.is_not(None)
     per_lot = [
-        dsum(dmul(held.c.quantity, close.close)).label("holdings"),
+        dsum(value).label("holdings"),
         dsum(held.c.lot_cost).filter(priced).label("cost"),
         sa.func.count().label("n"),
         sa.func.count(close.close).label("priced"),
@@ -246,9 +269,7 @@ def _exact_values(ch: Chunk, heal: bool):
         per_lot.append(sorted_csv(held.c.symbol).filter(close.stale).label("stale"))
     lots = (
         sa.select(pr.c.portfolio_id, pr.c.d, *per_lot)
-        .select_from(
-            close.outerjoin(pr.join(held, sa.and_(held.c.portfolio_id == pr.c.portfolio_id, lot_open_on(held.c, pr.c.d))))  # and its day half
-        )
+        .select_from(close.outerjoin(from_))
         .where(pick)
         .group_by(pr.c.portfolio_id, pr.c.d)
         .subquery("lots")

@@ -8,7 +8,12 @@
 ``_snap_stale_closes``: with ``--max-price-age``, per candidate day the symbols without a
 close that day and the newest close within the window instead
 (:func:`snapshotter.data.snapshot_sql.day_close`);
-``_latest_close``: each symbol's newest cached close, for the market values.
+``_latest_close``: each symbol's newest cached close, for the market values (a symbol with a
+corporate action on its path: its pricing symbol's, with C on that day in ``num``/``den``);
+``_snap_steps``: :func:`snapshotter.core.valuation.quantity_steps` of the run (the symbols with
+a split or ticker change on their path; C(E) of a lot is looked up here once per lot);
+``_snap_split_factors``: the step of each such symbol on each candidate day (C(D), the pricing
+symbol, and ``since``: the step's first day, before which a stale close is not comparable).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import sqlalchemy as sa
 
 from snapshotter.data.dialect import Money
 
+Factor = Money(38, 0)  # a step's numerator or denominator: an integer (valuation.FACTOR_DIGITS)
 metadata = sa.MetaData()
 days = sa.Table(
     "_snap_days", metadata,
@@ -52,5 +58,27 @@ latest_close = sa.Table(
     sa.Column("symbol", sa.Text, primary_key=True),
     sa.Column("close", Money(20, 6), nullable=False),
     sa.Column("price_date", sa.Date, nullable=False),
+    sa.Column("num", Factor, nullable=True),
+    sa.Column("den", Factor, nullable=True),
+    prefixes=["TEMPORARY"],
+)
+steps = sa.Table(
+    "_snap_steps", metadata,
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("valid_from", sa.Date, primary_key=True),
+    sa.Column("valid_to", sa.Date, nullable=False),
+    sa.Column("price_symbol", sa.Text, nullable=False),
+    sa.Column("num", Factor, nullable=False),
+    sa.Column("den", Factor, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+split_factors = sa.Table(
+    "_snap_split_factors", metadata,
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("d", sa.Date, primary_key=True),
+    sa.Column("price_symbol", sa.Text, nullable=False),
+    sa.Column("num", Factor, nullable=False),
+    sa.Column("den", Factor, nullable=False),
+    sa.Column("since", sa.Date, nullable=False),
     prefixes=["TEMPORARY"],
 )

@@ -14,8 +14,8 @@ from datetime import date, datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from snapshotter.core.calendar import effective_trading_date, trading_days_between
-from snapshotter.core.valuation import portfolio_activity
-from snapshotter.data import db, fetch_memory, invalidation_sql, planning_sql, schema, tracking
+from snapshotter.core.valuation import portfolio_activity, priced_by
+from snapshotter.data import corporate_actions_sql, db, fetch_memory, invalidation_sql, planning_sql, schema, tracking
 from snapshotter.data.schema import batch_run_tracking as brt
 
 COUNTED = tuple(t.name for t in schema.metadata.sorted_tables)  # every table of the schema
@@ -53,7 +53,8 @@ def status_report(engine: sa.Engine, now: datetime, runs_per_job: int = RUNS_PER
         pend = conn.execute(invalidation_sql.pending()).one()
         report["invalidations"] = {  # history other writers changed, recomputed by the next run
             "pending": pend.rows, "oldest_from_date": _iso(pend.oldest), "symbol_rows": pend.symbols,
-            "portfolios": conn.execute(invalidation_sql.affected_portfolios()).scalar_one() if pend.rows else 0,
+            "portfolios": conn.execute(invalidation_sql.affected_portfolios(
+                priced_by(corporate_actions_sql.load_steps(conn)))).scalar_one() if pend.rows else 0,
         }
         rej = fetch_memory.recent_rejections(conn)
         report["rejected_bars"] = {
@@ -155,7 +156,7 @@ def lag_trading_days(newest: date | None, effective: date) -> int | None:
 
 def missing_closes(conn: sa.Connection, day: date) -> dict:
     """The symbols the portfolios need on ``day`` (:func:`planning_sql.symbols_needed`) without a close that day."""
-    without = planning_sql.symbols_without_close(day)
+    without = planning_sql.symbols_without_close(day, corporate_actions_sql.renamed(conn, day))
     count = conn.execute(sa.select(sa.func.count()).select_from(without.subquery())).scalar_one()
     names = list(conn.execute(without.order_by(without.selected_columns.symbol).limit(MISSING_LISTED)).scalars())
     return {"date": day.isoformat(), "count": count, "symbols": names}
