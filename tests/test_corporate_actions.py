@@ -308,3 +308,15 @@ def test_symbols_needed_asks_for_the_new_symbol_and_stops_asking_for_the_old(eng
     with engine.connect() as c:
         q = planning_sql.symbols_without_close(D("2026-09-14"), corporate_actions_sql.renamed(c, D("2026-09-14")))
         assert list(c.execute(q).scalars()) == ["NEW"]
+
+
+def test_a_ticker_change_learned_late_recomputes_the_old_symbols_holders_from_its_date(engine, renamed):
+    with engine.begin() as c:
+        c.execute(schema.symbol_changes.delete())  # not known yet (nothing to recompute: no snapshots)
+    refresh(engine)
+    assert stored(engine, renamed)["2026-09-11"] == row("0", "0", 2, priced=0, missing="OLD")  # OLD has no close
+    with engine.begin() as c:
+        add_symbol_change(c, "OLD", "NEW", EX)  # the trigger records OLD from the effective date
+    r = refresh(engine)
+    assert (r.stats["portfolios_invalidated"], r.stats["snapshots_recomputed_by_invalidation"]) == (1, 4)
+    assert stored(engine, renamed) == RENAMED

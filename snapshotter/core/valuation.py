@@ -253,11 +253,13 @@ def priced_by(steps: Iterable[Step]) -> list[tuple[str, str, date]]:
     return sorted((p, h, d) for (p, h), d in first.items())
 
 
-def lot_value(quantity, close, day_num=None, day_den=None, entry_num=None, entry_den=None):
+def lot_value(quantity, close, day_num=None, day_den=None, entry_num=None, entry_den=None, same_step=None):
     """SQL: the value of a lot on D, its quantity as of D x the close, q x close x C(D) / C(E).
 
     C(D) = ``day_num`` / ``day_den``, C(E) = ``entry_num`` / ``entry_den`` (:func:`quantity_steps`;
-    NULL, or None in Python, when the symbol has no corporate action: q x close). Numerator and
+    NULL, or None in Python, when the symbol has no corporate action: q x close). ``same_step``:
+    true when E and D fall in the same step (no split between them, the usual case): q x close
+    without reading C(E). Numerator and
     denominator are kept apart and divided last, once: the quotient is exact when it terminates
     within 30 decimals (every 2^a x 5^b ratio, e.g. 1-for-20) and otherwise rounded half-even to
     30 decimals (a 1-for-3 reverse split), the same on both backends (:class:`dquot`); the
@@ -267,4 +269,4 @@ def lot_value(quantity, close, day_num=None, day_den=None, entry_num=None, entry
     if day_num is None:
         return plain
     scaled = dquot(dmul(dmul(plain, day_num), entry_den), dmul(day_den, entry_num))
-    return sa.case((day_num.is_(None), plain), else_=scaled)
+    return sa.case((sa.or_(day_num.is_(None), same_step), plain), else_=scaled)

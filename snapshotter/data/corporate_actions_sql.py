@@ -38,10 +38,10 @@ def fill_steps(conn: sa.Connection, steps: list[Step]) -> None:
 def fill_split_factors():
     """_snap_split_factors <- the step of every stepped symbol on every candidate day."""
     st, d = steps_t, days_t
-    sel = sa.select(st.c.symbol, d.c.d, st.c.price_symbol, st.c.num, st.c.den, st.c.valid_from).select_from(
+    sel = sa.select(st.c.symbol, d.c.d, st.c.price_symbol, st.c.num, st.c.den, st.c.valid_from, st.c.valid_to).select_from(
         st.join(d, sa.and_(st.c.valid_from <= d.c.d, d.c.d < st.c.valid_to))
     )
-    return factors_t.insert().from_select(["symbol", "d", "price_symbol", "num", "den", "since"], sel)
+    return factors_t.insert().from_select(["symbol", "d", "price_symbol", "num", "den", "since", "until"], sel)
 
 
 def entry_step(symbol, entry_date):

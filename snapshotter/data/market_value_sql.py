@@ -38,7 +38,7 @@ def fill_latest_closes(actions: bool = False) -> list:
     current = sa.select(st.c.symbol, st.c.price_symbol).where(st.c.valid_to == LAST_DAY).subquery("current")
     newest = _newest(prices.c.symbol.in_(sa.select(current.c.price_symbol)))
     at = st.alias("at_close")
-    stepped = sa.select(current.c.symbol, prices.c.close, prices.c.price_date, at.c.num, at.c.den).select_from(
+    stepped = sa.select(current.c.symbol, prices.c.close, prices.c.price_date, at.c.num, at.c.den, at.c.valid_from, at.c.valid_to).select_from(
         current.join(newest, newest.c.symbol == current.c.price_symbol)
         .join(prices, sa.and_(prices.c.symbol == newest.c.symbol, prices.c.price_date == newest.c.m))
         .join(at, sa.and_(at.c.symbol == current.c.symbol, at.c.valid_from <= prices.c.price_date,
@@ -46,7 +46,7 @@ def fill_latest_closes(actions: bool = False) -> list:
     )
     return [
         latest_close.insert().from_select(["symbol", "close", "price_date"], plain),
-        latest_close.insert().from_select(["symbol", "close", "price_date", "num", "den"], stepped),
+        latest_close.insert().from_select(["symbol", "close", "price_date", "num", "den", "since", "until"], stepped),
     ]
 
 
@@ -71,7 +71,8 @@ def update_market_values(scope, actions: bool = False):
         def entry(col):
             return sa.select(col).where(entry_step(pos.c.symbol, pos.c.entry_date)).scalar_subquery()
 
-        value = money(lot_value(pos.c.quantity, lp.c.close, lp.c.num, lp.c.den, entry(steps_t.c.num), entry(steps_t.c.den)))
+        same_step = sa.and_(lp.c.since <= pos.c.entry_date, pos.c.entry_date < lp.c.until)
+        value = money(lot_value(pos.c.quantity, lp.c.close, lp.c.num, lp.c.den, entry(steps_t.c.num), entry(steps_t.c.den), same_step))
         changed.append(sa.and_(lp.c.num.is_not(None), pos.c.market_value.is_distinct_from(value)))
     else:
         value = money(lot_value(pos.c.quantity, lp.c.close))

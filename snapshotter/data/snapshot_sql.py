@@ -253,7 +253,8 @@ def _exact_values(ch: Chunk, heal: bool):
         f = factors_t
         from_ = from_.outerjoin(f, sa.and_(f.c.symbol == held.c.symbol, f.c.d == pr.c.d))
         close = day_close(ch, sa.func.coalesce(f.c.price_symbol, held.c.symbol), pr.c.d, since=f.c.since)
-        value = lot_value(held.c.quantity, close.close, f.c.num, f.c.den, held.c.entry_num, held.c.entry_den)
+        same_step = sa.and_(f.c.since <= held.c.entry_date, held.c.entry_date < f.c.until)
+        value = lot_value(held.c.quantity, close.close, f.c.num, f.c.den, held.c.entry_num, held.c.entry_den, same_step)
     else:
         close = day_close(ch, held.c.symbol, pr.c.d)
         value = lot_value(held.c.quantity, close.close)

@@ -13,7 +13,8 @@ corporate action on its path: its pricing symbol's, with C on that day in ``num`
 ``_snap_steps``: :func:`snapshotter.core.valuation.quantity_steps` of the run (the symbols with
 a split or ticker change on their path; C(E) of a lot is looked up here once per lot);
 ``_snap_split_factors``: the step of each such symbol on each candidate day (C(D), the pricing
-symbol, and ``since``: the step's first day, before which a stale close is not comparable).
+symbol, and the step's days [``since``, ``until``): a stale close before ``since`` is not
+comparable, a lot entered within them holds its entered quantity).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ latest_close = sa.Table(
     sa.Column("price_date", sa.Date, nullable=False),
     sa.Column("num", Factor, nullable=True),
     sa.Column("den", Factor, nullable=True),
+    sa.Column("since", sa.Date, nullable=True),  # the step of price_date: [since, until)
+    sa.Column("until", sa.Date, nullable=True),
     prefixes=["TEMPORARY"],
 )
 steps = sa.Table(
@@ -80,5 +83,6 @@ split_factors = sa.Table(
     sa.Column("num", Factor, nullable=False),
     sa.Column("den", Factor, nullable=False),
     sa.Column("since", sa.Date, nullable=False),
+    sa.Column("until", sa.Date, nullable=False),
     prefixes=["TEMPORARY"],
 )
