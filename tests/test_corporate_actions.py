@@ -51,7 +51,7 @@ def row(holdings, cost, n, priced=None, missing=None, stale=None, cash="1000"):
 
 
 def third(x: str) -> Decimal:
-    """x / 3 as the engine carries it: half-even to 30 decimals (valuation.lot_value)."""
+    """x / 3 as the engine carries it: rounded to 30 decimals (valuation.lot_value; never a tie)."""
     return EXACT.divide(Decimal(x), 3).quantize(Decimal(1).scaleb(-30), ROUND_HALF_EVEN, EXACT)
 
 

@@ -261,9 +261,9 @@ def lot_value(quantity, close, day_num=None, day_den=None, entry_num=None, entry
     true when E and D fall in the same step (no split between them, the usual case): q x close
     without reading C(E). Numerator and
     denominator are kept apart and divided last, once: the quotient is exact when it terminates
-    within 30 decimals (every 2^a x 5^b ratio, e.g. 1-for-20) and otherwise rounded half-even to
-    30 decimals (a 1-for-3 reverse split), the same on both backends (:class:`dquot`); the
-    portfolio's sum is then rounded by :func:`money`.
+    within 30 decimals (every 2^a x 5^b ratio, e.g. 1-for-20) and otherwise correctly rounded to
+    30 decimals, ties away from zero (a 1-for-3 reverse split), the same on both backends
+    (:class:`dquot`); the portfolio's sum is then rounded by :func:`money`.
     """
     plain = dmul(quantity, close)
     if day_num is None:

@@ -17,6 +17,7 @@ is written once against these classes and runs unchanged on both backends.
 from __future__ import annotations
 
 import decimal
+import math
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 
@@ -110,9 +111,9 @@ QUOT_SCALE = 30
 
 
 class dquot(_DecFn):
-    """a / b for a positive integer b, rounded half-even to QUOT_SCALE decimals, exactly (integer
-    division and remainder on PostgreSQL, Fractions on SQLite), so both backends give the same
-    digits; a itself when b is 1. The split factor's one division (valuation.lot_value)."""
+    """a / b for a positive integer b (at most 76 digits), correctly rounded to QUOT_SCALE
+    decimals, ties away from zero (PostgreSQL's round(); Fractions on SQLite), so both backends
+    give the same digits. The split factor's one division (valuation.lot_value)."""
 
     name = "dec_quot"
     inherit_cache = True
@@ -178,11 +179,12 @@ def _pg_div(el, c, **kw):
 
 @compiles(dquot, "postgresql")
 def _pg_quot(el, c, **kw):
+    """PostgreSQL rounds a quotient half away from zero at its result scale (here >= 110, far
+    beyond any 30-digit tie: a remainder r / b within 1e-80 of a half needs b > 5e79, and b has
+    at most 76 digits), then round() again at QUOT_SCALE: the correctly rounded quotient. Each
+    operand appears once (a repeated subquery multiplies the plan and its JIT compile time)."""
     a, b = _args(c, el, **kw)
-    n = f"({a} * 1e{QUOT_SCALE})"
-    t, r = f"div({n}, {b})", f"abs(mod({n}, {b}))"
-    up = f"(2 * {r} > {b} OR (2 * {r} = {b} AND mod({t}, 2) <> 0))"
-    return f"(CASE WHEN {b} = 1 THEN {a} ELSE ({t} + CASE WHEN {up} THEN sign({n}) ELSE 0 END) * 1e-{QUOT_SCALE} END)"
+    return f"round(CAST({a} AS NUMERIC(200, 110)) / {b}, {QUOT_SCALE})"
 
 
 @compiles(dsum, "postgresql")
@@ -256,11 +258,9 @@ def _div(a, b):
 def _quot(a, b):
     if a is None or b is None:
         return None
-    b = Fraction(_d(b))
-    if b == 1:
-        return format(_d(a), "f")
-    q = round(Fraction(_d(a)) * 10**QUOT_SCALE / b)  # round() of a Fraction: half-even, exact
-    return format(Decimal(q).scaleb(-QUOT_SCALE, _CTX), "f")
+    q = Fraction(_d(a)) * 10**QUOT_SCALE / Fraction(_d(b))
+    n = math.floor(abs(q) + Fraction(1, 2))  # exact, ties away from zero as PostgreSQL's round()
+    return format(Decimal(-n if q < 0 else n).scaleb(-QUOT_SCALE, _CTX), "f")
 
 
 def _round(a, scale, int_digits):

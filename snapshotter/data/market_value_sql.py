@@ -11,7 +11,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from snapshotter.core.valuation import LAST_DAY, lot_value, money
-from snapshotter.data.corporate_actions_sql import entry_step
 from snapshotter.data.schema import positions
 from snapshotter.data.schema import symbol_prices_daily as prices
 from snapshotter.data.temp_tables import latest_close
@@ -58,26 +57,37 @@ def portfolio_range(lo, hi):
 def update_market_values(scope, actions: bool = False):
     """Open lots in ``scope`` (:func:`portfolio_range`, :func:`snapshotter.data.spans.in_span`, or
     both) get their latest close; lots already right are not rewritten (a lot with corporate
-    actions is compared on its value too: a split learned late changes it, not the close)."""
-    lp = latest_close
+    actions is compared on its value too: a split learned late changes it, not the close).
+
+    With corporate actions the latest closes are outer-joined to the steps (one row per step of
+    a stepped symbol, one row with NULL steps otherwise) and a lot keeps the row of its entry
+    step: C(E) by a join, not a subquery per lot."""
     pos = positions
+    if actions:
+        e = steps_t
+        lp = (
+            sa.select(latest_close, e.c.valid_from.label("e_from"), e.c.valid_to.label("e_to"),
+                      e.c.num.label("e_num"), e.c.den.label("e_den"))
+            .select_from(latest_close.outerjoin(e, e.c.symbol == latest_close.c.symbol))
+            .subquery("latest")
+        )
+        same_step = sa.and_(lp.c.since <= pos.c.entry_date, pos.c.entry_date < lp.c.until)
+        value = money(lot_value(pos.c.quantity, lp.c.close, lp.c.num, lp.c.den, lp.c.e_num, lp.c.e_den, same_step))
+        entry = [sa.or_(lp.c.e_from.is_(None), sa.and_(lp.c.e_from <= pos.c.entry_date, pos.c.entry_date < lp.c.e_to))]
+    else:
+        lp = latest_close
+        value = money(lot_value(pos.c.quantity, lp.c.close))
+        entry = []
     changed = [
         pos.c.market_value_date.is_(None),
         pos.c.market_value_date != lp.c.price_date,
         pos.c.last_price.is_(None),
         pos.c.last_price != lp.c.close,
     ]
-    if actions:  # C(E) looked up only for the lots of stepped symbols (CASE evaluates one branch)
-        def entry(col):
-            return sa.select(col).where(entry_step(pos.c.symbol, pos.c.entry_date)).scalar_subquery()
-
-        same_step = sa.and_(lp.c.since <= pos.c.entry_date, pos.c.entry_date < lp.c.until)
-        value = money(lot_value(pos.c.quantity, lp.c.close, lp.c.num, lp.c.den, entry(steps_t.c.num), entry(steps_t.c.den), same_step))
+    if actions:
         changed.append(sa.and_(lp.c.num.is_not(None), pos.c.market_value.is_distinct_from(value)))
-    else:
-        value = money(lot_value(pos.c.quantity, lp.c.close))
     return (
         pos.update()
         .values(last_price=lp.c.close, market_value=value, market_value_date=lp.c.price_date)
-        .where(pos.c.symbol == lp.c.symbol, scope, pos.c.exit_date.is_(None), pos.c.deleted_at.is_(None), sa.or_(*changed))
+        .where(pos.c.symbol == lp.c.symbol, *entry, scope, pos.c.exit_date.is_(None), pos.c.deleted_at.is_(None), sa.or_(*changed))
     )
