@@ -15,7 +15,11 @@ DDL in migration 0006, which records it in the writer's own transaction into
   earlier timestamp.
 * a close whose value changed (an identical upsert changes nothing), or a close that
   arrives for a day that already has snapshots: a *symbol* row from its date, which
-  stands for every portfolio holding the symbol on or after that day.
+  stands for every portfolio holding the symbol on or after that day (and, through ticker
+  changes, every lot the symbol prices: :func:`_holders`).
+* a split inserted (when snapshots exist from its ex_date), deleted or changed: a symbol
+  row from its ex_date; a ticker change: a row for its old symbol from its effective date
+  (migration 0007).
 * nothing else: the engine's market-value update (last_price, market_value,
   market_value_date) and the snapshot writes record nothing.
 

@@ -20,6 +20,12 @@ within the N trading days before D, read from ``_snap_stale_closes``
 close is priced (in holdings, cost and priced_position_count) and its symbol listed
 in stale_symbols (same format as missing_symbols). Partial and stale snapshots on the run's days are recomputed and
 rewritten when the result is better (:func:`improves`).
+
+Corporate actions (when a split or ticker change is on file, ``Chunk.actions``): a lot is
+valued at its quantity as of the day (:func:`snapshotter.core.valuation.lot_value`) with C(D),
+its pricing symbol and its step's days from ``_snap_split_factors`` (one equality outer join per
+lot and day) and C(E) from ``_snap_steps`` (once per lot, in ``held``); missing and stale
+symbols name the lot's own symbol.
 """
 
 from __future__ import annotations
