@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
+from fractions import Fraction
+from math import floor
 
 import pytest
 import sqlalchemy as sa
 
 from snapshotter.core.valuation import Split, Step, TickerChange, price_symbols_between, priced_by, quantity_steps
-from snapshotter.data import corporate_actions_sql, planning_sql, schema
+from snapshotter.data import corporate_actions_sql, invalidation_sql, planning_sql, schema
+from snapshotter.data.dialect import Money, dquot
 from snapshotter.jobs import snapshots as job
 from snapshotter.jobs import symbol_batch
 from tests.factories import (
@@ -320,3 +323,29 @@ def test_a_ticker_change_learned_late_recomputes_the_old_symbols_holders_from_it
     r = refresh(engine)
     assert (r.stats["portfolios_invalidated"], r.stats["snapshots_recomputed_by_invalidation"]) == (1, 4)
     assert stored(engine, renamed) == RENAMED
+
+
+QUOTIENTS = [("10", "3"), ("-10", "3"), ("2", "3"), ("1", "20"), ("3", "2000000000000000000000000000000"),
+             ("123456789012.1234567890123456", "99999999999999999999999999999999999999"), ("7.5", "1")]
+
+
+def test_the_split_division_gives_the_same_digits_on_both_backends(engine):
+    """dquot: a / b correctly rounded to 30 decimals, ties away from zero, checked against Fractions."""
+    def expected(a, b):
+        q = Fraction(Decimal(a)) * 10**30 / Fraction(Decimal(b))
+        n = floor(abs(q) + Fraction(1, 2))
+        return Decimal(-n if q < 0 else n).scaleb(-30, EXACT)
+
+    with engine.connect() as c:
+        for a, b in QUOTIENTS:
+            got = c.execute(sa.select(dquot(sa.literal(Decimal(a), Money(60, 30)), sa.literal(Decimal(b), Money(40, 0))))).scalar_one()
+            assert got == expected(a, b), (a, b)
+
+
+def test_status_counts_the_old_symbols_holders_of_a_new_symbols_change(engine, renamed):
+    refresh(engine)
+    with engine.begin() as c:
+        add_close(c, "NEW", "2026-09-14", "12.5")
+        steps = corporate_actions_sql.load_steps(c)
+        assert c.execute(invalidation_sql.affected_portfolios(priced_by(steps))).scalar_one() == 1
+        assert c.execute(invalidation_sql.affected_portfolios()).scalar_one() == 0  # NEW itself is held by nobody
