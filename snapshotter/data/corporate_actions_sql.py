@@ -1,7 +1,7 @@
 """Corporate actions as the engine reads them: the splits and ticker changes on file become the
 run's steps (:func:`snapshotter.core.valuation.quantity_steps`, computed once per run in
 Python from the two small tables), and the per-run tables ``_snap_steps`` and
-``_snap_split_factors`` that the valuation joins by equality (:mod:`.snapshot_sql`,
+``_snap_day_closes`` that the valuation joins by equality (:mod:`.snapshot_sql`,
 :mod:`.market_value_sql`)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from snapshotter.core.valuation import Split, Step, TickerChange, price_symbols_between, quantity_steps
 from snapshotter.data.schema import symbol_changes, symbol_splits
 from snapshotter.data.temp_tables import days as days_t
-from snapshotter.data.temp_tables import split_factors as factors_t
+from snapshotter.data.schema import symbol_prices_daily as prices
+from snapshotter.data.temp_tables import day_closes as day_closes_t
 from snapshotter.data.temp_tables import steps as steps_t
 
 
@@ -35,19 +36,37 @@ def fill_steps(conn: sa.Connection, steps: list[Step]) -> None:
         ])
 
 
-def fill_split_factors():
-    """_snap_split_factors <- the step of every stepped symbol on every candidate day."""
-    st, d = steps_t, days_t
-    sel = sa.select(st.c.symbol, d.c.d, st.c.price_symbol, st.c.num, st.c.den, st.c.valid_from, st.c.valid_to).select_from(
+def fill_day_closes() -> list:
+    """_snap_day_closes <- per candidate day, every stepped symbol's step with its pricing
+    symbol's close (a row even without a close), and the other symbols' cached closes."""
+    st, d, p = steps_t, days_t, prices
+    stepped = sa.select(st.c.symbol, d.c.d, p.c.close, st.c.price_symbol, st.c.num, st.c.den, st.c.valid_from, st.c.valid_to).select_from(
         st.join(d, sa.and_(st.c.valid_from <= d.c.d, d.c.d < st.c.valid_to))
+        .outerjoin(p, sa.and_(p.c.symbol == st.c.price_symbol, p.c.price_date == d.c.d))
     )
-    return factors_t.insert().from_select(["symbol", "d", "price_symbol", "num", "den", "since", "until"], sel)
+    plain = (
+        sa.select(p.c.symbol, p.c.price_date, p.c.close)
+        .select_from(p.join(d, d.c.d == p.c.price_date))
+        .where(~sa.exists().where(st.c.symbol == p.c.symbol))
+    )
+    return [
+        day_closes_t.insert().from_select(["symbol", "d", "close", "price_symbol", "num", "den", "since", "until"], stepped),
+        day_closes_t.insert().from_select(["symbol", "d", "close"], plain),
+    ]
 
 
 def entry_step(symbol, entry_date):
     """The on clause of a lot's step on its entry day (C(E))."""
     st = steps_t
     return sa.and_(st.c.symbol == symbol, st.c.valid_from <= entry_date, entry_date < st.c.valid_to)
+
+
+def entry_factor(symbol, entry_date):
+    """(num, den) of C(E) as scalar subqueries: evaluated only for the rare lot with a split
+    between its entry and the day (:func:`snapshotter.core.valuation.lot_value` reads them in
+    its last CASE branch), an index probe each."""
+    st = steps_t
+    return tuple(sa.select(col).where(entry_step(symbol, entry_date)).scalar_subquery() for col in (st.c.num, st.c.den))
 
 
 def renamed(conn: sa.Connection, first: date, last: date | None = None) -> list[tuple[str, str]]:

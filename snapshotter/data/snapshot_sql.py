@@ -36,7 +36,7 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 
 from snapshotter.core.valuation import lot_live, lot_open_on, lot_value, money, portfolio_activity
-from snapshotter.data.corporate_actions_sql import entry_step
+from snapshotter.data.corporate_actions_sql import entry_factor
 from snapshotter.data.dialect import dadd, ddiv, dmul, dsign, dsub, dsum, sorted_csv
 from snapshotter.data.schema import cash_transactions as cash
 from snapshotter.data.schema import portfolio_snapshots as snaps
@@ -45,8 +45,7 @@ from snapshotter.data.schema import symbol_prices_daily as prices
 from snapshotter.data.temp_tables import chunk as chunk_t
 from snapshotter.data.temp_tables import days as days_t
 from snapshotter.data.temp_tables import pairs as pairs_t
-from snapshotter.data.temp_tables import split_factors as factors_t
-from snapshotter.data.temp_tables import steps as steps_t
+from snapshotter.data.temp_tables import day_closes as day_closes_t
 from snapshotter.data.temp_tables import stale_closes as stale_t
 
 FLOOR_DAY = date(1900, 1, 1)
@@ -69,7 +68,7 @@ class Chunk:
     last_day: date
     target: date
     max_price_age: int = 0
-    actions: bool = False  # a split or ticker change is on file: join the run's steps (_snap_steps, _snap_split_factors)
+    actions: bool = False  # a split or ticker change is on file: closes from _snap_day_closes (and C(E) from _snap_steps)
 
     def narrow(self, col):
         return sa.and_(col >= self.lo, col <= self.hi)
@@ -82,6 +81,7 @@ class DayClose:
     joins: tuple  # (table, on clause) pairs, outer-joined in order
     close: sa.ColumnElement  # NULL: no close, the lot is missing
     stale: sa.ColumnElement | None  # true when the close is older than the day; None: never (N = 0)
+    step: object = None  # with corporate actions: the _snap_day_closes row (num, den, since, until of the day's step)
 
     def outerjoin(self, from_):
         for table, on in self.joins:
@@ -89,7 +89,7 @@ class DayClose:
         return from_
 
 
-def day_close(ch: Chunk, symbol, day, since=None) -> DayClose:
+def day_close(ch: Chunk, symbol, day) -> DayClose:
     """The one rule for which close values a lot of ``symbol`` held on ``day``.
 
     SPEC (``--max-price-age 0``): the symbol's close on ``day``, from symbol_prices_daily
@@ -99,21 +99,29 @@ def day_close(ch: Chunk, symbol, day, since=None) -> DayClose:
     (N trading days back), as ``_snap_stale_closes`` holds it (:func:`fill_stale_closes`);
     the lot is then stale. The day's own close always wins.
 
-    ``symbol`` is the lot's pricing symbol on ``day`` (its own, or the new one after a ticker
-    change). ``since`` (corporate actions): the first day of the lot's step on ``day``; an older
-    close from before it is not comparable (pre-split price, or the symbol before the change)
-    and is not used: the lot is then missing, exactly as without --max-price-age.
+    Corporate actions (``ch.actions``): the day's close comes from ``_snap_day_closes`` by the
+    lot's own symbol, which gives a stepped symbol's pricing symbol's close (the new symbol's
+    after a ticker change) and its step on ``day``. A stale close is then the pricing symbol's,
+    and one from before the step's first day is not comparable (a pre-split price, or the
+    symbol before the change): it is not used and the lot is missing, as without --max-price-age.
     """
-    p = prices
-    own = sa.and_(p.c.symbol == symbol, p.c.price_date == day, p.c.price_date >= ch.first_day, p.c.price_date <= ch.last_day)
+    if ch.actions:
+        dc = day_closes_t
+        own_t, own, own_close = dc, sa.and_(dc.c.symbol == symbol, dc.c.d == day), dc.c.close
+        stale_symbol = sa.func.coalesce(dc.c.price_symbol, symbol)
+    else:
+        p = prices
+        own_t, own_close, stale_symbol = p, p.c.close, symbol
+        own = sa.and_(p.c.symbol == symbol, p.c.price_date == day, p.c.price_date >= ch.first_day, p.c.price_date <= ch.last_day)
+    step = own_t if ch.actions else None
     if ch.max_price_age == 0:
-        return DayClose(((p, own),), p.c.close, None)
+        return DayClose(((own_t, own),), own_close, None, step)
     st = stale_t
-    older = sa.and_(st.c.symbol == symbol, st.c.d == day)
-    if since is not None:
-        older = sa.and_(older, sa.or_(since.is_(None), st.c.price_date >= since))
-    return DayClose(((p, own), (st, older)), sa.func.coalesce(p.c.close, st.c.close),
-                    sa.and_(p.c.close.is_(None), st.c.close.is_not(None)))
+    older = sa.and_(st.c.symbol == stale_symbol, st.c.d == day)
+    if ch.actions:
+        older = sa.and_(older, sa.or_(own_t.c.since.is_(None), st.c.price_date >= own_t.c.since))
+    return DayClose(((own_t, own), (st, older)), sa.func.coalesce(own_close, st.c.close),
+                    sa.and_(own_close.is_(None), st.c.close.is_not(None)), step)
 
 
 def fill_stale_closes(first_from: date, last_day: date):
@@ -241,28 +249,23 @@ def _exact_values(ch: Chunk, heal: bool):
     ``stale`` with --max-price-age)."""
     pr = pairs_t
     pick = pr.c.heal == (sa.true() if heal else sa.false())
-    # C(E) of each lot once per lot, from its symbol's step on its entry day (with corporate actions).
-    entry = [steps_t.c.num.label("entry_num"), steps_t.c.den.label("entry_den")] if ch.actions else []
     held = (
         sa.select(
             positions.c.portfolio_id, positions.c.symbol, positions.c.quantity, positions.c.entry_date, positions.c.exit_date,
-            dmul(positions.c.quantity, positions.c.entry_price).label("lot_cost"), *entry,
+            dmul(positions.c.quantity, positions.c.entry_price).label("lot_cost"),
         )
-        .select_from(positions.outerjoin(steps_t, entry_step(positions.c.symbol, positions.c.entry_date)) if ch.actions else positions)
         .where(ch.narrow(positions.c.portfolio_id), lot_live(positions.c))  # lot_held_on, its live half
         .offset(0)  # a fence too: flattened, the lot cost would be computed per lot and day again
         .subquery("held")
     )
     on_day = sa.and_(held.c.portfolio_id == pr.c.portfolio_id, lot_open_on(held.c, pr.c.d))  # and its day half
     from_ = pr.join(held, on_day)
-    if ch.actions:  # C(D), the pricing symbol and the step's first day, per (symbol, day): NULL without an action
-        f = factors_t
-        from_ = from_.outerjoin(f, sa.and_(f.c.symbol == held.c.symbol, f.c.d == pr.c.d))
-        close = day_close(ch, sa.func.coalesce(f.c.price_symbol, held.c.symbol), pr.c.d, since=f.c.since)
+    close = day_close(ch, held.c.symbol, pr.c.d)
+    if ch.actions:  # C(D) and the day's step from the close's row; C(E) only for a lot with a split since its entry
+        f = close.step
         same_step = sa.and_(f.c.since <= held.c.entry_date, held.c.entry_date < f.c.until)
-        value = lot_value(held.c.quantity, close.close, f.c.num, f.c.den, held.c.entry_num, held.c.entry_den, same_step)
+        value = lot_value(held.c.quantity, close.close, f.c.num, f.c.den, *entry_factor(held.c.symbol, held.c.entry_date), same_step)
     else:
-        close = day_close(ch, held.c.symbol, pr.c.d)
         value = lot_value(held.c.quantity, close.close)
     priced = close.close.is_not(None)
     per_lot = [

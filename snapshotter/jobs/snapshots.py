@@ -441,8 +441,9 @@ def _prepare_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int
                 execute(fill, f"older closes within --max-price-age {max_price_age} (once per connection)")
                 dialect.analyze(conn, temp_tables.stale_closes)
             if steps:
-                execute(corporate_actions_sql.fill_split_factors(), "split factors and pricing symbols of the candidate days (once per connection)")
-                dialect.analyze(conn, temp_tables.split_factors)
+                for stmt in corporate_actions_sql.fill_day_closes():
+                    execute(stmt, "the candidate days' closes by held symbol, with split factors and pricing symbols (once per connection)")
+                dialect.analyze(conn, temp_tables.day_closes)
         for stmt in market_value_sql.fill_latest_closes(bool(steps)):
             conn.execute(stmt)
         dialect.analyze(conn, temp_tables.days)
@@ -594,6 +595,8 @@ def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan
         else:
             existing = conn.execute(snapshot_sql.existing_pairs()).scalar_one() if force else 0
             dialect.prefer_hash_joins(conn)
+            if ch.actions:
+                dialect.without_jit(conn)
             new = snapshot_sql.insert_snapshots(insert, ch, heal=False, force=force, now=now)
             written = execute(new, "value the new snapshots").rowcount if counts.new_pairs else 0
             created, recomputed_forced = written - existing, existing
@@ -820,6 +823,8 @@ def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Pla
         written = 0
         if pairs:
             dialect.prefer_hash_joins(conn)
+            if ch.actions:
+                dialect.without_jit(conn)
             stmt = snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=False, force=True, now=now)
             written = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
             if max_price_age and not dry_run:
