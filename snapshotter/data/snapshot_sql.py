@@ -22,10 +22,10 @@ in stale_symbols (same format as missing_symbols). Partial and stale snapshots o
 rewritten when the result is better (:func:`improves`).
 
 Corporate actions (when a split or ticker change is on file, ``Chunk.actions``): a lot is
-valued at its quantity as of the day (:func:`snapshotter.core.valuation.lot_value`) with C(D),
-its pricing symbol and its step's days from ``_snap_split_factors`` (one equality outer join per
-lot and day) and C(E) from ``_snap_steps`` (once per lot, in ``held``); missing and stale
-symbols name the lot's own symbol.
+valued at its quantity as of the day (:func:`snapshotter.core.valuation.lot_value`); its close,
+C(D) and the day's step come from ``_snap_day_closes`` (:func:`day_close`, one equality join per
+lot and day, as symbol_prices_daily's without them) and C(E) from ``_snap_steps`` only for a lot
+with a split since its entry; missing and stale symbols name the lot's own symbol.
 """
 
 from __future__ import annotations
