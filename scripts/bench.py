@@ -21,6 +21,12 @@ scratch databases (dropped afterwards), then reports side by side:
 5. peak RSS of each snapshotter process;
 6. the same daily refresh on SQLite for S portfolios.
 
+With --splits K the daily refresh runs each --workers value twice, alternating: without
+splits on file, then with K splits (half on symbols the lots hold, half on others, ratios
+2-for-1, 3-for-2 and 1-for-10, ex-dates in the 1,500 days before the target; the invalidations
+their insert records are cleared like the generated data's): the cost of "quantity as of the
+day" on a normal night.
+
 Sizes: --portfolios (default 1,000,000), --backfill-portfolios (10,000),
 --recompute-portfolios (10,000), --load-lots (1,000,000), --load-app-lots (300,000),
 --sqlite-portfolios (100,000); --only daily|backfill|recompute|load|sqlite (repeatable)
@@ -205,6 +211,23 @@ FROM symbol_prices_daily sp WHERE sp.symbol = p.symbol AND sp.price_date = %(d)s
 """
 
 
+SPLITS_SQL = """
+INSERT INTO symbol_splits (symbol, ex_date, split_from, split_to, source, fetched_at)
+SELECT CASE WHEN k %% 2 = 0 THEN 'S' || lpad(((k * 7) %% %(symbols)s)::text, 4, '0') ELSE 'X' || lpad(k::text, 4, '0') END,
+       %(target)s::date - 1 - (k * 37) %% 1500,
+       (ARRAY[1, 2, 10])[k %% 3 + 1], (ARRAY[2, 3, 1])[k %% 3 + 1], 'bench', now()
+FROM generate_series(0, %(n)s - 1) k
+"""
+
+
+def set_splits(conn, k: int) -> None:
+    """K splits on file (none for 0); what their writes record as invalidated is cleared (history already valued)."""
+    conn.execute("DELETE FROM symbol_splits")
+    if k:
+        conn.execute(SPLITS_SQL, {"symbols": SYMBOLS, "target": TARGET, "n": k})
+    conn.execute("DELETE FROM snapshot_invalidations")
+
+
 def reset(conn) -> None:
     """Back to the state before a run: yesterday's snapshots and market values only."""
     conn.execute("DELETE FROM portfolio_snapshots WHERE snapshot_date = %(d)s", {"d": TARGET})
@@ -230,7 +253,7 @@ def io_since(conn, before: tuple[str, int]) -> dict:
     return {"wal_gb": round(float(wal) / 2**30, 2), "checkpoints": checkpoints - before[1]}
 
 
-def bench_pg_daily(n: int, workers: list[int]) -> dict:
+def bench_pg_daily(n: int, workers: list[int], splits: int = 0) -> dict:
     s = PgScratch("daily")
     try:
         with s.connect() as conn:
@@ -260,8 +283,11 @@ def bench_pg_daily(n: int, workers: list[int]) -> dict:
             "raw_update_io": raw_update_io,
             "seed_loop_portfolios_per_s": round(loop_rate), "seed_loop_projected_s": round(n / loop_rate), "runs": {},
         }
-        for i, w in enumerate(workers):
+        runs = [(w, k) for w in workers for k in ([0, splits] if splits else [0])]
+        for i, (w, k) in enumerate(runs):
             with s.connect() as conn:
+                if splits:
+                    set_splits(conn, k)
                 if i:
                     reset(conn)
                 settle(conn)
@@ -272,10 +298,10 @@ def bench_pg_daily(n: int, workers: list[int]) -> dict:
             assert summary["snapshots_created"] == raw_rows, (summary, raw_rows)
             assert summary["positions_valued"] == n * LOTS, summary
             snap_s, mv_s = summary["snapshot_phase_s"], summary["market_value_phase_s"]
-            log(f"snapshotter --workers {w}: {raw_rows:,} snapshots in {elapsed:.1f}s (snapshots {snap_s}s, market values {mv_s}s), "
-                f"peak RSS {rss / 1024:.0f} MB {run_io}")
-            out["runs"][f"run{i + 1}_workers_{w}"] = {
-                "workers": w, **run_io,
+            log(f"snapshotter --workers {w}, {k} splits: {raw_rows:,} snapshots in {elapsed:.1f}s (snapshots {snap_s}s, "
+                f"market values {mv_s}s), peak RSS {rss / 1024:.0f} MB {run_io}")
+            out["runs"][f"run{i + 1}_workers_{w}" + (f"_splits_{k}" if splits else "")] = {
+                "workers": w, "splits": k, **run_io,
                 "total_s": round(elapsed, 2), "snapshot_phase_s": snap_s, "market_value_phase_s": mv_s,
                 # nothing pending (the generated data's invalidations are cleared): the run's check is one max(id)
                 # probe and returns before its timer is recorded, so the probe is timed here (pending_check_ms)
@@ -478,6 +504,8 @@ def main() -> None:
     ap.add_argument("--load-app-lots", type=int, default=300_000, help="lots inserted row by row (executemany) in the load benchmark")
     ap.add_argument("--only", choices=["daily", "backfill", "recompute", "load", "sqlite"], action="append")
     ap.add_argument("--workers", default="2,1", help="comma-separated --workers values for the daily run (default 2,1)")
+    ap.add_argument("--splits", type=int, default=0,
+                    help="the daily run also with this many splits on file, alternating with none (e.g. 1000)")
     ap.add_argument("--json-out", type=Path)
     a = ap.parse_args()
     only = set(a.only or ["daily", "backfill", "recompute", "load", "sqlite"])
@@ -486,7 +514,7 @@ def main() -> None:
         results["postgresql"] = c.execute("SHOW server_version").fetchone()[0]
     results["sqlite"] = sqlite3.sqlite_version
     if "daily" in only:
-        results["pg_daily"] = bench_pg_daily(a.portfolios, [int(w) for w in a.workers.split(",")])
+        results["pg_daily"] = bench_pg_daily(a.portfolios, [int(w) for w in a.workers.split(",")], a.splits)
     if "backfill" in only:
         results["pg_backfill"] = bench_pg_backfill(a.backfill_portfolios)
     if "recompute" in only:

@@ -125,3 +125,24 @@ def crash_on_call(monkeypatch, name: str, nth: int) -> None:
         return original(*a, **kw)
 
     monkeypatch.setattr(job, name, crashing)
+
+
+def add_split(conn, symbol, ex_date, split_from, split_to, source="test"):
+    """A row of symbol_splits as another application writes it (10-for-1: from 1, to 10)."""
+    conn.execute(
+        schema.symbol_splits.insert().values(
+            symbol=symbol, ex_date=D(ex_date) if isinstance(ex_date, str) else ex_date,
+            split_from=Decimal(str(split_from)), split_to=Decimal(str(split_to)), source=source, fetched_at=utcnow(),
+        )
+    )
+
+
+def add_symbol_change(conn, old_symbol, new_symbol, effective_date, source="test"):
+    """A row of symbol_changes: from ``effective_date`` on, ``old_symbol`` trades as ``new_symbol``."""
+    conn.execute(
+        schema.symbol_changes.insert().values(
+            old_symbol=old_symbol, new_symbol=new_symbol,
+            effective_date=D(effective_date) if isinstance(effective_date, str) else effective_date,
+            source=source, fetched_at=utcnow(),
+        )
+    )

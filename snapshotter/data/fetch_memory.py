@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from snapshotter.core.symbol_health import SymbolHealth
 from snapshotter.data.dialect import dialect_insert
+from snapshotter.data.steps_sql import renamed
 from snapshotter.data.planning_sql import chunks, symbols_needed
 from snapshotter.data.schema import price_rejections as rej
 from snapshotter.data.schema import symbol_fetch_failures as sff
@@ -99,7 +100,7 @@ def clear_health(conn: sa.Connection, symbols: list[str]) -> None:
 
 def unavailable_held(conn: sa.Connection, day: date) -> list[dict]:
     """Symbols marked unavailable that the portfolios still need on ``day`` (status, summaries)."""
-    need = symbols_needed(day)
+    need = symbols_needed(day, renamed(conn, day))
     q = (
         sa.select(sff)
         .where(sff.c.unavailable_since.is_not(None), sff.c.symbol.in_(sa.select(need.c.symbol)))

@@ -15,7 +15,11 @@ DDL in migration 0006, which records it in the writer's own transaction into
   earlier timestamp.
 * a close whose value changed (an identical upsert changes nothing), or a close that
   arrives for a day that already has snapshots: a *symbol* row from its date, which
-  stands for every portfolio holding the symbol on or after that day.
+  stands for every portfolio holding the symbol on or after that day (and, through ticker
+  changes, every lot the symbol prices: :func:`_holders`).
+* a split inserted (when snapshots exist from its ex_date), deleted or changed: a symbol
+  row from its ex_date; a ticker change: a row for its old symbol from its effective date
+  (migration 0007).
 * nothing else: the engine's market-value update (last_price, market_value,
   market_value_date) and the snapshot writes record nothing.
 
@@ -46,6 +50,7 @@ from datetime import date
 import sqlalchemy as sa
 
 from snapshotter.core.valuation import portfolio_activity
+from snapshotter.data.dialect import literal_rows
 from snapshotter.data.schema import portfolio_snapshots as snaps
 from snapshotter.data.schema import portfolios, positions
 from snapshotter.data.schema import snapshot_invalidations as inv
@@ -79,18 +84,31 @@ def pending(window_start: date | None = None, max_id=None):
     ).where(*where)
 
 
-def affected_portfolios():
+def affected_portfolios(priced_by=()):
     """How many portfolios the pending rows affect (symbol rows expanded to their holders): ``status``."""
     sym = sa.select(inv.c.symbol, inv.c.from_date).where(inv.c.symbol.is_not(None)).subquery("symbol_rows")
-    holders = _holders(sym).with_only_columns(positions.c.portfolio_id.label("portfolio_id"))
+    holders = _holders(sym, priced_by).with_only_columns(positions.c.portfolio_id.label("portfolio_id"))
     direct = sa.select(inv.c.portfolio_id.label("portfolio_id")).where(inv.c.portfolio_id.is_not(None))
     both = sa.union(direct, holders).subquery("affected")
     return sa.select(sa.func.count()).select_from(both)
 
 
-def _holders(symbol_rows):
-    """Every portfolio holding a symbol of ``symbol_rows`` (symbol, from_date) on or after its date."""
+def _holders(symbol_rows, priced_by=()):
+    """Every portfolio holding a symbol of ``symbol_rows`` (symbol, from_date) on or after its date.
+
+    Ticker changes: a symbol row also stands for the lots of every symbol it prices
+    (``priced_by``: :func:`snapshotter.core.valuation.priced_by`, (pricing symbol, held symbol,
+    first day) rows), from the later of its date and that first day: a close or split of the new
+    symbol changes the lots still held under the old one (chains included).
+    """
     r = symbol_rows
+    if priced_by:
+        al = literal_rows("priced_by", [("price_symbol", sa.Text()), ("held", sa.Text()), ("since", sa.Date())], list(priced_by))
+        later = sa.case((al.c.since > r.c.from_date, al.c.since), else_=r.c.from_date)
+        r = sa.union_all(
+            sa.select(r.c.symbol.label("symbol"), r.c.from_date.label("from_date")),
+            sa.select(al.c.held, later).select_from(r.join(al, al.c.price_symbol == r.c.symbol)),
+        ).subquery("symbol_rows_held")
     return (
         sa.select(positions.c.portfolio_id, sa.func.min(r.c.from_date), sa.literal("close changed"))
         .select_from(r.join(positions, positions.c.symbol == r.c.symbol))
@@ -99,8 +117,9 @@ def _holders(symbol_rows):
     )
 
 
-def expand_symbols(dialect_name: str, max_id) -> list:
-    """The symbol rows up to ``max_id`` become portfolio rows (one transaction).
+def expand_symbols(dialect_name: str, max_id, priced_by=()) -> list:
+    """The symbol rows up to ``max_id`` become portfolio rows (one transaction); ``priced_by``:
+    see :func:`_holders`.
 
     PostgreSQL: one statement (``DELETE ... RETURNING`` feeding the INSERT), so a row that
     commits between two statements can never be deleted unread. SQLite serialises
@@ -110,9 +129,9 @@ def expand_symbols(dialect_name: str, max_id) -> list:
     mine = sa.and_(inv.c.symbol.is_not(None), inv.c.id <= max_id)
     if dialect_name == "postgresql":
         gone = inv.delete().where(mine).returning(inv.c.symbol, inv.c.from_date).cte("gone")
-        return [inv.insert().from_select(cols, _holders(gone))]
+        return [inv.insert().from_select(cols, _holders(gone, priced_by))]
     rows = sa.select(inv.c.symbol, inv.c.from_date).where(mine).subquery("symbol_rows")
-    return [inv.insert().from_select(cols, _holders(rows)), inv.delete().where(mine)]
+    return [inv.insert().from_select(cols, _holders(rows, priced_by)), inv.delete().where(mine)]
 
 
 def affected_ids(max_id, after, limit: int, portfolio_id=None):

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 
+from snapshotter.data.dialect import literal_rows
 from snapshotter.data.schema import portfolio_snapshots as snaps
 from snapshotter.data.schema import portfolios, positions, watchlist
 from snapshotter.data.schema import symbol_prices_daily as prices
@@ -40,10 +41,15 @@ def portfolio_state(portfolio_id):
     return sa.select(portfolios.c.deleted_at).where(portfolios.c.id == portfolio_id)
 
 
-def symbols_needed(day: date):
+def symbols_needed(day: date, renamed=()):
     """The one rule for "symbols the portfolios need" on ``day`` (SPEC): lots of live
     portfolios that are open or closed within the ``RECENTLY_CLOSED_DAYS`` before ``day``,
-    and the whole watchlist. A subquery with one column, ``symbol``."""
+    and the whole watchlist. A subquery with one column, ``symbol``.
+
+    Ticker changes: ``renamed`` (held symbol, pricing symbol) pairs
+    (:func:`snapshotter.data.steps_sql.renamed` of the days asked for) replace a held
+    symbol by the symbol(s) whose closes price it then: the new symbol from the change's
+    effective date on, and no longer the old one, which stops trading."""
     since = day - timedelta(days=RECENTLY_CLOSED_DAYS)
     lots = (
         sa.select(positions.c.symbol.label("symbol"))
@@ -54,12 +60,21 @@ def symbols_needed(day: date):
             sa.or_(positions.c.exit_date.is_(None), positions.c.exit_date >= since),
         )
     )
-    return sa.union(lots, sa.select(watchlist.c.symbol.label("symbol"))).subquery("needed")
+    held = sa.union(lots, sa.select(watchlist.c.symbol.label("symbol")))
+    if not renamed:
+        return held.subquery("needed")
+    held = held.subquery("held_symbols")
+    rn = literal_rows("renamed", [("held", sa.Text()), ("price_symbol", sa.Text())], list(renamed))
+    return (
+        sa.select(sa.func.coalesce(rn.c.price_symbol, held.c.symbol).label("symbol")).distinct()
+        .select_from(held.outerjoin(rn, rn.c.held == held.c.symbol))
+        .subquery("needed")
+    )
 
 
-def symbols_without_close(day: date):
+def symbols_without_close(day: date, renamed=()):
     """The needed symbols (for ``day``) with no cached close on ``day``."""
-    need = symbols_needed(day)
+    need = symbols_needed(day, renamed)
     return sa.select(need.c.symbol).where(
         need.c.symbol.is_not(None), ~sa.exists().where(prices.c.symbol == need.c.symbol, prices.c.price_date == day)
     )

@@ -20,6 +20,12 @@ within the N trading days before D, read from ``_snap_stale_closes``
 close is priced (in holdings, cost and priced_position_count) and its symbol listed
 in stale_symbols (same format as missing_symbols). Partial and stale snapshots on the run's days are recomputed and
 rewritten when the result is better (:func:`improves`).
+
+Corporate actions (when a split or ticker change is on file, ``Chunk.actions``): a lot is
+valued at its quantity as of the day (:func:`snapshotter.core.valuation.lot_value`); its close,
+C(D) and the day's step come from ``_snap_day_closes`` (:func:`day_close`, one equality join per
+lot and day, as symbol_prices_daily's without them) and C(E) from ``_snap_steps`` only for a lot
+with a split since its entry; missing and stale symbols name the lot's own symbol.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 
-from snapshotter.core.valuation import lot_live, lot_open_on, money, portfolio_activity
+from snapshotter.core.valuation import lot_live, lot_open_on, lot_value, money, portfolio_activity
+from snapshotter.data.steps_sql import entry_factor
 from snapshotter.data.dialect import dadd, ddiv, dmul, dsign, dsub, dsum, sorted_csv
 from snapshotter.data.schema import cash_transactions as cash
 from snapshotter.data.schema import portfolio_snapshots as snaps
@@ -38,6 +45,7 @@ from snapshotter.data.schema import symbol_prices_daily as prices
 from snapshotter.data.temp_tables import chunk as chunk_t
 from snapshotter.data.temp_tables import days as days_t
 from snapshotter.data.temp_tables import pairs as pairs_t
+from snapshotter.data.temp_tables import day_closes as day_closes_t
 from snapshotter.data.temp_tables import stale_closes as stale_t
 
 FLOOR_DAY = date(1900, 1, 1)
@@ -60,6 +68,7 @@ class Chunk:
     last_day: date
     target: date
     max_price_age: int = 0
+    actions: bool = False  # a split or ticker change is on file: closes from _snap_day_closes (and C(E) from _snap_steps)
 
     def narrow(self, col):
         return sa.and_(col >= self.lo, col <= self.hi)
@@ -72,6 +81,7 @@ class DayClose:
     joins: tuple  # (table, on clause) pairs, outer-joined in order
     close: sa.ColumnElement  # NULL: no close, the lot is missing
     stale: sa.ColumnElement | None  # true when the close is older than the day; None: never (N = 0)
+    step: object = None  # with corporate actions: the _snap_day_closes row (num, den, since, until of the day's step)
 
     def outerjoin(self, from_):
         for table, on in self.joins:
@@ -88,15 +98,30 @@ def day_close(ch: Chunk, symbol, day) -> DayClose:
     ``day``), where ``stale_from`` is :func:`snapshotter.core.valuation.price_window_start`
     (N trading days back), as ``_snap_stale_closes`` holds it (:func:`fill_stale_closes`);
     the lot is then stale. The day's own close always wins.
+
+    Corporate actions (``ch.actions``): the day's close comes from ``_snap_day_closes`` by the
+    lot's own symbol, which gives a stepped symbol's pricing symbol's close (the new symbol's
+    after a ticker change) and its step on ``day``. A stale close is then the pricing symbol's,
+    and one from before the step's first day is not comparable (a pre-split price, or the
+    symbol before the change): it is not used and the lot is missing, as without --max-price-age.
     """
-    p = prices
-    own = sa.and_(p.c.symbol == symbol, p.c.price_date == day, p.c.price_date >= ch.first_day, p.c.price_date <= ch.last_day)
+    if ch.actions:
+        dc = day_closes_t
+        own_t, own, own_close = dc, sa.and_(dc.c.symbol == symbol, dc.c.d == day), dc.c.close
+        stale_symbol = sa.func.coalesce(dc.c.price_symbol, symbol)
+    else:
+        p = prices
+        own_t, own_close, stale_symbol = p, p.c.close, symbol
+        own = sa.and_(p.c.symbol == symbol, p.c.price_date == day, p.c.price_date >= ch.first_day, p.c.price_date <= ch.last_day)
+    step = own_t if ch.actions else None
     if ch.max_price_age == 0:
-        return DayClose(((p, own),), p.c.close, None)
+        return DayClose(((own_t, own),), own_close, None, step)
     st = stale_t
-    older = sa.and_(st.c.symbol == symbol, st.c.d == day)
-    return DayClose(((p, own), (st, older)), sa.func.coalesce(p.c.close, st.c.close),
-                    sa.and_(p.c.close.is_(None), st.c.close.is_not(None)))
+    older = sa.and_(st.c.symbol == stale_symbol, st.c.d == day)
+    if ch.actions:
+        older = sa.and_(older, sa.or_(own_t.c.since.is_(None), st.c.price_date >= own_t.c.since))
+    return DayClose(((own_t, own), (st, older)), sa.func.coalesce(own_close, st.c.close),
+                    sa.and_(own_close.is_(None), st.c.close.is_not(None)), step)
 
 
 def fill_stale_closes(first_from: date, last_day: date):
@@ -233,10 +258,18 @@ def _exact_values(ch: Chunk, heal: bool):
         .offset(0)  # a fence too: flattened, the lot cost would be computed per lot and day again
         .subquery("held")
     )
+    on_day = sa.and_(held.c.portfolio_id == pr.c.portfolio_id, lot_open_on(held.c, pr.c.d))  # and its day half
+    from_ = pr.join(held, on_day)
     close = day_close(ch, held.c.symbol, pr.c.d)
+    if ch.actions:  # C(D) and the day's step from the close's row; C(E) only for a lot with a split since its entry
+        f = close.step
+        same_step = sa.and_(f.c.since <= held.c.entry_date, held.c.entry_date < f.c.until)
+        value = lot_value(held.c.quantity, close.close, f.c.num, f.c.den, *entry_factor(held.c.symbol, held.c.entry_date), same_step)
+    else:
+        value = lot_value(held.c.quantity, close.close)
     priced = close.close.is_not(None)
     per_lot = [
-        dsum(dmul(held.c.quantity, close.close)).label("holdings"),
+        dsum(value).label("holdings"),
         dsum(held.c.lot_cost).filter(priced).label("cost"),
         sa.func.count().label("n"),
         sa.func.count(close.close).label("priced"),
@@ -246,9 +279,7 @@ def _exact_values(ch: Chunk, heal: bool):
         per_lot.append(sorted_csv(held.c.symbol).filter(close.stale).label("stale"))
     lots = (
         sa.select(pr.c.portfolio_id, pr.c.d, *per_lot)
-        .select_from(
-            close.outerjoin(pr.join(held, sa.and_(held.c.portfolio_id == pr.c.portfolio_id, lot_open_on(held.c, pr.c.d))))  # and its day half
-        )
+        .select_from(close.outerjoin(from_))
         .where(pick)
         .group_by(pr.c.portfolio_id, pr.c.d)
         .subquery("lots")

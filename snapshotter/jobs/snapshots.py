@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from snapshotter.clock import utcnow
 from snapshotter.core import gaps, targets, valuation
-from snapshotter.data import dialect, invalidation_sql, market_value_sql, planning_sql, snapshot_sql, spans, temp_tables, tracking
+from snapshotter.data import steps_sql, dialect, invalidation_sql, market_value_sql, planning_sql, snapshot_sql, spans, temp_tables, tracking
 from snapshotter.data.locks import run_lock
 from snapshotter.errors import BatchNotReady, DatabaseUnavailable, ExitCode, Stopped, UsageError, exit_code_for_failures
 from snapshotter.jobs.workers import Workers
@@ -343,7 +343,9 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
     backfilled: set[date] = set()
     parallel = engine.dialect.name == "postgresql" and not opts.dry_run and portfolio_id is None
     n = opts.workers if parallel else 1
-    prepare = partial(_prepare_connection, plan=plan, max_price_age=opts.max_price_age)
+    steps = _load_steps(engine)
+    actions = bool(steps)
+    prepare = partial(_prepare_connection, plan=plan, max_price_age=opts.max_price_age, steps=steps)
     with engine.connect() as conn, Workers(engine, n, prepare, _drop_temp_tables) as pool:
         total = None
         if portfolio_id is None:
@@ -363,7 +365,8 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
                     run.heartbeat(dict(stats))
             return merge
 
-        snapshot = partial(_snapshot_chunk, plan=plan, opts=opts, require_active=require_active, preview=preview, now=now)
+        snapshot = partial(_snapshot_chunk, plan=plan, opts=opts, require_active=require_active, preview=preview, now=now,
+                           actions=actions)
         started = time.perf_counter()
         with progress_bar("snapshots", total, opts.progress) as bar:
             sizer = ChunkSizer(opts.chunk_size, opts.pairs_per_chunk, len(plan.days))
@@ -377,10 +380,11 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
             started = time.perf_counter()
             if portfolio_id is None:  # everybody's lots: in physical slices of the table
                 units = _spans(conn)
-                task = _market_value_span
+                task = partial(_market_value_span, actions=actions)
             else:
                 units = [[portfolio_id]]
-                task = partial(_with_split, work=_market_value_chunk, counter="market_value_failures", what="market values: ")
+                task = partial(_with_split, work=partial(_market_value_chunk, actions=actions), counter="market_value_failures",
+                               what="market values: ")
             with progress_bar("market values", len(units), opts.progress) as bar:
                 try:
                     _run_pass(pool, iter(units), task, merged(bar, None), stop)
@@ -413,13 +417,22 @@ def _run_pass(pool: Workers, chunks, task, merge, stop: StopFlag) -> None:
         merge(*done)
 
 
-def _prepare_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int = 0, execute=None) -> None:
+def _load_steps(engine) -> list:
+    """The run's corporate-action steps (read once per run, the same for every worker)."""
+    with engine.connect() as conn, conn.begin():
+        return steps_sql.load_steps(conn)
+
+
+def _prepare_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int = 0, execute=None, steps=()) -> None:
     """The run's temporary tables on one connection: candidate days (with the first day whose
-    close may value a lot on each), the older closes within --max-price-age, latest closes."""
+    close may value a lot on each), the older closes within --max-price-age, the corporate-action
+    steps and their factors on the candidate days, latest closes."""
     execute = execute or (lambda stmt, step=None: conn.execute(stmt))
     with conn.begin():
         temp_tables.metadata.drop_all(conn, checkfirst=True)
         temp_tables.metadata.create_all(conn)
+        steps_sql.fill_steps(conn, list(steps))
+        dialect.analyze(conn, temp_tables.steps)
         if plan.days:
             starts = valuation.price_window_starts(plan.days, max_price_age)
             conn.execute(temp_tables.days.insert(), [{"d": d, "hole": d in plan.holes, "stale_from": starts[d]} for d in plan.days])
@@ -427,7 +440,12 @@ def _prepare_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int
                 fill = snapshot_sql.fill_stale_closes(starts[plan.days[0]], plan.days[-1])
                 execute(fill, f"older closes within --max-price-age {max_price_age} (once per connection)")
                 dialect.analyze(conn, temp_tables.stale_closes)
-        conn.execute(market_value_sql.fill_latest_closes())
+            if steps:
+                for stmt in steps_sql.fill_day_closes():
+                    execute(stmt, "the candidate days' closes by held symbol, with split factors and pricing symbols (once per connection)")
+                dialect.analyze(conn, temp_tables.day_closes)
+        for stmt in market_value_sql.fill_latest_closes(bool(steps)):
+            conn.execute(stmt)
         dialect.analyze(conn, temp_tables.days)
         dialect.analyze(conn, temp_tables.latest_close)
 
@@ -507,22 +525,22 @@ def _spans(conn: sa.Connection) -> list[spans.Span]:
     return spans.spans(int(first), int(last), spans.span_step(name))
 
 
-def _market_value_chunk(conn: sa.Connection, lo, hi, delta: dict, span: spans.Span | None = None) -> None:
+def _market_value_chunk(conn: sa.Connection, lo, hi, delta: dict, span: spans.Span | None = None, actions: bool = False) -> None:
     """One transaction: the open lots of portfolios lo..hi (within ``span``) get the latest cached close."""
     scope = market_value_sql.portfolio_range(lo, hi)
     if span is not None:
         scope = sa.and_(scope, spans.in_span(span, conn.dialect.name))
     with dialect.begin_chunk(conn):
-        valued = conn.execute(market_value_sql.update_market_values(scope).execution_options(preserve_rowcount=True)).rowcount
+        valued = conn.execute(market_value_sql.update_market_values(scope, actions).execution_options(preserve_rowcount=True)).rowcount
     delta["positions_valued"] += valued
 
 
-def _market_value_span(conn: sa.Connection, span: spans.Span) -> dict:
+def _market_value_span(conn: sa.Connection, span: spans.Span, actions: bool = False) -> dict:
     """One transaction for a slice of the table; if it fails, its portfolios one by one (split in halves)."""
     delta = _delta()
     try:
         with dialect.begin_chunk(conn):
-            stmt = market_value_sql.update_market_values(spans.in_span(span, conn.dialect.name))
+            stmt = market_value_sql.update_market_values(spans.in_span(span, conn.dialect.name), actions)
             delta["positions_valued"] += conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
         return delta
     except sa.exc.DBAPIError as exc:
@@ -532,13 +550,13 @@ def _market_value_span(conn: sa.Connection, span: spans.Span) -> dict:
     with conn.begin():
         ids = list(conn.execute(spans.portfolios_in_span(span, conn.dialect.name)).scalars())
     if ids:
-        work = partial(_market_value_chunk, span=span)
+        work = partial(_market_value_chunk, span=span, actions=actions)
         _with_split(conn, ids, work=work, counter="market_value_failures", what="market values: ", delta=delta)
     return delta
 
 
 def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan, opts: Options, require_active: bool, preview: list,
-                    now: datetime, execute=None) -> None:
+                    now: datetime, execute=None, actions: bool = False) -> None:
     """One transaction: plan the chunk's pairs and value them (a dry run or an explain rolls it back).
 
     ``execute(stmt, step)`` runs each statement; ``step`` names the ones ``--explain`` shows.
@@ -546,7 +564,7 @@ def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan
     execute = execute or (lambda stmt, step=None: conn.execute(stmt.execution_options(preserve_rowcount=True)))
     force = plan.mode == "force"
     first_day = plan.days[0] if plan.days else plan.target
-    ch = snapshot_sql.Chunk(lo, hi, first_day, plan.days[-1] if plan.days else plan.target, plan.target, opts.max_price_age)
+    ch = snapshot_sql.Chunk(lo, hi, first_day, plan.days[-1] if plan.days else plan.target, plan.target, opts.max_price_age, actions)
     stale_ok = bool(opts.max_price_age)
     insert = lambda table: dialect.dialect_insert(conn, table)  # noqa: E731
     trans = dialect.begin_chunk(conn)
@@ -577,6 +595,8 @@ def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan
         else:
             existing = conn.execute(snapshot_sql.existing_pairs()).scalar_one() if force else 0
             dialect.prefer_hash_joins(conn)
+            if ch.actions:
+                dialect.without_jit(conn)
             new = snapshot_sql.insert_snapshots(insert, ch, heal=False, force=force, now=now)
             written = execute(new, "value the new snapshots").rowcount if counts.new_pairs else 0
             created, recomputed_forced = written - existing, existing
@@ -625,16 +645,18 @@ def _explain(engine, plan: gaps.Plan, opts: Options, portfolio_id, require_activ
                 return _Ran()  # EXPLAIN ANALYZE ran it
             return conn.execute(stmt.execution_options(preserve_rowcount=True))
 
-        _prepare_connection(conn, plan, opts.max_price_age, execute=execute)
+        action_steps = steps_sql.load_steps(conn)
+        conn.rollback()
+        _prepare_connection(conn, plan, opts.max_price_age, execute=execute, steps=action_steps)
         try:
             ids = next(_iter_chunks(conn, portfolio_id, ChunkSizer(opts.chunk_size, opts.pairs_per_chunk, len(plan.days))), None)
             if ids is not None:
                 _snapshot_chunk(conn, ids[0], ids[-1], _delta(), plan=plan, opts=opts, require_active=require_active,
-                                preview=[], now=now, execute=execute)
+                                preview=[], now=now, execute=execute, actions=bool(action_steps))
             scope = (market_value_sql.portfolio_range(portfolio_id, portfolio_id) if portfolio_id is not None
                      else spans.in_span(_spans(conn)[0], conn.dialect.name))
             with dialect.begin_chunk(conn) as trans:
-                execute(market_value_sql.update_market_values(scope), "market values of the first slice")
+                execute(market_value_sql.update_market_values(scope, bool(action_steps)), "market values of the first slice")
                 trans.rollback()
         finally:
             _drop_temp_tables(conn)
@@ -699,9 +721,11 @@ def _apply_invalidations(engine, target: date, stats: dict, opts: Options, stop:
             max_id = conn.execute(invalidation_sql.high_water()).scalar()
         if max_id is None:
             return  # nothing pending: one index probe a night
+        with conn.begin():
+            steps = steps_sql.load_steps(conn)
         if not opts.dry_run:  # symbol rows -> one row per holder, in one transaction
             with conn.begin():
-                for stmt in invalidation_sql.expand_symbols(conn.dialect.name, max_id):
+                for stmt in invalidation_sql.expand_symbols(conn.dialect.name, max_id, valuation.priced_by(steps)):
                     conn.execute(stmt)
             with conn.begin():
                 max_id = conn.execute(invalidation_sql.high_water()).scalar() or max_id
@@ -717,7 +741,8 @@ def _apply_invalidations(engine, target: date, stats: dict, opts: Options, stop:
                     note="history before the window (--max-backfill-days) is not recomputed")
     plan = gaps.Plan("force", target, priced)
     work = partial(_recompute_chunk, plan=plan, max_id=max_id, window_start=start, now=now, dry_run=opts.dry_run,
-                   max_price_age=opts.max_price_age)
+                   max_price_age=opts.max_price_age, actions=bool(steps))
+    prepare = partial(_prepare_recompute_connection, plan=plan, max_price_age=opts.max_price_age, steps=steps)
     task = partial(_with_split, work=work, counter="portfolios_failed", what="recompute: ")
     parallel = engine.dialect.name == "postgresql" and not opts.dry_run and portfolio_id is None
     sizer = ChunkSizer(opts.chunk_size, opts.pairs_per_chunk, len(priced))
@@ -731,10 +756,10 @@ def _apply_invalidations(engine, target: date, stats: dict, opts: Options, stop:
     try:
         if opts.dry_run:  # one connection, one transaction, rolled back (the symbol rows expanded inside it)
             with engine.connect() as conn:
-                _prepare_recompute_connection(conn, plan, opts.max_price_age)
+                prepare(conn)
                 try:
                     with conn.begin() as trans:
-                        for stmt in invalidation_sql.expand_symbols(conn.dialect.name, max_id):
+                        for stmt in invalidation_sql.expand_symbols(conn.dialect.name, max_id, valuation.priced_by(steps)):
                             conn.execute(stmt)
                         ids = list(conn.execute(invalidation_sql.affected_ids(_BIG, None, 10**9, portfolio_id)).scalars())
                         for part in (ids[i:i + sizer.size] for i in range(0, len(ids), sizer.size)):
@@ -743,8 +768,7 @@ def _apply_invalidations(engine, target: date, stats: dict, opts: Options, stop:
                 finally:
                     _drop_recompute_temp_tables(conn)
             return
-        with engine.connect() as conn, Workers(engine, opts.workers if parallel else 1,
-                                               partial(_prepare_recompute_connection, plan=plan, max_price_age=opts.max_price_age), _drop_recompute_temp_tables) as pool:
+        with engine.connect() as conn, Workers(engine, opts.workers if parallel else 1, prepare, _drop_recompute_temp_tables) as pool:
             _run_pass(pool, _iter_affected(conn, max_id, sizer, portfolio_id), task, merge, stop)
     finally:
         stats["invalidation_phase_s"] = round(time.perf_counter() - started, 3)
@@ -766,8 +790,8 @@ def _iter_affected(conn: sa.Connection, max_id, sizer: ChunkSizer, portfolio_id)
         after = ids[-1]
 
 
-def _prepare_recompute_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int = 0) -> None:
-    _prepare_connection(conn, plan, max_price_age)
+def _prepare_recompute_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int = 0, steps=()) -> None:
+    _prepare_connection(conn, plan, max_price_age, steps=steps)
     with conn.begin():
         invalidation_sql.metadata.drop_all(conn, checkfirst=True)
         invalidation_sql.metadata.create_all(conn)
@@ -781,11 +805,11 @@ def _drop_recompute_temp_tables(conn: sa.Connection) -> None:
 
 
 def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan, max_id, window_start: date, now: datetime,
-                     dry_run: bool, max_price_age: int = 0) -> None:
+                     dry_run: bool, max_price_age: int = 0, actions: bool = False) -> None:
     """One transaction: claim the chunk's invalidations, recompute, create and delete its snapshots."""
     name = conn.dialect.name
     ch = snapshot_sql.Chunk(lo, hi, plan.days[0] if plan.days else plan.target, plan.days[-1] if plan.days else plan.target, plan.target,
-                            max_price_age)
+                            max_price_age, actions)
     nested = conn.in_transaction()
     trans = conn.begin_nested() if nested else dialect.begin_chunk(conn)
     try:
@@ -799,6 +823,8 @@ def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Pla
         written = 0
         if pairs:
             dialect.prefer_hash_joins(conn)
+            if ch.actions:
+                dialect.without_jit(conn)
             stmt = snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=False, force=True, now=now)
             written = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
             if max_price_age and not dry_run:

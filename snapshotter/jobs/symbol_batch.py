@@ -47,7 +47,7 @@ from snapshotter.config import Settings
 from snapshotter.core import corporate_actions as actions
 from snapshotter.core import fetch_plan, symbol_health, targets, validation
 from snapshotter.core.calendar import effective_trading_date, new_york_date
-from snapshotter.data import corporate_actions, fetch_memory, planning_sql, schema, tracking
+from snapshotter.data import corporate_actions, fetch_memory, planning_sql, schema, steps_sql, tracking
 from snapshotter.data.dialect import upsert
 from snapshotter.errors import (
     BadProviderData,
@@ -113,9 +113,10 @@ class wait_retry_after(wait_base):
 # --- inputs from the database ----------------------------------------------------
 
 
-def symbols_needed(conn: sa.Connection, day: date) -> list[str]:
-    """The symbols the portfolios need on ``day`` (:func:`planning_sql.symbols_needed`), sorted."""
-    need = planning_sql.symbols_needed(day)
+def symbols_needed(conn: sa.Connection, day: date, until: date | None = None) -> list[str]:
+    """The symbols the portfolios need on ``day`` (:func:`planning_sql.symbols_needed`), sorted; with
+    ``until``, over the days up to it (a ticker change within them: the old and the new symbol)."""
+    need = planning_sql.symbols_needed(day, steps_sql.renamed(conn, day, until))
     return sorted({s for s in conn.execute(sa.select(need.c.symbol)).scalars() if s})
 
 
@@ -557,7 +558,7 @@ def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request, run
     batch = None
     try:
         with engine.connect() as conn:
-            wanted = req.symbols if req.symbols is not None else symbols_needed(conn, req.date_from or req.target)
+            wanted = req.symbols if req.symbols is not None else symbols_needed(conn, req.date_from or req.target, req.target)
             health = fetch_memory.load_health(conn, wanted)
             stats["symbols_unavailable"] = sorted(s for s, h in health.items() if h.unavailable)
             if req.nightly:  # a symbol marked unavailable waits for its next attempt; --symbols and --from/--to always try

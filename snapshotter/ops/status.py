@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from snapshotter.core import corporate_actions as actions
 from snapshotter.core.calendar import effective_trading_date, trading_days_back, trading_days_between
-from snapshotter.core.valuation import portfolio_activity
-from snapshotter.data import corporate_actions, db, fetch_memory, invalidation_sql, planning_sql, schema, tracking
+from snapshotter.core.valuation import portfolio_activity, priced_by
+from snapshotter.data import corporate_actions, db, fetch_memory, invalidation_sql, planning_sql, schema, steps_sql, tracking
 from snapshotter.data.schema import batch_run_tracking as brt
 
 COUNTED = tuple(t.name for t in schema.metadata.sorted_tables)  # every table of the schema
@@ -55,7 +55,8 @@ def status_report(engine: sa.Engine, now: datetime, runs_per_job: int = RUNS_PER
         pend = conn.execute(invalidation_sql.pending()).one()
         report["invalidations"] = {  # history other writers changed, recomputed by the next run
             "pending": pend.rows, "oldest_from_date": _iso(pend.oldest), "symbol_rows": pend.symbols,
-            "portfolios": conn.execute(invalidation_sql.affected_portfolios()).scalar_one() if pend.rows else 0,
+            "portfolios": conn.execute(invalidation_sql.affected_portfolios(
+                priced_by(steps_sql.load_steps(conn)))).scalar_one() if pend.rows else 0,
         }
         report["possible_unrecorded_splits"] = [x.as_dict() for x in possible_unrecorded_splits(conn, day)]
         rej = fetch_memory.recent_rejections(conn)
@@ -158,7 +159,7 @@ def lag_trading_days(newest: date | None, effective: date) -> int | None:
 
 def missing_closes(conn: sa.Connection, day: date) -> dict:
     """The symbols the portfolios need on ``day`` (:func:`planning_sql.symbols_needed`) without a close that day."""
-    without = planning_sql.symbols_without_close(day)
+    without = planning_sql.symbols_without_close(day, steps_sql.renamed(conn, day))
     count = conn.execute(sa.select(sa.func.count()).select_from(without.subquery())).scalar_one()
     names = list(conn.execute(without.order_by(without.selected_columns.symbol).limit(MISSING_LISTED)).scalars())
     return {"date": day.isoformat(), "count": count, "symbols": names}
@@ -167,7 +168,8 @@ def missing_closes(conn: sa.Connection, day: date) -> dict:
 def possible_unrecorded_splits(conn: sa.Connection, day: date) -> list[actions.SuspectedSplit]:
     """Closes of the needed symbols in the last ``SUSPECT_WINDOW`` trading days that moved like a split
     with none on file (the batch's rule; one window query). Gone once the split is loaded."""
-    pairs = corporate_actions.close_pairs(sa.select(planning_sql.symbols_needed(day).c.symbol), trading_days_back(day, SUSPECT_WINDOW - 1), day)
+    needed = planning_sql.symbols_needed(day, steps_sql.renamed(conn, day))
+    pairs = corporate_actions.close_pairs(sa.select(needed.c.symbol), trading_days_back(day, SUSPECT_WINDOW - 1), day)
     found = (actions.suspected_split(r.symbol, r.prev_date, r.prev_close, r.price_date, r.close) for r in conn.execute(pairs))
     return [x for x in found if x is not None]
 
