@@ -413,9 +413,10 @@ def _run_pass(pool: Workers, chunks, task, merge, stop: StopFlag) -> None:
         merge(*done)
 
 
-def _prepare_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int = 0, execute=None) -> None:
+def _prepare_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int = 0, execute=None, market_values: bool = True) -> None:
     """The run's temporary tables on one connection: candidate days (with the first day whose
-    close may value a lot on each), the older closes within --max-price-age, latest closes."""
+    close may value a lot on each), the older closes within --max-price-age, latest closes
+    (for the market-value pass only: a recompute connection has none)."""
     execute = execute or (lambda stmt, step=None: conn.execute(stmt))
     with conn.begin():
         temp_tables.metadata.drop_all(conn, checkfirst=True)
@@ -427,9 +428,10 @@ def _prepare_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int
                 fill = snapshot_sql.fill_stale_closes(starts[plan.days[0]], plan.days[-1])
                 execute(fill, f"older closes within --max-price-age {max_price_age} (once per connection)")
                 dialect.analyze(conn, temp_tables.stale_closes)
-        conn.execute(market_value_sql.fill_latest_closes())
+        if market_values:
+            conn.execute(market_value_sql.fill_latest_closes())
+            dialect.analyze(conn, temp_tables.latest_close)
         dialect.analyze(conn, temp_tables.days)
-        dialect.analyze(conn, temp_tables.latest_close)
 
 
 def _drop_temp_tables(conn: sa.Connection) -> None:
@@ -440,8 +442,8 @@ def _drop_temp_tables(conn: sa.Connection) -> None:
 
 
 _INV_COUNTERS = (
-    "portfolios_invalidated", "snapshots_recomputed_by_invalidation", "snapshots_created_by_invalidation",
-    "snapshots_deleted_by_invalidation",
+    "portfolios_invalidated", "snapshots_recomputed_by_invalidation", "snapshots_unchanged_by_invalidation",
+    "snapshots_created_by_invalidation", "snapshots_deleted_by_invalidation",
 )
 _COUNTERS = (
     "portfolios_active", "portfolios_processed", "portfolios_failed", "market_value_failures",
@@ -767,7 +769,7 @@ def _iter_affected(conn: sa.Connection, max_id, sizer: ChunkSizer, portfolio_id)
 
 
 def _prepare_recompute_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int = 0) -> None:
-    _prepare_connection(conn, plan, max_price_age)
+    _prepare_connection(conn, plan, max_price_age, market_values=False)
     with conn.begin():
         invalidation_sql.metadata.drop_all(conn, checkfirst=True)
         invalidation_sql.metadata.create_all(conn)
@@ -795,18 +797,21 @@ def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Pla
         conn.execute(invalidation_sql.fill_pairs(lo, hi, plan.target))
         dialect.analyze(conn, temp_tables.pairs)
         pairs = conn.execute(sa.select(sa.func.count()).select_from(temp_tables.pairs)).scalar_one()
-        existing = conn.execute(snapshot_sql.existing_pairs()).scalar_one()
-        written = 0
-        if pairs:
-            dialect.prefer_hash_joins(conn)
-            stmt = snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=False, force=True, now=now)
-            written = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
-            if max_price_age and not dry_run:
-                delta["snapshots_stale"] += conn.execute(snapshot_sql.stale_written()).scalar_one()
+        # before the write: it reads the chunk's snapshots while they are one version each
         deleted = conn.execute(invalidation_sql.delete_stale(lo, hi, window_start, plan.target)
                                .execution_options(preserve_rowcount=True)).rowcount
-        if dry_run:
-            written = pairs  # nothing was written: what would be
+        existing = changed = 0
+        if pairs:
+            dialect.prefer_hash_joins(conn)
+            if name == "postgresql":
+                changed, created = conn.execute(snapshot_sql.rewrite_snapshots(ch, now)).one()
+                existing = pairs - created
+            else:  # SQLite: one upsert (rewriting only what differs); the existing pairs counted first
+                existing = conn.execute(snapshot_sql.existing_pairs()).scalar_one()
+                stmt = snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=False, force=True, now=now)
+                changed = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount - (pairs - existing)
+            if max_price_age and not dry_run:
+                delta["snapshots_stale"] += conn.execute(snapshot_sql.stale_written()).scalar_one()
         for stmt in [*snapshot_sql.clear_chunk(), *invalidation_sql.clear()]:
             conn.execute(stmt)
         trans.rollback() if dry_run else trans.commit()
@@ -816,6 +821,7 @@ def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Pla
         raise
     delta["portfolios_invalidated"] += affected
     delta["snapshots_recomputed_by_invalidation"] += existing
-    delta["snapshots_created_by_invalidation"] += written - existing
+    delta["snapshots_unchanged_by_invalidation"] += existing - changed
+    delta["snapshots_created_by_invalidation"] += pairs - existing
     delta["snapshots_deleted_by_invalidation"] += deleted
     delta["pairs"] += pairs
