@@ -2,7 +2,10 @@
 
 **Which history a write invalidates** (one rule; written down here and frozen as trigger
 DDL in migration 0006, which records it in the writer's own transaction into
-``snapshot_invalidations``): the earliest day whose value the write can change.
+``snapshot_invalidations``; 0008 makes PostgreSQL's lot and cash INSERT triggers row-level): the
+earliest day whose value the write can change. A lot or cash insert records nothing when its
+portfolio already has a pending row from an earlier or equal day (that row, locked by the
+writer on PostgreSQL, already covers it).
 
 * a lot (``positions``): inserted or deleted (hard, or soft via ``deleted_at``): from its
   entry date; symbol, quantity, entry price, entry date or portfolio changed: from the
@@ -29,10 +32,11 @@ portfolio-refresh and refresh, and by ``recompute``):
    each portfolio's earliest ``from_date`` into ``_inv_chunk``; :func:`fill_pairs` puts
    every day of the window (``_snap_days``) from ``max(from_date, first activity)`` up to
    the target (or to the portfolio's last snapshot when it is no longer active) into
-   ``_snap_pairs``; the snapshot engine values them in force mode
-   (``INSERT ... ON CONFLICT DO UPDATE``); :func:`delete_stale` deletes the chunk's
-   snapshots from ``from_date`` in the window that are no longer due. Rows written while
-   the run works (a higher id) stay for the next run.
+   ``_snap_pairs``; :func:`delete_stale` deletes the chunk's snapshots from ``from_date`` in
+   the window that are no longer due; the snapshot engine values the pairs once and rewrites
+   only the stored rows whose values differ
+   (:func:`snapshotter.data.snapshot_sql.rewrite_snapshots` on PostgreSQL, an upsert on
+   SQLite). Rows written while the run works (a higher id) stay for the next run.
 3. A deleted portfolio's history is kept as it was (its rows are consumed, nothing is
    written); restoring it recomputes from the deletion day, which backfills its gap.
    Days before the window (``--max-backfill-days``) are not recomputed: such rows are
