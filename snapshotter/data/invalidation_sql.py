@@ -155,6 +155,7 @@ def fill_pairs(lo, hi, target: date):
         sa.select(a.c.id, d.c.d, sa.false())
         .select_from(a.join(i, i.c.portfolio_id == a.c.id).join(d, sa.and_(d.c.d >= i.c.from_date, d.c.d >= a.c.start_day)))
         .where(d.c.d <= last)
+        .order_by(a.c.id, d.c.d)  # the recompute then reads and rewrites the chunk's rows in key order
     )
     return pairs_t.insert().from_select(["portfolio_id", "d", "heal"], sel)
 
