@@ -1,4 +1,4 @@
-"""Migrations 0004 to 0008 on populated databases, on SQLite and PostgreSQL.
+"""Migrations 0004 and 0005 on populated databases, on SQLite and PostgreSQL.
 
 Each test starts from its own scratch database at revision 0003 (a file on SQLite,
 a uniquely named database on the PostgreSQL server of ``pg_server_url``, dropped
@@ -435,7 +435,7 @@ def test_0006_adds_invalidations_and_triggers_to_a_populated_0005_database(at_00
     cols, rows, raw = columns(engine), typed_rows(engine), raw_rows(engine)
     assert "snapshot_invalidations" not in cols
 
-    assert db.upgrade(engine, "0006") == ("0005", "0006")
+    assert db.upgrade(engine) == ("0005", "0006")
 
     assert typed_rows(engine, cols) == rows and raw_rows(engine, cols) == raw
     assert typed_rows(engine)["snapshot_invalidations"] == []
@@ -454,55 +454,3 @@ def test_0006_adds_invalidations_and_triggers_to_a_populated_0005_database(at_00
     assert "snapshot_invalidations" not in sa.inspect(engine).get_table_names()
     with engine.begin() as c:  # no trigger left behind
         c.execute(schema.positions.update().where(schema.positions.c.id == lot["id"]).values(quantity=lot["quantity"]))
-
-
-def invalidations(engine) -> list[tuple]:
-    return [(r["portfolio_id"], r["from_date"], r["reason"]) for r in typed_rows(engine)["snapshot_invalidations"]]
-
-
-def test_0008_skips_covered_inserts_on_a_populated_0006_database(at_0003, backend):
-    """A populated 0006 database: every row kept; afterwards a lot or cash insert covered by a pending
-    row of its portfolio from an earlier or equal day records nothing, an earlier one still does (on
-    SQLite 0006 already did this); downgrade gives back 0006's one row per insert statement."""
-    engine = at_0003
-    db.upgrade(engine, "0006")
-    populate(engine)
-    with engine.begin() as c:
-        c.execute(schema.snapshot_invalidations.delete())  # the populate's own inserts
-    cols, rows, raw = columns(engine), typed_rows(engine), raw_rows(engine)
-
-    assert db.upgrade(engine) == ("0006", "0008")
-
-    assert typed_rows(engine, cols) == rows and raw_rows(engine, cols) == raw
-    assert_matches_metadata(engine)
-    pid = rows["portfolios"][0]["id"]
-
-    def lot(day):
-        with engine.begin() as c:
-            c.execute(schema.positions.insert().values(id=uuid.uuid4(), portfolio_id=pid, symbol="AAA", quantity=Decimal("1"),
-                                                       entry_price=Decimal("2"), entry_date=date.fromisoformat(day)))
-
-    def cash(day):
-        with engine.begin() as c:
-            c.execute(schema.cash_transactions.insert().values(id=uuid.uuid4(), portfolio_id=pid, txn_date=date.fromisoformat(day),
-                                                               amount=Decimal("5")))
-
-    lot("2026-09-10")
-    lot("2026-09-12")  # covered by the pending row from 09-10
-    lot("2026-09-10")  # an equal day: covered
-    cash("2026-09-11")  # covered too
-    assert invalidations(engine) == [(pid, date(2026, 9, 10), "lot inserted")]
-    lot("2026-09-08")  # earlier than every pending row: recorded
-    cash("2026-09-01")
-    assert invalidations(engine)[1:] == [(pid, date(2026, 9, 8), "lot inserted"), (pid, date(2026, 9, 1), "cash inserted")]
-
-    downgrade(engine, "0006")
-    assert db.current_revision(engine) == "0006"
-    with engine.begin() as c:
-        c.execute(schema.snapshot_invalidations.delete())
-    lot("2026-09-10")
-    lot("2026-09-12")
-    expected = [(pid, date(2026, 9, 10), "lot inserted")]
-    if backend == "postgresql":  # 0006 on PostgreSQL: one row per insert statement
-        expected.append((pid, date(2026, 9, 12), "lot inserted"))
-    assert invalidations(engine) == expected
