@@ -12,7 +12,7 @@ scratch databases (dropped afterwards), then reports side by side:
 2. backfill of B portfolios x 1 year (PostgreSQL): snapshots/s;
 3. recompute of invalidated history (PostgreSQL): R portfolios with a year of
    snapshots built by a backfill run, then one lot per portfolio backdated 250
-   trading days inserted through a plain connection (the triggers of migrations 0006, 0008
+   trading days inserted through a plain connection (the triggers of migration 0006
    record it), recomputed by one portfolio-refresh: snapshots/s of the recompute
    next to the backfill's in the same database;
 4. trigger overhead on a load (PostgreSQL): L lots in one INSERT ... SELECT and A
@@ -369,7 +369,7 @@ def bench_pg_recompute(n: int) -> dict:
 def bench_pg_load(n_lots: int, app_lots: int, repeats: int = 2) -> dict:
     """Trigger overhead on a load: n_lots lots in one INSERT ... SELECT (as pg_generate loads them) and
     app_lots lots row by row (executemany, a transaction per 1,000 rows, as an application writes them),
-    with the triggers of migrations 0006 and 0008 and without (DISABLE TRIGGER USER), alternating, same database."""
+    with the triggers of migration 0006 and without (DISABLE TRIGGER USER), alternating, same database."""
     s = PgScratch("load")
     portfolios = max(1, n_lots // LOTS)
     try:

@@ -2,10 +2,7 @@
 
 **Which history a write invalidates** (one rule; written down here and frozen as trigger
 DDL in migration 0006, which records it in the writer's own transaction into
-``snapshot_invalidations``; 0008 makes PostgreSQL's lot and cash INSERT triggers row-level): the
-earliest day whose value the write can change. A lot or cash insert records nothing when its
-portfolio already has a pending row from an earlier or equal day (that row, locked by the
-writer on PostgreSQL, already covers it).
+``snapshot_invalidations``): the earliest day whose value the write can change.
 
 * a lot (``positions``): inserted or deleted (hard, or soft via ``deleted_at``): from its
   entry date; symbol, quantity, entry price, entry date or portfolio changed: from the

@@ -204,7 +204,7 @@ symbol_fetch_failures = sa.Table(
     sa.Column("next_attempt_on", sa.Date, nullable=True),
 )
 
-# What history a write invalidated, recorded by triggers in the writer's transaction (migrations 0006, 0008;
+# What history a write invalidated, recorded by triggers in the writer's transaction (migration 0006;
 # the rule is documented there and in snapshotter/data/invalidation_sql.py). A row names a portfolio
 # or a symbol (every portfolio that held it on or after from_date).
 snapshot_invalidations = sa.Table(

@@ -645,7 +645,7 @@ def _explain(engine, plan: gaps.Plan, opts: Options, portfolio_id, require_activ
 
 # --- invalidated history ----------------------------------------------------------
 # Other applications write lots, cash, portfolios and closes directly; triggers (migration
-# 0006, 0008) record what history each write invalidates. Every portfolio-refresh and refresh
+# 0006) record what history each write invalidates. Every portfolio-refresh and refresh
 # applies them first; ``recompute`` applies them alone. The SQL and the rule live in
 # snapshotter.data.invalidation_sql.
 
