@@ -386,14 +386,18 @@ def differs(new_values: list, old) -> sa.ColumnElement:
     return sa.tuple_(*[old[c] for c in SNAPSHOT_VALUE_COLUMNS]).is_distinct_from(sa.tuple_(*new_values))
 
 
-def insert_snapshots(insert_fn, ch: Chunk, heal: bool, force: bool, now):
+def insert_snapshots(insert_fn, ch: Chunk, heal: bool, force: bool, now, only_differing: bool = False):
     """INSERT ... SELECT ... ON CONFLICT: new rows, healed partial and stale ones (when the
-    recompute :func:`improves` them), or forced recomputes (only the rows that :func:`differs`)."""
+    recompute :func:`improves` them), or forced recomputes (every row; with ``only_differing``,
+    the recompute of invalidated history on SQLite, only the rows that :func:`differs`)."""
     stmt = insert_fn(snaps).from_select(SNAPSHOT_COLUMNS, valuation_select(ch, heal, now))
     if not heal and not force:
         return stmt.on_conflict_do_nothing(index_elements=["portfolio_id", "snapshot_date"])
     set_ = {c: stmt.excluded[c] for c in [*SNAPSHOT_VALUE_COLUMNS, "updated_at"]}
-    where = differs([stmt.excluded[c] for c in SNAPSHOT_VALUE_COLUMNS], snaps.c) if force else improves(stmt.excluded, snaps.c)
+    if force:
+        where = differs([stmt.excluded[c] for c in SNAPSHOT_VALUE_COLUMNS], snaps.c) if only_differing else None
+    else:
+        where = improves(stmt.excluded, snaps.c)
     return stmt.on_conflict_do_update(index_elements=["portfolio_id", "snapshot_date"], set_=set_, where=where)
 
 

@@ -808,7 +808,8 @@ def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Pla
                 existing = pairs - created
             else:  # SQLite: one upsert (rewriting only what differs); the existing pairs counted first
                 existing = conn.execute(snapshot_sql.existing_pairs()).scalar_one()
-                stmt = snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=False, force=True, now=now)
+                stmt = snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=False, force=True, now=now,
+                                                     only_differing=True)
                 changed = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount - (pairs - existing)
             if max_price_age and not dry_run:
                 delta["snapshots_stale"] += conn.execute(snapshot_sql.stale_written()).scalar_one()
