@@ -379,7 +379,7 @@ def bench_pg_recompute(n: int) -> dict:
             "app_insert": {"lots": n, "s": round(insert_s, 2), "invalidations_recorded": recorded},
             "recompute": {
                 **{k: summary[k] for k in ("invalidations_pending", "portfolios_invalidated", "snapshots_recomputed_by_invalidation",
-                                          "snapshots_created_by_invalidation", "snapshots_deleted_by_invalidation", "invalidation_phase_s",
+                                          "snapshots_unchanged_by_invalidation", "snapshots_created_by_invalidation", "snapshots_deleted_by_invalidation", "invalidation_phase_s",
                                           "snapshots_created", "snapshot_phase_s", "market_value_phase_s", "positions_valued")},
                 "total_s": round(elapsed, 2), **run_io, "peak_rss_mb": round(rss / 1024),
                 "snapshots_per_s": round(redone / phase),

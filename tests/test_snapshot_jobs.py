@@ -286,6 +286,8 @@ def test_refresh_date_keeps_existing_unless_forced(engine, four_week_portfolio):
     assert (r.stats["snapshots_created"], r.stats["snapshots_recomputed"]) == (0, 1)
     (after,) = snapshots(engine, pid)
     assert after["holdings_value"] == Decimal("2000") and after["id"] == before["id"]
+    r = job.refresh_date(engine, D("2026-09-15"), force=True, opts=opts(), now=NOW)  # nothing changed: still recomputed, not created
+    assert (r.stats["snapshots_created"], r.stats["snapshots_recomputed"]) == (0, 1)
 
 
 def test_dry_run_writes_nothing(engine, four_week_portfolio):

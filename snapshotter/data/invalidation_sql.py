@@ -33,10 +33,11 @@ portfolio-refresh and refresh, and by ``recompute``):
    each portfolio's earliest ``from_date`` into ``_inv_chunk``; :func:`fill_pairs` puts
    every day of the window (``_snap_days``) from ``max(from_date, first activity)`` up to
    the target (or to the portfolio's last snapshot when it is no longer active) into
-   ``_snap_pairs``; the snapshot engine values them in force mode
-   (``INSERT ... ON CONFLICT DO UPDATE``); :func:`delete_stale` deletes the chunk's
-   snapshots from ``from_date`` in the window that are no longer due. Rows written while
-   the run works (a higher id) stay for the next run.
+   ``_snap_pairs``; :func:`delete_stale` deletes the chunk's snapshots from ``from_date`` in
+   the window that are no longer due; the snapshot engine values the pairs once and rewrites
+   only the stored rows whose values differ
+   (:func:`snapshotter.data.snapshot_sql.rewrite_snapshots` on PostgreSQL, an upsert on
+   SQLite). Rows written while the run works (a higher id) stay for the next run.
 3. A deleted portfolio's history is kept as it was (its rows are consumed, nothing is
    written); restoring it recomputes from the deletion day, which backfills its gap.
    Days before the window (``--max-backfill-days``) are not recomputed: such rows are
@@ -170,6 +171,7 @@ def fill_pairs(lo, hi, target: date):
         sa.select(a.c.id, d.c.d, sa.false())
         .select_from(a.join(i, i.c.portfolio_id == a.c.id).join(d, sa.and_(d.c.d >= i.c.from_date, d.c.d >= a.c.start_day)))
         .where(d.c.d <= last)
+        .order_by(a.c.id, d.c.d)  # the recompute then reads and rewrites the chunk's rows in key order
     )
     return pairs_t.insert().from_select(["portfolio_id", "d", "heal"], sel)
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from snapshotter.core.valuation import lot_live, lot_open_on, lot_value, money, portfolio_activity
 from snapshotter.data.steps_sql import entry_factor
@@ -333,7 +334,7 @@ def valuation_select(ch: Chunk, heal: bool, now):
     """
     v = _exact_values(ch, heal).c
     now_param = sa.literal(now, sa.DateTime(timezone=True))
-    return sa.select(
+    values = [
         v.portfolio_id,
         v.d,
         money(v.holdings),
@@ -349,7 +350,10 @@ def valuation_select(ch: Chunk, heal: bool, now):
         v.stale if "stale" in v else sa.null(),
         now_param,
         now_param,
-    ).where(sa.true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT (parser ambiguity)
+    ]
+    return sa.select(*[c.label(name) for c, name in zip(values, SNAPSHOT_COLUMNS)]).where(
+        sa.true()  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT (parser ambiguity)
+    )
 
 
 def _symbol_count(csv):
@@ -406,12 +410,54 @@ def stale_written():
     )
 
 
-def insert_snapshots(insert_fn, ch: Chunk, heal: bool, force: bool, now):
+def differs(new_values: list, old) -> sa.ColumnElement:
+    """A recomputed snapshot is rewritten only when one of its values changed (``new_values`` in
+    the order of SNAPSHOT_VALUE_COLUMNS, ``old`` the stored row's columns): an equal row stays as
+    it was, updated_at included. On SQLite money compares as stored text (one spelling per value)."""
+    return sa.tuple_(*[old[c] for c in SNAPSHOT_VALUE_COLUMNS]).is_distinct_from(sa.tuple_(*new_values))
+
+
+def insert_snapshots(insert_fn, ch: Chunk, heal: bool, force: bool, now, only_differing: bool = False):
     """INSERT ... SELECT ... ON CONFLICT: new rows, healed partial and stale ones (when the
-    recompute :func:`improves` them), or forced recomputes."""
+    recompute :func:`improves` them), or forced recomputes (every row; with ``only_differing``,
+    the recompute of invalidated history on SQLite, only the rows that :func:`differs`)."""
     stmt = insert_fn(snaps).from_select(SNAPSHOT_COLUMNS, valuation_select(ch, heal, now))
     if not heal and not force:
         return stmt.on_conflict_do_nothing(index_elements=["portfolio_id", "snapshot_date"])
     set_ = {c: stmt.excluded[c] for c in [*SNAPSHOT_VALUE_COLUMNS, "updated_at"]}
-    where = None if force else improves(stmt.excluded, snaps.c)
+    if force:
+        where = differs([stmt.excluded[c] for c in SNAPSHOT_VALUE_COLUMNS], snaps.c) if only_differing else None
+    else:
+        where = improves(stmt.excluded, snaps.c)
     return stmt.on_conflict_do_update(index_elements=["portfolio_id", "snapshot_date"], set_=set_, where=where)
+
+
+def rewrite_snapshots(ch: Chunk, now):
+    """PostgreSQL, the recompute's write of the chunk's pairs, one statement returning (changed,
+    created): the values computed once; the stored rows that :func:`differs` rewritten by one
+    ``UPDATE ... FROM`` (a hash join over the chunk's range); the pairs without a row inserted.
+
+    Measured on a year of history: ``INSERT ... ON CONFLICT DO UPDATE`` paid a speculative
+    insertion per row (an index probe, then the update) and wrote 1.6x the WAL of this UPDATE.
+    The INSERT takes every pair the UPDATE did not return: new ones, and unchanged ones that
+    ``ON CONFLICT DO NOTHING`` skips after one index probe.
+    """
+    v = valuation_select(ch, False, now).cte("recomputed")
+    s = snaps
+    same_key = sa.and_(s.c.portfolio_id == v.c.portfolio_id, s.c.snapshot_date == v.c.snapshot_date)
+    changed = (
+        s.update()
+        .where(same_key, ch.narrow(s.c.portfolio_id), differs([v.c[c] for c in SNAPSHOT_VALUE_COLUMNS], s.c))
+        .values({c: v.c[c] for c in [*SNAPSHOT_VALUE_COLUMNS, "updated_at"]})
+        .returning(s.c.portfolio_id, s.c.snapshot_date)
+        .cte("changed")
+    )
+    rewritten = sa.exists().where(changed.c.portfolio_id == v.c.portfolio_id, changed.c.snapshot_date == v.c.snapshot_date)
+    created = (
+        pg_insert(s).from_select(SNAPSHOT_COLUMNS, sa.select(*[v.c[c] for c in SNAPSHOT_COLUMNS]).where(~rewritten))
+        .on_conflict_do_nothing(index_elements=["portfolio_id", "snapshot_date"])
+        .returning(s.c.portfolio_id)
+        .cte("created")
+    )
+    count = lambda cte: sa.select(sa.func.count()).select_from(cte).scalar_subquery()  # noqa: E731
+    return sa.select(count(changed).label("changed"), count(created).label("created"))

@@ -423,10 +423,12 @@ def _load_steps(engine) -> list:
         return steps_sql.load_steps(conn)
 
 
-def _prepare_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int = 0, execute=None, steps=()) -> None:
+def _prepare_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int = 0, execute=None, steps=(),
+                        market_values: bool = True) -> None:
     """The run's temporary tables on one connection: candidate days (with the first day whose
     close may value a lot on each), the older closes within --max-price-age, the corporate-action
-    steps and their factors on the candidate days, latest closes."""
+    steps and their factors on the candidate days, latest closes (for the market-value pass
+    only: a recompute connection has none)."""
     execute = execute or (lambda stmt, step=None: conn.execute(stmt))
     with conn.begin():
         temp_tables.metadata.drop_all(conn, checkfirst=True)
@@ -444,10 +446,11 @@ def _prepare_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int
                 for stmt in steps_sql.fill_day_closes():
                     execute(stmt, "the candidate days' closes by held symbol, with split factors and pricing symbols (once per connection)")
                 dialect.analyze(conn, temp_tables.day_closes)
-        for stmt in market_value_sql.fill_latest_closes(bool(steps)):
-            conn.execute(stmt)
+        if market_values:
+            for stmt in market_value_sql.fill_latest_closes(bool(steps)):
+                conn.execute(stmt)
+            dialect.analyze(conn, temp_tables.latest_close)
         dialect.analyze(conn, temp_tables.days)
-        dialect.analyze(conn, temp_tables.latest_close)
 
 
 def _drop_temp_tables(conn: sa.Connection) -> None:
@@ -458,8 +461,8 @@ def _drop_temp_tables(conn: sa.Connection) -> None:
 
 
 _INV_COUNTERS = (
-    "portfolios_invalidated", "snapshots_recomputed_by_invalidation", "snapshots_created_by_invalidation",
-    "snapshots_deleted_by_invalidation",
+    "portfolios_invalidated", "snapshots_recomputed_by_invalidation", "snapshots_unchanged_by_invalidation",
+    "snapshots_created_by_invalidation", "snapshots_deleted_by_invalidation",
 )
 _COUNTERS = (
     "portfolios_active", "portfolios_processed", "portfolios_failed", "market_value_failures",
@@ -791,7 +794,7 @@ def _iter_affected(conn: sa.Connection, max_id, sizer: ChunkSizer, portfolio_id)
 
 
 def _prepare_recompute_connection(conn: sa.Connection, plan: gaps.Plan, max_price_age: int = 0, steps=()) -> None:
-    _prepare_connection(conn, plan, max_price_age, steps=steps)
+    _prepare_connection(conn, plan, max_price_age, steps=steps, market_values=False)
     with conn.begin():
         invalidation_sql.metadata.drop_all(conn, checkfirst=True)
         invalidation_sql.metadata.create_all(conn)
@@ -819,20 +822,24 @@ def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Pla
         conn.execute(invalidation_sql.fill_pairs(lo, hi, plan.target))
         dialect.analyze(conn, temp_tables.pairs)
         pairs = conn.execute(sa.select(sa.func.count()).select_from(temp_tables.pairs)).scalar_one()
-        existing = conn.execute(snapshot_sql.existing_pairs()).scalar_one()
-        written = 0
+        # before the write: it reads the chunk's snapshots while they are one version each
+        deleted = conn.execute(invalidation_sql.delete_stale(lo, hi, window_start, plan.target)
+                               .execution_options(preserve_rowcount=True)).rowcount
+        existing = changed = 0
         if pairs:
             dialect.prefer_hash_joins(conn)
             if ch.actions:
                 dialect.without_jit(conn)
-            stmt = snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=False, force=True, now=now)
-            written = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+            if name == "postgresql":
+                changed, created = conn.execute(snapshot_sql.rewrite_snapshots(ch, now)).one()
+                existing = pairs - created
+            else:  # SQLite: one upsert (rewriting only what differs); the existing pairs counted first
+                existing = conn.execute(snapshot_sql.existing_pairs()).scalar_one()
+                stmt = snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=False, force=True, now=now,
+                                                     only_differing=True)
+                changed = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount - (pairs - existing)
             if max_price_age and not dry_run:
                 delta["snapshots_stale"] += conn.execute(snapshot_sql.stale_written()).scalar_one()
-        deleted = conn.execute(invalidation_sql.delete_stale(lo, hi, window_start, plan.target)
-                               .execution_options(preserve_rowcount=True)).rowcount
-        if dry_run:
-            written = pairs  # nothing was written: what would be
         for stmt in [*snapshot_sql.clear_chunk(), *invalidation_sql.clear()]:
             conn.execute(stmt)
         trans.rollback() if dry_run else trans.commit()
@@ -842,6 +849,7 @@ def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Pla
         raise
     delta["portfolios_invalidated"] += affected
     delta["snapshots_recomputed_by_invalidation"] += existing
-    delta["snapshots_created_by_invalidation"] += written - existing
+    delta["snapshots_unchanged_by_invalidation"] += existing - changed
+    delta["snapshots_created_by_invalidation"] += pairs - existing
     delta["snapshots_deleted_by_invalidation"] += deleted
     delta["pairs"] += pairs
