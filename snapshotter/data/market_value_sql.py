@@ -54,47 +54,40 @@ def portfolio_range(lo, hi):
     return sa.and_(positions.c.portfolio_id >= lo, positions.c.portfolio_id <= hi)
 
 
-def update_market_values(scope, actions: bool = False) -> list:
+def update_market_values(scope, actions: bool = False):
     """Open lots in ``scope`` (:func:`portfolio_range`, :func:`snapshotter.data.spans.in_span`, or
     both) get their latest close; lots already right are not rewritten (a lot with corporate
     actions is compared on its value too: a split learned late changes it, not the close).
 
-    With corporate actions, two statements: the lots of symbols without any step (their
-    ``_latest_close`` row has no C) exactly as without corporate actions, so a night with
-    splits on file costs them nothing; then the lots of stepped symbols, whose latest closes are
-    outer-joined to the steps (one row per step of the symbol) so that a lot keeps the row of
-    its entry step: C(E) by a join, not a subquery per lot."""
-    plain = _update(scope, latest_close, money(lot_value(positions.c.quantity, latest_close.c.close)),
-                    [latest_close.c.num.is_(None)] if actions else [])
-    if not actions:
-        return [plain]
-    pos, e = positions, steps_t
-    lp = (
-        sa.select(latest_close, e.c.valid_from.label("e_from"), e.c.valid_to.label("e_to"),
-                  e.c.num.label("e_num"), e.c.den.label("e_den"))
-        .select_from(latest_close.join(e, e.c.symbol == latest_close.c.symbol))
-        .where(latest_close.c.num.is_not(None))
-        .subquery("latest")
-    )
-    same_step = sa.and_(lp.c.since <= pos.c.entry_date, pos.c.entry_date < lp.c.until)
-    value = money(lot_value(pos.c.quantity, lp.c.close, lp.c.num, lp.c.den, lp.c.e_num, lp.c.e_den, same_step))
-    entry = [lp.c.e_from <= pos.c.entry_date, pos.c.entry_date < lp.c.e_to]
-    return [plain, _update(scope, lp, value, entry, pos.c.market_value.is_distinct_from(value))]
-
-
-def _update(scope, lp, value, where: list, *also_changed):
-    """The UPDATE of the open lots in ``scope`` joined by symbol to the latest closes ``lp``,
-    rewriting only the lots whose close, its date (or ``also_changed``) differ."""
+    With corporate actions the latest closes are outer-joined to the steps (one row per step of
+    a stepped symbol, one row with NULL steps otherwise) and a lot keeps the row of its entry
+    step: C(E) by a join, not a subquery per lot."""
     pos = positions
+    if actions:
+        e = steps_t
+        lp = (
+            sa.select(latest_close, e.c.valid_from.label("e_from"), e.c.valid_to.label("e_to"),
+                      e.c.num.label("e_num"), e.c.den.label("e_den"))
+            .select_from(latest_close.outerjoin(e, e.c.symbol == latest_close.c.symbol))
+            .subquery("latest")
+        )
+        same_step = sa.and_(lp.c.since <= pos.c.entry_date, pos.c.entry_date < lp.c.until)
+        value = money(lot_value(pos.c.quantity, lp.c.close, lp.c.num, lp.c.den, lp.c.e_num, lp.c.e_den, same_step))
+        entry = [sa.or_(lp.c.e_from.is_(None), sa.and_(lp.c.e_from <= pos.c.entry_date, pos.c.entry_date < lp.c.e_to))]
+    else:
+        lp = latest_close
+        value = money(lot_value(pos.c.quantity, lp.c.close))
+        entry = []
     changed = [
         pos.c.market_value_date.is_(None),
         pos.c.market_value_date != lp.c.price_date,
         pos.c.last_price.is_(None),
         pos.c.last_price != lp.c.close,
-        *also_changed,
     ]
+    if actions:
+        changed.append(sa.and_(lp.c.num.is_not(None), pos.c.market_value.is_distinct_from(value)))
     return (
         pos.update()
         .values(last_price=lp.c.close, market_value=value, market_value_date=lp.c.price_date)
-        .where(pos.c.symbol == lp.c.symbol, *where, scope, pos.c.exit_date.is_(None), pos.c.deleted_at.is_(None), sa.or_(*changed))
+        .where(pos.c.symbol == lp.c.symbol, *entry, scope, pos.c.exit_date.is_(None), pos.c.deleted_at.is_(None), sa.or_(*changed))
     )

@@ -534,8 +534,7 @@ def _market_value_chunk(conn: sa.Connection, lo, hi, delta: dict, span: spans.Sp
     if span is not None:
         scope = sa.and_(scope, spans.in_span(span, conn.dialect.name))
     with dialect.begin_chunk(conn):
-        valued = sum(conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
-                     for stmt in market_value_sql.update_market_values(scope, actions))
+        valued = conn.execute(market_value_sql.update_market_values(scope, actions).execution_options(preserve_rowcount=True)).rowcount
     delta["positions_valued"] += valued
 
 
@@ -544,9 +543,8 @@ def _market_value_span(conn: sa.Connection, span: spans.Span, actions: bool = Fa
     delta = _delta()
     try:
         with dialect.begin_chunk(conn):
-            valued = sum(conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
-                         for stmt in market_value_sql.update_market_values(spans.in_span(span, conn.dialect.name), actions))
-        delta["positions_valued"] += valued
+            stmt = market_value_sql.update_market_values(spans.in_span(span, conn.dialect.name), actions)
+            delta["positions_valued"] += conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
         return delta
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated:
@@ -661,8 +659,7 @@ def _explain(engine, plan: gaps.Plan, opts: Options, portfolio_id, require_activ
             scope = (market_value_sql.portfolio_range(portfolio_id, portfolio_id) if portfolio_id is not None
                      else spans.in_span(_spans(conn)[0], conn.dialect.name))
             with dialect.begin_chunk(conn) as trans:
-                for stmt in market_value_sql.update_market_values(scope, bool(action_steps)):
-                    execute(stmt, "market values of the first slice")
+                execute(market_value_sql.update_market_values(scope, bool(action_steps)), "market values of the first slice")
                 trans.rollback()
         finally:
             _drop_temp_tables(conn)
