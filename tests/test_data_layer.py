@@ -1,7 +1,7 @@
 """Schema, migrations and exact decimal arithmetic on both backends."""
 
 import uuid
-from datetime import date
+from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pytest
@@ -9,8 +9,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from snapshotter.data import db, schema
+from snapshotter.data import db, planning_sql, schema
 from snapshotter.data.dialect import dmul, dround, dsign, dsub, dsum, ddiv, sorted_csv
+from tests.factories import add_close, add_portfolio
 
 
 def test_migrations_match_the_metadata(engine):
@@ -106,3 +107,23 @@ def test_batch_run_status_is_constrained(engine):
     with pytest.raises(sa.exc.IntegrityError):
         with engine.begin() as c:
             c.execute(schema.batch_run_tracking.insert().values(run_id="x", batch_type="symbol_batch", status="bogus", started_at=utcnow()))
+
+
+def test_days_without_snapshots_are_the_priced_days_nobody_has(engine):
+    """The gap planner's question (one probe per priced day): priced days in the range with no
+    snapshot for any portfolio; a day with one snapshot is not bare, an unpriced day is never listed."""
+    d = date.fromisoformat
+    with engine.begin() as c:
+        pid = add_portfolio(c)
+        for day in ("2026-11-16", "2026-11-17", "2026-11-18", "2026-11-19"):
+            add_close(c, "AAA", d(day), Decimal("10"))
+        now = datetime(2026, 11, 20, tzinfo=timezone.utc)
+        zero = {k: Decimal("0") for k in ("holdings_value", "cash_balance", "total_value", "total_cost", "total_pnl", "pnl_percent")}
+        c.execute(schema.portfolio_snapshots.insert().values(
+            portfolio_id=pid, snapshot_date=d("2026-11-17"), **zero, position_count=0, priced_position_count=0,
+            is_partial=False, created_at=now, updated_at=now))
+    with engine.connect() as c:
+        bare = sorted(c.execute(planning_sql.days_without_snapshots(d("2026-11-16"), d("2026-11-19"))).scalars())
+        assert bare == [d("2026-11-16"), d("2026-11-18"), d("2026-11-19")]
+        assert list(c.execute(planning_sql.days_without_snapshots(d("2026-11-17"), d("2026-11-17"))).scalars()) == []
+        assert list(c.execute(planning_sql.days_without_snapshots(d("2026-11-20"), d("2026-11-27"))).scalars()) == []

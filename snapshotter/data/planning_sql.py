@@ -21,9 +21,12 @@ def priced_days_between(start: date, end: date):
 
 
 def days_without_snapshots(start: date, end: date):
-    """Priced days in [start, end] with no snapshot for any portfolio (index probes)."""
-    d = prices.c.price_date
-    return sa.select(d).distinct().where(d >= start, d <= end, ~sa.exists().where(snaps.c.snapshot_date == d))
+    """Priced days in [start, end] with no snapshot for any portfolio: one index probe per day
+    (``LIMIT 1`` in a scalar subquery, which the planner cannot turn into an anti-join: with a year
+    of history, ``NOT EXISTS`` became a hash anti-join over the whole table)."""
+    d = sa.select(prices.c.price_date.label("d")).distinct().where(prices.c.price_date >= start, prices.c.price_date <= end).subquery("priced")
+    any_snapshot = sa.select(snaps.c.snapshot_date).where(snaps.c.snapshot_date == d.c.d).limit(1).scalar_subquery()
+    return sa.select(d.c.d).where(any_snapshot.is_(None))
 
 
 def live_portfolio_ids(after, limit: int):
