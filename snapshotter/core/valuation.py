@@ -207,11 +207,6 @@ def _walk(held: str, splits_of, changes_of) -> list[Step]:
     return steps
 
 
-def step_on(steps: Iterable[Step], symbol: str, day: date) -> Step | None:
-    """The step of ``symbol`` on ``day`` (None: no corporate action on its path)."""
-    return next((s for s in steps if s.symbol == symbol and s.valid_from <= day < s.valid_to), None)
-
-
 def price_symbols_between(steps: Iterable[Step], first: date, last: date) -> dict[str, set[str]]:
     """For each symbol with a ticker change on its path, the symbols whose closes price its lots
     on some day of [first, last] (what symbol-batch must fetch instead of it)."""
