@@ -15,7 +15,6 @@ import sqlalchemy as sa
 
 from snapshotter.core.symbol_health import SymbolHealth
 from snapshotter.data.dialect import dialect_insert
-from snapshotter.data.steps_sql import renamed
 from snapshotter.data.planning_sql import chunks, symbols_needed
 from snapshotter.data.schema import price_rejections as rej
 from snapshotter.data.schema import symbol_fetch_failures as sff
@@ -98,9 +97,10 @@ def clear_health(conn: sa.Connection, symbols: list[str]) -> None:
         conn.execute(sff.delete().where(sff.c.symbol.in_(part)))
 
 
-def unavailable_held(conn: sa.Connection, day: date) -> list[dict]:
-    """Symbols marked unavailable that the portfolios still need on ``day`` (status, summaries)."""
-    need = symbols_needed(day, renamed(conn, day))
+def unavailable_held(conn: sa.Connection, day: date, renamed) -> list[dict]:
+    """Symbols marked unavailable that the portfolios still need on ``day`` (status; ``renamed``:
+    :func:`snapshotter.data.steps_sql.renamed_on`)."""
+    need = symbols_needed(day, renamed)
     q = (
         sa.select(sff)
         .where(sff.c.unavailable_since.is_not(None), sff.c.symbol.in_(sa.select(need.c.symbol)))

@@ -50,15 +50,16 @@ def status_report(engine: sa.Engine, now: datetime, runs_per_job: int = RUNS_PER
         fresh = snapshot_freshness(conn, day)
         report["newest_snapshot_date"] = fresh.pop("newest_snapshot_date")
         report["snapshots"] = fresh
-        report["missing_closes"] = missing_closes(conn, day)
-        report["unavailable_symbols"] = [_jsonable(r) for r in fetch_memory.unavailable_held(conn, day)]
+        steps = steps_sql.load_steps(conn)  # the corporate actions on file, read once for every question below
+        renamed = steps_sql.renamed_on(steps, day)
+        report["missing_closes"] = missing_closes(conn, day, renamed)
+        report["unavailable_symbols"] = [_jsonable(r) for r in fetch_memory.unavailable_held(conn, day, renamed)]
         pend = conn.execute(invalidation_sql.pending()).one()
         report["invalidations"] = {  # history other writers changed, recomputed by the next run
             "pending": pend.rows, "oldest_from_date": _iso(pend.oldest), "symbol_rows": pend.symbols,
-            "portfolios": conn.execute(invalidation_sql.affected_portfolios(
-                priced_by(steps_sql.load_steps(conn)))).scalar_one() if pend.rows else 0,
+            "portfolios": conn.execute(invalidation_sql.affected_portfolios(priced_by(steps))).scalar_one() if pend.rows else 0,
         }
-        report["possible_unrecorded_splits"] = [x.as_dict() for x in possible_unrecorded_splits(conn, day)]
+        report["possible_unrecorded_splits"] = [x.as_dict() for x in possible_unrecorded_splits(conn, day, renamed)]
         rej = fetch_memory.recent_rejections(conn)
         report["rejected_bars"] = {
             "count": rej["count"],
@@ -157,18 +158,19 @@ def lag_trading_days(newest: date | None, effective: date) -> int | None:
     return len(trading_days_between(newest + timedelta(days=1), effective))
 
 
-def missing_closes(conn: sa.Connection, day: date) -> dict:
-    """The symbols the portfolios need on ``day`` (:func:`planning_sql.symbols_needed`) without a close that day."""
-    without = planning_sql.symbols_without_close(day, steps_sql.renamed(conn, day))
+def missing_closes(conn: sa.Connection, day: date, renamed) -> dict:
+    """The symbols the portfolios need on ``day`` (:func:`planning_sql.symbols_needed`, ``renamed``:
+    :func:`steps_sql.renamed_on`) without a close that day."""
+    without = planning_sql.symbols_without_close(day, renamed)
     count = conn.execute(sa.select(sa.func.count()).select_from(without.subquery())).scalar_one()
     names = list(conn.execute(without.order_by(without.selected_columns.symbol).limit(MISSING_LISTED)).scalars())
     return {"date": day.isoformat(), "count": count, "symbols": names}
 
 
-def possible_unrecorded_splits(conn: sa.Connection, day: date) -> list[actions.SuspectedSplit]:
+def possible_unrecorded_splits(conn: sa.Connection, day: date, renamed) -> list[actions.SuspectedSplit]:
     """Closes of the needed symbols in the last ``SUSPECT_WINDOW`` trading days that moved like a split
     with none on file (the batch's rule; one window query). Gone once the split is loaded."""
-    needed = planning_sql.symbols_needed(day, steps_sql.renamed(conn, day))
+    needed = planning_sql.symbols_needed(day, renamed)
     pairs = corporate_actions.close_pairs(sa.select(needed.c.symbol), trading_days_back(day, SUSPECT_WINDOW - 1), day)
     found = (actions.suspected_split(r.symbol, r.prev_date, r.prev_close, r.price_date, r.close) for r in conn.execute(pairs))
     return [x for x in found if x is not None]
