@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
-from snapshotter.core.corporate_actions import COARSE_FACTOR
+from snapshotter.core.corporate_actions import COARSE_FACTOR, SuspectedSplit, suspected_split
 from snapshotter.core.validation import same_ratio
 from snapshotter.data.planning_sql import chunks
 from snapshotter.data.tracking import SYMBOL_BATCH
@@ -120,6 +120,16 @@ def close_pairs(symbols, start: date, end: date):
         )
         .order_by(w.c.symbol, w.c.price_date)
     )
+
+
+def suspected_splits(conn: sa.Connection, symbols, start: date, end: date) -> list[SuspectedSplit]:
+    """The cached closes of ``symbols`` (a list, read in IN chunks, or a one-column select) with
+    ``start <= price_date <= end`` that moved like a split with none on file: the rule
+    :func:`snapshotter.core.corporate_actions.suspected_split` over :func:`close_pairs` (batch, ``status``)."""
+    parts = chunks(symbols) if isinstance(symbols, list) else [symbols]
+    found = (suspected_split(r.symbol, r.prev_date, r.prev_close, r.price_date, r.close)
+             for part in parts for r in conn.execute(close_pairs(part, start, end)))
+    return [x for x in found if x is not None]
 
 
 def recent_splits(conn: sa.Connection, limit: int = 20) -> dict:

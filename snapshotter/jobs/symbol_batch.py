@@ -25,7 +25,7 @@ it serves that are due (:mod:`snapshotter.core.corporate_actions`), page by page
 the same rate limiter, storing each page with the record of the check in one
 transaction; a failure there is logged and retried by the next run, never the run's
 outcome. Then the closes stored by this run are compared with the day before
-(:func:`snapshotter.data.corporate_actions.close_pairs`): a move like a split with no
+(:func:`snapshotter.data.corporate_actions.suspected_splits`): a move like a split with no
 split on file is logged, alerted and kept in ``stats.possible_unrecorded_splits``.
 """
 
@@ -310,17 +310,13 @@ class _Batch:
         symbols = sorted(set(first_new) & (self.out.fetched - set(self.out.failed)))
         if not symbols:
             return
-        start = min(first_new[s] for s in symbols)
         with self.engine.connect() as conn:
-            for part in planning_sql.chunks(symbols):
-                for r in conn.execute(corporate_actions.close_pairs(part, start, target)):
-                    if r.price_date < first_new[r.symbol]:
-                        continue
-                    hit = actions.suspected_split(r.symbol, r.prev_date, r.prev_close, r.price_date, r.close)
-                    if hit is not None:
-                        self.out.suspected.append(hit)
-                        log.warning("symbol_batch.possible_unrecorded_split", symbol=hit.symbol, day=str(hit.day), ratio=hit.ratio,
-                                    prev_close=str(hit.prev_close), close=str(hit.close))
+            found = corporate_actions.suspected_splits(conn, symbols, min(first_new[s] for s in symbols), target)
+        for hit in found:
+            if hit.day >= first_new[hit.symbol]:  # a close this run stored
+                self.out.suspected.append(hit)
+                log.warning("symbol_batch.possible_unrecorded_split", symbol=hit.symbol, day=str(hit.day), ratio=hit.ratio,
+                            prev_close=str(hit.prev_close), close=str(hit.close))
 
     # grouped-by-date calls: one per day for every symbol the planner put there
     def run_grouped(self, calls, bar) -> None:

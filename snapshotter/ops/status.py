@@ -171,9 +171,7 @@ def possible_unrecorded_splits(conn: sa.Connection, day: date, renamed) -> list[
     """Closes of the needed symbols in the last ``SUSPECT_WINDOW`` trading days that moved like a split
     with none on file (the batch's rule; one window query). Gone once the split is loaded."""
     needed = planning_sql.symbols_needed(day, renamed)
-    pairs = corporate_actions.close_pairs(sa.select(needed.c.symbol), trading_days_back(day, SUSPECT_WINDOW - 1), day)
-    found = (actions.suspected_split(r.symbol, r.prev_date, r.prev_close, r.price_date, r.close) for r in conn.execute(pairs))
-    return [x for x in found if x is not None]
+    return corporate_actions.suspected_splits(conn, sa.select(needed.c.symbol), trading_days_back(day, SUSPECT_WINDOW - 1), day)
 
 
 # --- check ----------------------------------------------------------------------------------
