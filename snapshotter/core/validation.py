@@ -182,6 +182,11 @@ def same_ratio(a: dict, b: dict) -> bool:
     return a["split_to"] * b["split_from"] == b["split_to"] * a["split_from"]
 
 
+def same_change(a: dict, b: dict) -> bool:
+    """Two ticker-change rows for one (old_symbol, effective_date) describe the same change when they name the same new symbol."""
+    return a["new_symbol"] == b["new_symbol"]
+
+
 def validate_splits(splits: list[Split], today: date) -> tuple[list[dict], list[Rejected]]:
     """Split ``splits`` into storable rows and rejects (``Rejected.price_date`` is the ex-date).
 

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 import sqlalchemy as sa
 
 from snapshotter.core.corporate_actions import COARSE_FACTOR, SuspectedSplit, suspected_split
-from snapshotter.core.validation import same_ratio
+from snapshotter.core.validation import same_change, same_ratio
 from snapshotter.data.planning_sql import chunks
 from snapshotter.data.tracking import SYMBOL_BATCH
 from snapshotter.data.schema import batch_run_tracking as brt
@@ -30,43 +30,33 @@ PREVIOUS_CLOSE_DAYS = 14  # calendar days before a window a pair's previous clos
 
 def store_splits(conn: sa.Connection, rows: list[dict], source: str, now: datetime) -> dict[str, int]:
     """Insert new splits, update those whose ratio changed (a provider's correction), leave the rest."""
-    known: dict[tuple, dict] = {}
-    for part in chunks(sorted({r["symbol"] for r in rows})):
-        for r in conn.execute(sa.select(ss.c.symbol, ss.c.ex_date, ss.c.split_from, ss.c.split_to).where(ss.c.symbol.in_(part))):
-            known[(r.symbol, r.ex_date)] = dict(r._mapping)
-    new, changed = [], []
-    for r in rows:
-        old = known.get((r["symbol"], r["ex_date"]))
-        if old is None:
-            new.append(r)
-        elif not same_ratio(old, r):
-            changed.append(r)
-    if new:
-        conn.execute(ss.insert(), [{**r, "source": source, "fetched_at": now} for r in new])
-    for r in changed:
-        conn.execute(
-            ss.update()
-            .where(ss.c.symbol == r["symbol"], ss.c.ex_date == r["ex_date"])
-            .values(split_from=r["split_from"], split_to=r["split_to"], source=source, fetched_at=now)
-        )
-    return {"inserted": len(new), "updated": len(changed), "unchanged": len(rows) - len(new) - len(changed)}
+    return _store_differing(conn, ss, ("symbol", "ex_date"), rows, source, now, same_ratio)
 
 
 def store_symbol_changes(conn: sa.Connection, rows: list[dict], source: str, now: datetime) -> dict[str, int]:
     """Insert new ticker changes, update those whose new symbol changed, leave the rest."""
-    known: dict[tuple, str] = {}
-    for part in chunks(sorted({r["old_symbol"] for r in rows})):
-        q = sa.select(sc.c.old_symbol, sc.c.effective_date, sc.c.new_symbol).where(sc.c.old_symbol.in_(part))
-        known.update({(o, d): n for o, d, n in conn.execute(q)})
-    new = [r for r in rows if (r["old_symbol"], r["effective_date"]) not in known]
-    changed = [r for r in rows if known.get((r["old_symbol"], r["effective_date"]), r["new_symbol"]) != r["new_symbol"]]
+    return _store_differing(conn, sc, ("old_symbol", "effective_date"), rows, source, now, same_change)
+
+
+def _store_differing(conn: sa.Connection, table: sa.Table, key: tuple[str, ...], rows: list[dict], source: str, now: datetime,
+                     same) -> dict[str, int]:
+    """``rows`` (validated, each with the key and value columns) into ``table``: a new key inserted, a
+    stored row that is not ``same`` updated, the rest left alone (not even ``fetched_at``)."""
+    values = [c for c in rows[0] if c not in key] if rows else []
+    key_of = lambda r: tuple(r[c] for c in key)  # noqa: E731
+    known: dict[tuple, dict] = {}
+    for part in chunks(sorted({r[key[0]] for r in rows})):
+        q = sa.select(*(table.c[c] for c in (*key, *values))).where(table.c[key[0]].in_(part))
+        known.update({key_of(r._mapping): dict(r._mapping) for r in conn.execute(q)})
+    new = [r for r in rows if key_of(r) not in known]
+    changed = [r for r in rows if key_of(r) in known and not same(known[key_of(r)], r)]
     if new:
-        conn.execute(sc.insert(), [{**r, "source": source, "fetched_at": now} for r in new])
+        conn.execute(table.insert(), [{**r, "source": source, "fetched_at": now} for r in new])
     for r in changed:
         conn.execute(
-            sc.update()
-            .where(sc.c.old_symbol == r["old_symbol"], sc.c.effective_date == r["effective_date"])
-            .values(new_symbol=r["new_symbol"], source=source, fetched_at=now)
+            table.update()
+            .where(*(table.c[c] == r[c] for c in key))
+            .values({**{c: r[c] for c in values}, "source": source, "fetched_at": now})
         )
     return {"inserted": len(new), "updated": len(changed), "unchanged": len(rows) - len(new) - len(changed)}
 

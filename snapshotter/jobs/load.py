@@ -95,10 +95,6 @@ def _symbol_change(row: dict, today: date) -> dict:
     return validation.check_symbol_change(SymbolChange(row["old_symbol"], row["new_symbol"], row["effective_date"]), today)
 
 
-def _same_change(a: dict, b: dict) -> bool:
-    return a["new_symbol"] == b["new_symbol"]
-
-
 def _upsert(kind: "Kind", conn: sa.Connection, rows: list[dict], now: datetime) -> int:
     keep = set(kind.key) | {"created_at", "added_at"}  # first-seen times survive a reload
     update = [c for c in rows[0] if c not in keep] if rows else []
@@ -164,7 +160,7 @@ KINDS: dict[str, Kind] = {
         {"old_symbol": str, "new_symbol": str, "effective_date": _date},
         {},
         check=_symbol_change,
-        same=_same_change,
+        same=validation.same_change,
         store=lambda kind, conn, rows, now: sum(corporate_actions.store_symbol_changes(conn, rows, IMPORTED, now).values()),
     ),
 }
