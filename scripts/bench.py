@@ -137,7 +137,8 @@ def pg_generate(conn, n: int, price_days: list[date], entry: date, snapshot_day:
         (entry, n),
     )
     if snapshot_day:
-        # Steady state: everybody already has yesterday's snapshot.
+        # Steady state: everybody already has yesterday's snapshot (its month's partition first, as the jobs do).
+        conn.execute("SELECT snapshotter_ensure_snapshot_partitions(%s, %s)", (snapshot_day, snapshot_day))
         conn.execute(
             "INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, holdings_value, cash_balance, total_value, total_cost, "
             "total_pnl, pnl_percent, position_count, priced_position_count, is_partial, created_at, updated_at) "

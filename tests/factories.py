@@ -12,7 +12,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from snapshotter.core.calendar import trading_days_between
-from snapshotter.data import schema
+from snapshotter.data import partitions, schema
 from snapshotter.jobs import snapshots as job
 from snapshotter.clock import utcnow
 
@@ -125,6 +125,22 @@ def crash_on_call(monkeypatch, name: str, nth: int) -> None:
         return original(*a, **kw)
 
     monkeypatch.setattr(job, name, crashing)
+
+
+def add_snapshot(conn, pid, day, total, partial=False, missing=None):
+    """A stored row as the engine writes it (money with 6 decimals), as another writer would:
+    on PostgreSQL its month's partition made first, as every job does before writing."""
+    now = datetime.now(timezone.utc)
+    total = Decimal(str(total))
+    m = lambda v: Decimal(v).quantize(Decimal("0.000001"))  # noqa: E731
+    partitions.ensure_snapshot_partitions(conn, day, day)
+    conn.execute(
+        schema.portfolio_snapshots.insert().values(
+            portfolio_id=pid, snapshot_date=day, holdings_value=m(total - 10), cash_balance=m(10), total_value=m(total),
+            total_cost=m(50), total_pnl=m(total - 60), pnl_percent=m((total - 60) * 2), position_count=2,
+            priced_position_count=1 if partial else 2, is_partial=partial, missing_symbols=missing, created_at=now, updated_at=now,
+        )
+    )
 
 
 def add_split(conn, symbol, ex_date, split_from, split_to, source="test"):

@@ -16,7 +16,7 @@ from snapshotter.core.calendar import NEW_YORK, trading_days_between
 from snapshotter.data import schema
 from snapshotter.jobs.symbol_batch import run_symbol_batch
 from tests.conftest import invoke, row_counts, table_rows
-from tests.factories import FakeClock, add_closes, add_lot, add_portfolio
+from tests.factories import FakeClock, add_closes, add_lot, add_portfolio, add_snapshot
 from tests.fake_providers import AV_KEY, POLY_KEY, json_response
 from snapshotter.core.bars import Split, SymbolChange
 from snapshotter.core.validation import check_symbol_change, validate_splits
@@ -108,11 +108,7 @@ NOW_ARGS = ("--now", "2026-12-07T12:00:00Z")
 def snapshot_on(engine, day: str) -> None:
     """One stored snapshot on ``day``: the 0007 insert trigger records a split only when history exists after it."""
     with engine.begin() as c:
-        pid = add_portfolio(c, "p")
-        now = datetime(2026, 12, 7, tzinfo=timezone.utc)
-        c.execute(schema.portfolio_snapshots.insert().values(
-            portfolio_id=pid, snapshot_date=D(day), holdings_value=0, cash_balance=0, total_value=0, total_cost=0, total_pnl=0,
-            pnl_percent=0, position_count=0, priced_position_count=0, is_partial=False, created_at=now, updated_at=now))
+        add_snapshot(c, add_portfolio(c, "p"), D(day), 0)
 
 
 def invalidations(engine) -> list[tuple]:

@@ -139,6 +139,27 @@ def test_the_nightly_chain_runs_as_the_job_role_with_exactly_the_readme_grants(r
         assert c.execute(sa.text("SELECT count(*) FROM pg_class WHERE relowner = CAST(:r AS regrole)"), {"r": job_role}).scalar() == 0
         assert c.execute(sa.text("SELECT has_table_privilege(:r, 'portfolios', 'INSERT')"), {"r": job_role}).scalar() is False
 
+    # an upgrade whose job role was not granted the partition function: fine while the months exist;
+    # a month to create stops the run with the fix (exit 78), and once the owner made it, the run goes
+    with in_db_admin.connect() as c:
+        c.execute(sa.text(f"REVOKE EXECUTE ON FUNCTION snapshotter_ensure_snapshot_partitions(date, date) FROM {job_role}"))
+    r = cli("refresh", "--date", TARGET, "--force", env=job)
+    assert r.returncode == 0, r.stderr
+    with in_db_admin.connect() as c:
+        c.execute(sa.text("DROP TABLE portfolio_snapshots_2026_11"))
+        left = c.execute(sa.text("SELECT count(*) FROM portfolio_snapshots")).scalar_one()
+    r = cli("backfill", "--portfolio", pid, "--from", "2026-11-02", "--to", TARGET, env=job)
+    assert r.returncode == 78, r.stderr
+    assert "may not create the monthly partitions of portfolio_snapshots" in r.stderr and "Traceback" not in r.stderr
+    with in_db_admin.connect() as c:
+        assert c.execute(sa.text("SELECT snapshotter_ensure_snapshot_partitions('2026-11-01', '2026-11-30')")).scalar_one() == 1
+    r = cli("backfill", "--portfolio", pid, "--from", "2026-11-02", "--to", TARGET, "--json", env=job)
+    assert r.returncode == 0, r.stderr
+    created = json.loads(r.stdout)["snapshots_created"]
+    with in_db_admin.connect() as c:
+        assert created > 0 and c.execute(sa.text("SELECT count(*) FROM portfolio_snapshots_2026_11")).scalar_one() == created
+        assert c.execute(sa.text("SELECT count(*) FROM portfolio_snapshots")).scalar_one() == left + created
+
 
 def test_a_job_in_production_does_not_migrate_and_says_how(roles):
     names, named, urls, admin, in_db_admin = roles

@@ -20,7 +20,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from snapshotter.data import db, schema, tracking
+from snapshotter.data import db, partitions, schema, tracking
 from snapshotter.ops import status as ops_status
 from tests.conftest import scratch_database
 
@@ -208,7 +208,10 @@ def check_names(engine) -> list[str]:
 def assert_matches_metadata(engine):
     """Autogenerate finds nothing, server defaults included (the plain compare skips them)."""
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_server_default": True, "compare_type": True})
+        ctx = MigrationContext.configure(conn, opts={
+            "compare_server_default": True, "compare_type": True,
+            "include_name": lambda name, kind, parent: not (kind == "table" and partitions.is_partition(name)),
+        })
         assert compare_metadata(ctx, schema.metadata) == []
     # autogenerate does not compare CHECK constraints: the names are checked here
     expected = sorted(c.name for c in schema.batch_run_tracking.constraints if isinstance(c, sa.CheckConstraint))
@@ -505,3 +508,61 @@ def test_0007_adds_corporate_actions_to_a_populated_0006_database(at_0003, backe
     downgrade(engine, "0006")
     assert {"symbol_splits", "symbol_changes"}.isdisjoint(sa.inspect(engine).get_table_names())
     assert typed_rows(engine, cols)["portfolios"] == rows["portfolios"]
+
+
+def test_0008_partitions_the_snapshots_of_a_populated_0007_database(at_0003, backend):
+    """Every row kept, ids carry on, the grants follow the table; on PostgreSQL one partition per
+    month from the oldest row's to the next one, created on demand by the function; SQLite unchanged."""
+    engine = at_0003
+    db.upgrade(engine, "0007")
+    populate(engine)
+    if backend == "postgresql":
+        with engine.begin() as c:
+            c.execute(sa.text("GRANT SELECT ON portfolio_snapshots TO PUBLIC"))
+    cols, rows, raw = columns(engine), typed_rows(engine), raw_rows(engine)
+    top = max(r["id"] for r in rows["portfolio_snapshots"])
+    first_day = min(r["snapshot_date"] for r in rows["portfolio_snapshots"])
+
+    assert db.upgrade(engine, "0008") == ("0007", "0008")
+
+    assert typed_rows(engine, cols) == rows and raw_rows(engine, cols) == raw
+    snap = {k: v for k, v in rows["portfolio_snapshots"][0].items() if k != "id"}
+    with engine.begin() as c:  # the sequence carries on
+        new_id = c.execute(schema.portfolio_snapshots.insert().values(**{**snap, "snapshot_date": first_day - timedelta(days=1)})
+                           .returning(schema.portfolio_snapshots.c.id)).scalar_one()
+    assert new_id == top + 1
+    may_2019 = date(2019, 5, 3)
+    if backend == "sqlite":
+        with engine.begin() as c:
+            assert partitions.months(c) == [] and partitions.ensure_snapshot_partitions(c, may_2019, may_2019) == 0
+        return
+    with engine.connect() as c:
+        kind = c.execute(sa.text("SELECT relkind FROM pg_class WHERE relname = 'portfolio_snapshots'")).scalar_one()
+        pk = sa.inspect(c).get_pk_constraint("portfolio_snapshots")
+        acl = c.execute(sa.text("SELECT relacl::text FROM pg_class WHERE relname = 'portfolio_snapshots'")).scalar_one()
+        months = partitions.months(c)
+        this_month = c.execute(sa.text("SELECT to_char(current_date, '\"portfolio_snapshots_\"YYYY_MM')")).scalar_one()
+    assert kind == "p" and pk["constrained_columns"] == ["id", "snapshot_date"] and "=r/" in acl
+    assert months[0] == first_day.strftime("portfolio_snapshots_%Y_%m") and this_month in months
+
+    with pytest.raises(sa.exc.IntegrityError, match="no partition"):  # a month without its partition
+        with engine.begin() as c:
+            c.execute(schema.portfolio_snapshots.insert().values(**{**snap, "snapshot_date": may_2019}))
+    with engine.begin() as c:  # [first, last + a month]: May and June 2019
+        assert partitions.ensure_snapshot_partitions(c, may_2019, may_2019) == 2
+        assert partitions.ensure_snapshot_partitions(c, may_2019, may_2019) == 0
+        c.execute(schema.portfolio_snapshots.insert().values(**{**snap, "snapshot_date": may_2019}))
+        assert c.execute(sa.text("SELECT snapshot_date FROM portfolio_snapshots_2019_05")).scalars().all() == [may_2019]
+    with pytest.raises(sa.exc.IntegrityError):  # still one snapshot per portfolio and day
+        with engine.begin() as c:
+            c.execute(schema.portfolio_snapshots.insert().values(**{**snap, "snapshot_date": may_2019}))
+
+    downgrade(engine, "0007")
+    with engine.connect() as c:
+        assert c.execute(sa.text("SELECT relkind FROM pg_class WHERE relname = 'portfolio_snapshots'")).scalar_one() == "r"
+        assert sa.inspect(c).get_pk_constraint("portfolio_snapshots")["constrained_columns"] == ["id"]
+        assert partitions.months(c) == []
+        assert c.execute(sa.text("SELECT to_regclass('portfolio_snapshots_2019_05')")).scalar() is None
+    after = typed_rows(engine, cols)["portfolio_snapshots"]
+    assert sorted(r["snapshot_date"] for r in after if r["id"] > top) == [may_2019, first_day - timedelta(days=1)]
+    assert [r for r in after if r["id"] <= top] == rows["portfolio_snapshots"]

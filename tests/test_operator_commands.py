@@ -17,25 +17,11 @@ from snapshotter.data import db, schema
 from snapshotter.ops.report import partial_marks, sparkline
 from snapshotter.core.calendar import effective_trading_date, previous_trading_day, trading_days_back
 from tests.conftest import invoke, table_rows
-from tests.factories import add_cash, add_close, add_lot, add_portfolio
+from tests.factories import add_cash, add_close, add_lot, add_portfolio, add_snapshot
 
 E = effective_trading_date(datetime.now(timezone.utc))
 E1 = previous_trading_day(E)
 E3 = trading_days_back(E, 3)
-
-
-def add_snapshot(conn, pid, day, total, partial=False, missing=None):
-    """A stored row as the engine writes it: money with 6 decimals."""
-    now = datetime.now(timezone.utc)
-    total = Decimal(str(total))
-    m = lambda v: Decimal(v).quantize(Decimal("0.000001"))  # noqa: E731
-    conn.execute(
-        schema.portfolio_snapshots.insert().values(
-            portfolio_id=pid, snapshot_date=day, holdings_value=m(total - 10), cash_balance=m(10), total_value=m(total),
-            total_cost=m(50), total_pnl=m(total - 60), pnl_percent=m((total - 60) * 2), position_count=2,
-            priced_position_count=1 if partial else 2, is_partial=partial, missing_symbols=missing, created_at=now, updated_at=now,
-        )
-    )
 
 
 def add_run(conn, batch_type, target, status, started, seconds=None, heartbeat=None, stats=None, error=None, host="other-host", pid=4242):

@@ -472,3 +472,24 @@ def test_cli_one_bad_portfolio_exits_1_and_names_it(db_url, engine, four_week_po
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["failed_portfolios"][0]["portfolio_id"] == str(bad)
     assert summary["snapshots_created"] == 19
+
+
+def test_a_run_writes_into_the_partitions_of_its_months(engine, backend, four_week_portfolio):
+    """PostgreSQL: the run creates the monthly partitions of the days it writes, and the next month's,
+    before its first chunk, so nothing lands in the default partition. SQLite: one plain table."""
+    from snapshotter.data import partitions
+
+    if backend == "postgresql":  # the session's database may have them from an earlier test
+        with engine.begin() as c:
+            c.execute(sa.text("DROP TABLE IF EXISTS portfolio_snapshots_2026_08, portfolio_snapshots_2026_09, portfolio_snapshots_2026_10"))
+            c.execute(schema.snapshot_invalidations.delete())  # the nightly pass itself, not the recompute's, must create them
+    job.portfolio_refresh(engine, D("2026-09-18"), opts(), now=NOW)
+    with engine.connect() as c:
+        months = partitions.months(c)
+        if backend == "sqlite":
+            assert months == []
+            return
+        per_partition = dict(c.execute(sa.text(
+            "SELECT tableoid::regclass::text, count(*) FROM portfolio_snapshots GROUP BY 1")).all())
+    assert {"portfolio_snapshots_2026_08", "portfolio_snapshots_2026_09", "portfolio_snapshots_2026_10"} <= set(months)
+    assert per_partition == {"portfolio_snapshots_2026_08": 6, "portfolio_snapshots_2026_09": 13}

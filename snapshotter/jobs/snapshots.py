@@ -25,9 +25,11 @@ import sqlalchemy as sa
 
 from snapshotter.clock import utcnow
 from snapshotter.core import gaps, targets, valuation
-from snapshotter.data import steps_sql, dialect, invalidation_sql, market_value_sql, planning_sql, snapshot_sql, spans, temp_tables, tracking
+from snapshotter.data import (
+    dialect, invalidation_sql, market_value_sql, partitions, planning_sql, snapshot_sql, spans, steps_sql, temp_tables, tracking,
+)
 from snapshotter.data.locks import run_lock
-from snapshotter.errors import BatchNotReady, DatabaseUnavailable, ExitCode, Stopped, UsageError, exit_code_for_failures
+from snapshotter.errors import BatchNotReady, ConfigError, DatabaseUnavailable, ExitCode, Stopped, UsageError, exit_code_for_failures
 from snapshotter.jobs.workers import Workers
 from snapshotter.ops.logs import bind_target, get_logger, redact
 from snapshotter.ops.progress import progress_bar
@@ -347,6 +349,8 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
     actions = bool(steps)
     prepare = partial(_prepare_connection, plan=plan, max_price_age=opts.max_price_age, steps=steps)
     with engine.connect() as conn, Workers(engine, n, prepare, _drop_temp_tables) as pool:
+        if snapshots and plan.days and not opts.dry_run:
+            _ensure_partitions(conn, min(plan.days), max(*plan.days, plan.target))
         total = None
         if portfolio_id is None:
             with conn.begin():
@@ -392,6 +396,22 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
                     stats["market_value_phase_s"] = round(time.perf_counter() - started, 3)
     stats["portfolios_skipped"] = stats["portfolios_active"] - stats["portfolios_processed"] - stats["portfolios_failed"]
     return preview
+
+
+def _ensure_partitions(conn: sa.Connection, first: date, last: date) -> None:
+    """The monthly partitions of the days a run may write (:mod:`snapshotter.data.partitions`),
+    before its first write. A role that may not create a missing one stops the run with the fix."""
+    try:
+        with conn.begin():
+            partitions.ensure_snapshot_partitions(conn, first, last)
+    except sa.exc.ProgrammingError as exc:
+        if not partitions.permission_denied(exc):
+            raise
+        raise ConfigError(
+            f"this role may not create the monthly partitions of portfolio_snapshots for {first} to {last}: as the owner, "
+            "GRANT EXECUTE ON FUNCTION snapshotter_ensure_snapshot_partitions(date, date) TO the job role "
+            "(README Database roles); nothing was written"
+        ) from None
 
 
 def _run_pass(pool: Workers, chunks, task, merge, stop: StopFlag) -> None:
@@ -735,6 +755,8 @@ def _apply_invalidations(engine, target: date, stats: dict, opts: Options, stop:
         with conn.begin():
             p = conn.execute(invalidation_sql.pending(start, max_id)).one()
             priced = tuple(sorted(conn.execute(planning_sql.priced_days_between(start, end)).scalars()))
+        if priced and not opts.dry_run:
+            _ensure_partitions(conn, priced[0], target)
     stats["invalidations_pending"] = p.rows
     stats["invalidations_oldest_from"] = p.oldest.isoformat() if p.oldest else None
     stats["invalidations_before_window"] = p.before_window

@@ -124,8 +124,10 @@ def snapshot_freshness(conn: sa.Connection, effective: date) -> dict:
     """The newest snapshot date, its lag in trading days, and the active portfolios behind it.
 
     Active is the SPEC rule (:func:`snapshotter.core.valuation.portfolio_activity`) on the
-    newest snapshot date. A portfolio is behind when its own last snapshot is older than
-    the newest one (or it has none).
+    newest snapshot date. A portfolio is behind when it has no snapshot on that day; only for
+    those is its last snapshot looked up. Both are index probes per portfolio (on PostgreSQL
+    into the newest month's partition first), so the cost does not grow with the years of
+    history: grouping the whole table by portfolio did (README "Years of history").
     """
     s = schema.portfolio_snapshots
     newest = conn.execute(sa.select(sa.func.max(s.c.snapshot_date))).scalar()
@@ -133,17 +135,17 @@ def snapshot_freshness(conn: sa.Connection, effective: date) -> dict:
            "active_portfolios": 0, "portfolios_behind": 0, "portfolios_without_snapshot": 0, "oldest_behind_date": None}
     if newest is None:
         return out
-    last = sa.select(s.c.portfolio_id, sa.func.max(s.c.snapshot_date).label("last")).group_by(s.c.portfolio_id).subquery("last")
     act = portfolio_activity(newest)
-    behind = sa.or_(last.c.last.is_(None), last.c.last < newest)
+    behind = ~sa.exists().where(s.c.portfolio_id == act.c.id, s.c.snapshot_date == newest)
+    last = sa.select(sa.func.max(s.c.snapshot_date)).where(s.c.portfolio_id == act.c.id).scalar_subquery()
     q = (
         sa.select(
             sa.func.count(),
             sa.func.count(sa.case((behind, 1))),
-            sa.func.count(sa.case((last.c.last.is_(None), 1))),
-            sa.func.min(sa.case((behind, last.c.last))),
+            sa.func.count(sa.case((sa.and_(behind, last.is_(None)), 1))),
+            sa.func.min(sa.case((behind, last))),
         )
-        .select_from(act.outerjoin(last, last.c.portfolio_id == act.c.id))
+        .select_from(act)
         .where(act.c.active == sa.true())
     )
     active, n_behind, never, oldest = conn.execute(q).one()
