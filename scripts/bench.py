@@ -19,7 +19,14 @@ scratch databases (dropped afterwards), then reports side by side:
    lots row by row (executemany), with the triggers and without (DISABLE TRIGGER
    USER), twice each, alternating, in the same database;
 5. peak RSS of each snapshotter process;
-6. the same daily refresh on SQLite for S portfolios.
+6. the same daily refresh on SQLite for S portfolios;
+7. history (PostgreSQL): what a year of rows in portfolio_snapshots costs. Two databases with the
+   same H portfolios x 10 lots, cash and closes: "empty", each portfolio's snapshot of the previous
+   trading day only, and "year", the D trading days up to it (seed_history: set-based, minutes for
+   50M rows); in each the nightly `portfolio-refresh --workers 2` of the target (exactly one new
+   snapshot per portfolio, checked), then `status --json` and `check` (exit 0), each from a settled
+   server: whole command, snapshot pass, WAL and checkpoints, portfolio_snapshots' heap + index
+   size, status and check times, and the ratios year/empty.
 
 With --splits K the daily refresh runs each --workers value twice, alternating: without
 splits on file, then with K splits (half on symbols the lots hold, half on others, ratios
@@ -29,8 +36,9 @@ day" on a normal night.
 
 Sizes: --portfolios (default 1,000,000), --backfill-portfolios (10,000),
 --recompute-portfolios (10,000), --load-lots (1,000,000), --load-app-lots (300,000),
---sqlite-portfolios (100,000); --only daily|backfill|recompute|load|sqlite (repeatable)
-runs a part. Progress on stderr; the figures as JSON on stdout and in --json-out if given.
+--sqlite-portfolios (100,000), --history-portfolios (200,000), --history-days (250),
+--history-repeats (1: empty and year alternate); --only daily|backfill|recompute|load|sqlite|history
+(repeatable) runs a part. Progress on stderr; the figures as JSON on stdout and in --json-out if given.
 """
 
 from __future__ import annotations
@@ -42,19 +50,20 @@ import os
 import platform
 import random
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 
 from snapshotter.data import db
-from snapshotter.core.calendar import previous_trading_day, trading_days_between
+from snapshotter.core.calendar import close_time, previous_trading_day, trading_days_back, trading_days_between
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -77,16 +86,22 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run_snapshotter(url: str, *args: str) -> tuple[float, dict, int]:
+def run_cli(url: str, *args: str, expect: int = 0) -> tuple[float, str, int]:
+    """One snapshotter command as cron runs it (a new process): (seconds, stdout, peak RSS in KB).
+    Its exit code must be ``expect``."""
     env = {**os.environ, "DATABASE_URL": url}
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", RUNNER, "--log-format", "json", *args, "--json"], env=env, capture_output=True, text=True, cwd=ROOT)
+    p = subprocess.run([sys.executable, "-c", RUNNER, "--log-format", "json", *args], env=env, capture_output=True, text=True, cwd=ROOT)
     elapsed = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise SystemExit(f"snapshotter {' '.join(args)} exited {p.returncode}:\n{p.stderr[-3000:]}")
-    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    if p.returncode != expect:
+        raise SystemExit(f"snapshotter {' '.join(args)} exited {p.returncode} (expected {expect}):\n{p.stderr[-3000:]}")
     rss = next(int(l.split()[1]) for l in p.stderr.splitlines() if l.startswith("BENCH_MAXRSS_KB"))
-    return elapsed, summary, rss
+    return elapsed, p.stdout, rss
+
+
+def run_snapshotter(url: str, *args: str) -> tuple[float, dict, int]:
+    elapsed, out, rss = run_cli(url, *args, "--json")
+    return elapsed, json.loads(out.strip().splitlines()[-1]), rss
 
 
 class PgScratch:
@@ -454,6 +469,245 @@ def bench_pg_load(n_lots: int, app_lots: int, repeats: int = 2) -> dict:
         s.drop()
 
 
+# --- history: the nightly, status and check on an empty history and on a year of it ---------------
+
+HISTORY_WORKERS = 2  # the nightly's --workers (the default)
+# `status` and `check` run as of one hour after the target's close, so their effective trading day is TARGET.
+AS_OF = (close_time(TARGET) + timedelta(hours=1)).isoformat()
+HISTORY_BUCKETS = 16  # portfolios follow one of this many walks (by a hash of their id)
+
+# Per portfolio, from its lots and cash as they are: the value at the last day's closes, the cost,
+# the cash, the lot count, and which walk it follows.
+HISTORY_BASE = """
+CREATE TEMP TABLE history_base AS
+SELECT p.id, coalesce(l.h, 0) AS h, coalesce(l.cost, 0) AS cost, CASE WHEN coalesce(l.cost, 0) = 0 THEN 0 ELSE l.h / l.cost END AS r,
+       coalesce(c.cash, 0) AS cash, coalesce(l.n, 0) AS n, abs(hashtext(p.id::text)) %% %(buckets)s AS bucket
+FROM portfolios p
+LEFT JOIN (SELECT pos.portfolio_id, sum(pos.quantity * sp.close) AS h, sum(pos.quantity * pos.entry_price) AS cost, count(*) AS n
+           FROM positions pos JOIN symbol_prices_daily sp ON sp.symbol = pos.symbol AND sp.price_date = %(last)s
+           WHERE pos.deleted_at IS NULL GROUP BY pos.portfolio_id) l ON l.portfolio_id = p.id
+LEFT JOIN (SELECT portfolio_id, sum(amount) AS cash FROM cash_transactions GROUP BY portfolio_id) c ON c.portfolio_id = p.id
+WHERE p.deleted_at IS NULL
+ORDER BY p.id
+"""
+# Per walk and day (k trading days before the last day): a smooth factor, exactly 1 on the last day.
+HISTORY_WALK = """
+CREATE TEMP TABLE history_walk AS
+SELECT g AS bucket, t.d, (t.d + time '22:30') AT TIME ZONE 'UTC' AS at,
+       (exp(-0.0004 * t.k) * (1 + 0.05 * (sin(0.11 * t.k + g * 0.39) - sin(g * 0.39))))::numeric(12, 10) AS f
+FROM generate_series(0, %(buckets)s - 1) g, unnest(%(days)s::date[], %(ks)s::int[]) AS t(d, k)
+"""
+# One day's snapshots of every portfolio, through the parent table (tuple routing once it is
+# partitioned), in portfolio order (the day's walks are one row, so history_base is scanned in its
+# order and never hashed): the heap fills day after day as the nights fill it. Complete
+# rows (priced = position_count, not partial, not stale): the nightly neither heals nor recomputes them.
+HISTORY_SQL = """
+INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, holdings_value, cash_balance, total_value, total_cost, total_pnl,
+                                 pnl_percent, position_count, priced_position_count, is_partial, missing_symbols, stale_symbols,
+                                 created_at, updated_at)
+SELECT x.id, %(d)s, x.h, x.cash, x.h + x.cash, x.cost, x.h - x.cost, round((x.r * x.f - 1) * 100, 6), x.n, x.n, false, NULL, NULL, x.at, x.at
+FROM (SELECT b.id, b.cash, b.cost, b.n, b.r, w.fs[b.bucket + 1] AS f, w.at, round(b.h * w.fs[b.bucket + 1], 6) AS h
+      FROM (SELECT array_agg(f ORDER BY bucket) AS fs, min(at) AS at FROM history_walk WHERE d = %(d)s) w, history_base b
+      OFFSET 0) x
+"""
+SNAPSHOT_INDEXES = """
+SELECT c.conname, pg_get_constraintdef(c.oid), i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+WHERE i.indrelid = 'portfolio_snapshots'::regclass ORDER BY 3
+"""
+
+
+def drop_snapshot_indexes(conn) -> list[str]:
+    """Drop portfolio_snapshots' indexes (and the primary key and unique constraints behind them);
+    return the statements that re-create them as they were. A bulk load then builds each index once,
+    sorted, instead of inserting into it row by row (1M rows on this machine, loaded: 17 s with the
+    indexes in place, 6 s without + 3 s to build them)."""
+    restore = []
+    for con, condef, idx, idxdef in conn.execute(SNAPSHOT_INDEXES).fetchall():
+        if con:
+            conn.execute(f'ALTER TABLE portfolio_snapshots DROP CONSTRAINT "{con}"')
+            restore.append(f'ALTER TABLE portfolio_snapshots ADD CONSTRAINT "{con}" {condef}')
+        else:
+            conn.execute(f"DROP INDEX {idx}")
+            restore.append(idxdef.replace(" ON ONLY ", " ON ", 1))  # a partitioned parent's index: built on every partition
+    return restore
+
+
+def history_days(days: int) -> list[date]:
+    """The ``days`` trading days up to YESTERDAY (the day before the target), oldest first."""
+    return trading_days_between(trading_days_back(YESTERDAY, days - 1), YESTERDAY)
+
+
+def seed_history(conn, days: int) -> dict:
+    """Snapshots of every portfolio for the ``days`` trading days up to YESTERDAY, set-based (one
+    INSERT ... SELECT per day, the indexes dropped and built after), not the application's backfill.
+
+    The values are plausible, not exact valuations: on the last day each portfolio's value at that
+    day's closes (lots and cash as they are), on earlier days that value on a smooth walk. The
+    nightly only creates the target day and reads none of these values, only each portfolio's last
+    snapshot date (and heals partial or stale rows, of which there are none)."""
+    t0 = time.perf_counter()
+    dates = history_days(days)
+    for t in ("history_base", "history_walk"):
+        conn.execute(f"DROP TABLE IF EXISTS {t}")
+    conn.execute(HISTORY_BASE, {"last": dates[-1], "buckets": HISTORY_BUCKETS})
+    conn.execute(HISTORY_WALK, {"days": dates, "ks": list(range(len(dates) - 1, -1, -1)), "buckets": HISTORY_BUCKETS})
+    conn.execute("ANALYZE history_base")
+    conn.execute("ANALYZE history_walk")
+    n = conn.execute("SELECT count(*) FROM history_base").fetchone()[0]
+    # >>> PARTITIONS: once portfolio_snapshots is range-partitioned by month, ensure here the partitions of [dates[0], dates[-1]] (the migration's function, name TBD).
+    before = server_io(conn)
+    indexes = [r[2] for r in conn.execute(SNAPSHOT_INDEXES)]
+    restore = drop_snapshot_indexes(conn)
+    # The foreign key to portfolios is not checked row by row (the ids come from portfolios): 'replica'
+    # skips its triggers (portfolio_snapshots has none of its own). It needs a superuser, or the grant.
+    replica = conn.execute("SELECT current_setting('is_superuser') = 'on' OR has_parameter_privilege('session_replication_role', 'SET')").fetchone()[0]
+    rows, logged = 0, time.perf_counter()
+    try:
+        if replica:
+            conn.execute("SET session_replication_role = replica")
+        for d in dates:
+            rows += conn.execute(HISTORY_SQL, {"d": d}).rowcount
+            if time.perf_counter() - logged > 30:
+                logged = time.perf_counter()
+                log(f"history: {rows:,} of {n * len(dates):,} snapshots, {logged - t0:.0f}s")
+    finally:
+        conn.execute("RESET session_replication_role")
+    insert_s = time.perf_counter() - t0
+    conn.execute("SET maintenance_work_mem = '1GB'")
+    for stmt in restore:
+        conn.execute(stmt)
+    conn.execute("RESET maintenance_work_mem")
+    assert [r[2] for r in conn.execute(SNAPSHOT_INDEXES)] == indexes, "portfolio_snapshots' indexes were not rebuilt as they were"
+    index_s = time.perf_counter() - t0 - insert_s
+    io = io_since(conn, before)
+    for t in ("history_base", "history_walk"):
+        conn.execute(f"DROP TABLE {t}")
+    total = insert_s + index_s
+    log(f"history: {rows:,} snapshots ({n:,} portfolios x {len(dates)} trading days, {dates[0]} .. {dates[-1]}) in {total:.1f}s "
+        f"(insert {insert_s:.1f}s, {len(restore)} indexes {index_s:.1f}s; {total / max(rows, 1) * 1e6:.1f}s per million rows) {io}")
+    return {"rows": rows, "first_day": dates[0].isoformat(), "last_day": dates[-1].isoformat(), "insert_s": round(insert_s, 2),
+            "index_build_s": round(index_s, 2), "s_per_million_rows": round(total / max(rows, 1) * 1e6, 2),
+            "fk_checked_per_row": not replica, **{f"generation_{k}": v for k, v in io.items()}}
+
+
+def snapshots_size(conn) -> dict:
+    """portfolio_snapshots' heap (with TOAST, FSM, VM) and indexes, summed over its partitions if it has any
+    (pg_partition_tree lists none for a plain table; a partitioned parent has no storage of its own)."""
+    table, indexes = conn.execute(
+        "SELECT sum(pg_table_size(r)), sum(pg_indexes_size(r)) FROM "
+        "(SELECT relid FROM pg_partition_tree('portfolio_snapshots') UNION SELECT 'portfolio_snapshots'::regclass) t(r)"
+    ).fetchone()
+    rows = conn.execute("SELECT count(*) FROM portfolio_snapshots").fetchone()[0]
+    return {"rows": rows, "table_mb": round(int(table) / 2**20, 1), "indexes_mb": round(int(indexes) / 2**20, 1),
+            "total_mb": round(int(table + indexes) / 2**20, 1)}
+
+
+FINGERPRINT = """
+SELECT (SELECT sum(quantity * entry_price) FROM positions), (SELECT sum(close) FROM symbol_prices_daily),
+       (SELECT sum(amount) FROM cash_transactions)
+"""
+
+
+def history_db(label: str, n: int, days: int, price_days: list[date]) -> tuple[PgScratch, dict]:
+    """A scratch database of N portfolios x 10 lots, closes for ``price_days``, and snapshots of the
+    ``days`` trading days up to YESTERDAY, vacuumed, analyzed, checkpointed.
+
+    The lots and cash are dated YESTERDAY in both databases: the empty one has closes for the
+    history's days too (the same closes), and with lots held then, those days would be holes its
+    nightly backfills. The nightly reads no lot's date beyond that."""
+    s = PgScratch(f"history_{label}")
+    try:
+        with s.connect() as conn:
+            conn.execute("SELECT setseed(0.17)")  # the same closes, lots and cash in both databases
+            pg_generate(conn, n, price_days, YESTERDAY, None)
+            fingerprint = [str(x) for x in conn.execute(FINGERPRINT).fetchone()]
+            seeded = seed_history(conn, days)
+            conn.execute(YESTERDAYS_VALUES, {"d": YESTERDAY})  # last night's market values on the lots
+            conn.execute("DELETE FROM snapshot_invalidations")  # history already valued: nothing pending
+            t0 = time.perf_counter()
+            settle(conn)
+            seeded["vacuum_analyze_checkpoint_s"] = round(time.perf_counter() - t0, 2)
+            size = snapshots_size(conn)
+        log(f"history {label}: portfolio_snapshots {size['rows']:,} rows, {size['total_mb']:,} MB "
+            f"(heap {size['table_mb']:,}, indexes {size['indexes_mb']:,}); VACUUM ANALYZE + CHECKPOINT {seeded['vacuum_analyze_checkpoint_s']}s")
+        return s, {"history_days": days, "generation": seeded, "portfolio_snapshots_before": size, "fingerprint": fingerprint}
+    except BaseException:
+        s.drop()
+        raise
+
+
+def history_nightly(s: PgScratch, label: str, n: int, days: int, rep: int) -> dict:
+    """One nightly portfolio-refresh of TARGET, then status --json and check, each from a settled server."""
+    with s.connect() as conn:
+        if rep:
+            reset(conn)
+        settle(conn)
+        before = server_io(conn)
+    elapsed, summary, rss = run_snapshotter(s.url, "portfolio-refresh", "--date", TARGET.isoformat(), "--no-wait",
+                                            "--workers", str(HISTORY_WORKERS))
+    with s.connect() as conn:
+        run_io = io_since(conn, before)
+        run_io["wal_mb"] = round(float(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (before[0],)).fetchone()[0]) / 2**20, 1)
+        made, total = conn.execute("SELECT count(*) FILTER (WHERE snapshot_date = %s), count(*) FROM portfolio_snapshots", (TARGET,)).fetchone()
+        settle(conn)
+    # Exactly one new day for every portfolio, in both databases; nothing healed or recomputed.
+    assert summary["snapshots_created"] == n == made and summary["snapshots_recomputed"] == 0, (label, summary, made)
+    assert summary["positions_valued"] == n * LOTS and total == n * (days + 1), (label, summary, total)
+    log(f"history {label} run {rep + 1}: nightly {summary['snapshots_created']:,} snapshots in {elapsed:.1f}s "
+        f"(snapshot pass {summary['snapshot_phase_s']}s, market values {summary['market_value_phase_s']}s) {run_io}")
+    status_s, out, _ = run_cli(s.url, "--now", AS_OF, "status", "--json")
+    report = json.loads(out.strip().splitlines()[-1])
+    fresh = report["snapshots"]
+    assert report["newest_snapshot_date"] == TARGET.isoformat() and fresh["lag_trading_days"] == 0, (label, report)
+    assert fresh["active_portfolios"] == n and fresh["portfolios_behind"] == 0, (label, fresh)
+    assert report["tables"]["portfolio_snapshots"] == total, (label, report["tables"])
+    with s.connect() as conn:
+        settle(conn)
+    check_s, out, _ = run_cli(s.url, "--now", AS_OF, "check", expect=0)
+    assert out.startswith("ok: ") and f"every one of the {n} active portfolios" in out, (label, out)
+    log(f"history {label} run {rep + 1}: status --json {status_s:.1f}s, check {check_s:.1f}s ({out.strip()})")
+    return {"db": label, "repeat": rep + 1, "total_s": round(elapsed, 2), "snapshot_phase_s": summary["snapshot_phase_s"],
+            "market_value_phase_s": summary["market_value_phase_s"], **run_io, "snapshots_created": summary["snapshots_created"],
+            "peak_rss_mb": round(rss / 1024), "status_s": round(status_s, 2), "check_s": round(check_s, 2), "check_exit": 0}
+
+
+def bench_pg_history(n: int, days: int, repeats: int = 1) -> dict:
+    """The nightly portfolio-refresh (--workers 2), status --json and check on two databases with the
+    same portfolios, lots and closes: one whose portfolios have a snapshot on YESTERDAY only ("empty"),
+    one with the ``days`` trading days up to YESTERDAY ("year"). The runs alternate empty, year."""
+    price_days = history_days(days) + [TARGET]
+    dbs: dict[str, PgScratch] = {}
+    try:
+        out: dict = {"portfolios": n, "lots": n * LOTS, "history_days": days, "workers": HISTORY_WORKERS, "repeats": repeats,
+                     "status_check_as_of": AS_OF, "closes_days": len(price_days), "databases": {}, "runs": []}
+        for label, d in (("empty", 1), ("year", days)):
+            dbs[label], out["databases"][label] = history_db(label, n, d, price_days)
+        prints = {label: out["databases"][label].pop("fingerprint") for label in dbs}
+        assert prints["empty"] == prints["year"], prints  # the same lots, cash and closes
+        # What every command's time includes before it touches the database: the interpreter and the imports.
+        out["cli_startup_s"] = round(min(run_cli(dbs["empty"].url, "--version")[0] for _ in range(3)), 2)
+        log(f"history: snapshotter --version (start-up) {out['cli_startup_s']}s")
+        for rep in range(repeats):
+            for label, d in (("empty", 1), ("year", days)):
+                out["runs"].append(history_nightly(dbs[label], label, n, d, rep))
+
+        def median(label: str, key: str):
+            return round(statistics.median(r[key] for r in out["runs"] if r["db"] == label), 3)
+
+        keys = ("total_s", "snapshot_phase_s", "market_value_phase_s", "wal_gb", "wal_mb", "checkpoints", "status_s", "check_s")
+        out["median"] = {label: {k: median(label, k) for k in keys} for label in dbs}
+        for label in dbs:
+            out["median"][label]["snapshots_total_mb"] = out["databases"][label]["portfolio_snapshots_before"]["total_mb"]
+        e, y = out["median"]["empty"], out["median"]["year"]
+        out["year_vs_empty"] = {k: round(y[k] / e[k], 2) if e[k] else None for k in e}
+        log(f"history: year/empty {out['year_vs_empty']}")
+        return out
+    finally:
+        for s in dbs.values():
+            s.drop()
+
+
 def bench_sqlite_daily(n: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
@@ -503,13 +757,16 @@ def main() -> None:
     ap.add_argument("--recompute-portfolios", type=int, default=10_000)
     ap.add_argument("--load-lots", type=int, default=1_000_000, help="lots loaded in one INSERT ... SELECT (10 per portfolio)")
     ap.add_argument("--load-app-lots", type=int, default=300_000, help="lots inserted row by row (executemany) in the load benchmark")
-    ap.add_argument("--only", choices=["daily", "backfill", "recompute", "load", "sqlite"], action="append")
+    ap.add_argument("--history-portfolios", type=int, default=200_000, help="portfolios of the history part (10 lots each)")
+    ap.add_argument("--history-days", type=int, default=250, help="trading days of snapshots in the history part's year database")
+    ap.add_argument("--history-repeats", type=int, default=1, help="nightly + status + check per database, alternating empty, year")
+    ap.add_argument("--only", choices=["daily", "backfill", "recompute", "load", "sqlite", "history"], action="append")
     ap.add_argument("--workers", default="2,1", help="comma-separated --workers values for the daily run (default 2,1)")
     ap.add_argument("--splits", type=int, default=0,
                     help="the daily run also with this many splits on file, alternating with none (e.g. 1000)")
     ap.add_argument("--json-out", type=Path)
     a = ap.parse_args()
-    only = set(a.only or ["daily", "backfill", "recompute", "load", "sqlite"])
+    only = set(a.only or ["daily", "backfill", "recompute", "load", "sqlite", "history"])
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"}
     with psycopg.connect(ADMIN_URL) as c:
         results["postgresql"] = c.execute("SHOW server_version").fetchone()[0]
@@ -522,6 +779,8 @@ def main() -> None:
         results["pg_recompute"] = bench_pg_recompute(a.recompute_portfolios)
     if "load" in only:
         results["pg_load"] = bench_pg_load(a.load_lots, a.load_app_lots)
+    if "history" in only:
+        results["pg_history"] = bench_pg_history(a.history_portfolios, a.history_days, a.history_repeats)
     if "sqlite" in only:
         results["sqlite_daily"] = bench_sqlite_daily(a.sqlite_portfolios)
     print(json.dumps(results, indent=2))
