@@ -555,7 +555,7 @@ def seed_history(conn, days: int) -> dict:
     conn.execute("ANALYZE history_base")
     conn.execute("ANALYZE history_walk")
     n = conn.execute("SELECT count(*) FROM history_base").fetchone()[0]
-    # >>> PARTITIONS: once portfolio_snapshots is range-partitioned by month, ensure here the partitions of [dates[0], dates[-1]] (the migration's function, name TBD).
+    conn.execute("SELECT snapshotter_ensure_snapshot_partitions(%s, %s)", (dates[0], dates[-1]))  # the months' partitions (0008)
     before = server_io(conn)
     indexes = [r[2] for r in conn.execute(SNAPSHOT_INDEXES)]
     restore = drop_snapshot_indexes(conn)
