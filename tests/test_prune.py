@@ -15,9 +15,10 @@ from snapshotter.core import retention
 from snapshotter.core.calendar import trading_days_between
 from snapshotter.data import db, schema
 from snapshotter.data.locks import run_lock
-from snapshotter.errors import UsageError
+from snapshotter.errors import MaxRuntimeReached, UsageError
 from snapshotter.jobs import prune as prune_job
 from snapshotter.jobs import snapshots as job
+from snapshotter.ops.signals import StopFlag
 from tests.conftest import invoke, scratch_database, table_rows
 from tests.factories import NOW, D, add_cash, add_close, add_closes, add_lot, add_portfolio, crash_on_call, snapshot_dates, snapshots
 
@@ -166,6 +167,28 @@ def test_a_crash_between_chunks_keeps_the_pruned_chunks_and_the_rerun_finishes(e
     assert [x["status"] for x in prune_runs(engine)] == ["failed", "completed"]
 
 
+def test_a_stop_between_chunks_marks_the_run_interrupted_and_the_rerun_finishes(engine, history, monkeypatch):
+    """--max-runtime (or SIGTERM) sets the stop flag: the chunk in flight commits, the next one never starts."""
+    flag = StopFlag()
+    original = prune_job._prune_chunk
+
+    def then_expire(*a, **kw):
+        out = original(*a, **kw)
+        flag.expire("1s")
+        return out
+
+    monkeypatch.setattr(prune_job, "_prune_chunk", then_expire)
+    opts = prune_job.PruneOptions(keep=retention.Horizon(1, "y"), chunk_size=1)
+    with pytest.raises(MaxRuntimeReached):
+        prune_job.prune(engine, opts, now=NOW, stop=flag)
+    assert keys(engine) == {A: EXPECTED[A], B: history[B], C: history[C]}
+    (run,) = prune_runs(engine)
+    assert (run["status"], run["error"], run["stats"]["portfolios_pruned"]) == ("interrupted", "stopped after --max-runtime 1s", 1)
+    monkeypatch.undo()
+    prune_job.prune(engine, opts, now=NOW)
+    assert keys(engine) == EXPECTED
+
+
 # --- safety: nothing recreates a pruned day but an explicit request ----------------------------
 
 
@@ -204,12 +227,19 @@ def test_a_nightly_refresh_recompute_and_heal_after_a_prune_recreate_nothing(db_
     assert keys(engine) == {A: EXPECTED[A] + ["2026-12-07"], B: EXPECTED[B] + ["2026-12-07"], C: EXPECTED[C]}
 
 
-def test_an_explicit_backfill_over_pruned_days_recreates_them(db_url, engine, history):
-    """The operator's request (README "Retention (prune)"): backfill names the days, so it values them again."""
+def test_an_explicit_backfill_or_refresh_over_pruned_days_recreates_them(db_url, engine, history):
+    """The operator's requests (README "Retention (prune)"): they name the days, so they value them again."""
     assert invoke(*AT, *PRUNE_1Y, db_url=db_url).returncode == 0
     r = invoke(*AT, "backfill", "--portfolio", str(A), "--from", "2025-03-03", "--to", "2025-03-07", "--json", db_url=db_url)
     assert r.returncode == 0 and json.loads(r.stdout)["snapshots_created"] == 5, r.stderr
-    assert keys(engine)[A] == sorted(EXPECTED[A] + ["2025-03-03", "2025-03-04", "2025-03-05", "2025-03-06", "2025-03-07"])
+    week = ["2025-03-03", "2025-03-04", "2025-03-05", "2025-03-06", "2025-03-07"]
+    assert keys(engine) == {A: sorted(EXPECTED[A] + week), B: EXPECTED[B], C: EXPECTED[C]}
+    r = invoke(*AT, "refresh", "--date", "2025-03-12", "--json", db_url=db_url)  # every portfolio active that day
+    assert r.returncode == 0 and json.loads(r.stdout)["snapshots_created"] == 3, r.stderr
+    assert keys(engine) == {A: sorted(EXPECTED[A] + week + ["2025-03-12"]), B: sorted(EXPECTED[B] + ["2025-03-12"]),
+                            C: sorted(EXPECTED[C] + ["2025-03-12"])}
+    again = json.loads(invoke(*AT, *PRUNE_1Y, "--json", db_url=db_url).stdout)  # the next prune thins them again
+    assert (again["snapshots_deleted"], keys(engine)) == (5 + 3, EXPECTED)
 
 
 def test_a_smaller_window_allows_a_shorter_horizon_when_every_job_uses_it(db_url, engine, history):
