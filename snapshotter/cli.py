@@ -30,6 +30,7 @@ from snapshotter import __version__
 from snapshotter.clock import utcnow
 from snapshotter.config import Settings, mask_url
 from snapshotter.core.durations import format_duration, parse_duration
+from snapshotter.core.retention import Horizon, Policy, parse_horizon
 from snapshotter.core.valuation import MAX_PRICE_AGE
 from snapshotter.data import db
 from snapshotter.errors import SnapshotterError, UsageError, exit_code_for, exit_code_for_failures
@@ -393,11 +394,18 @@ AsJson = typer.Option(False, "--json", help="Print the final summary as one JSON
 WaitForLock = typer.Option(D.wait_for_lock, "--wait-for-lock", help="Wait for a running refresh instead of exiting 75.")
 ChunkSize = typer.Option(D.chunk_size, "--chunk-size", min=1, help="Most portfolios per transaction.")
 Workers = typer.Option(D.workers, "--workers", min=1, max=8, help="Database connections working on chunks at once (PostgreSQL; SQLite uses 1).")
-MaxBackfill = typer.Option(D.max_backfill_days, "--max-backfill-days", min=1, help="How far back (calendar days) gaps are filled.")
+MaxBackfill = typer.Option(None, "--max-backfill-days", min=1, show_default=False,
+                           help="How far back (calendar days) gaps are filled "
+                                f"[env: SNAPSHOTTER_MAX_BACKFILL_DAYS; default: {D.max_backfill_days}].")
 MaxPriceAge = typer.Option(None, "--max-price-age", min=0, max=MAX_PRICE_AGE, show_default=False,
                            help="Value a lot without a close on D at its symbol's latest close within this many trading days "
                                 "before D (listed in stale_symbols, not partial) [env: SNAPSHOTTER_MAX_PRICE_AGE; default: 0, "
                                 "the day's own close only].")
+
+
+def _backfill_days(state: State, option: int | None) -> int:
+    """--max-backfill-days, else SNAPSHOTTER_MAX_BACKFILL_DAYS (read once by Settings; a bad value exits 78), else 365."""
+    return option if option is not None else state.settings.backfill_days(D.max_backfill_days)
 
 
 def _price_age(state: State, option: int | None) -> int:
@@ -423,7 +431,7 @@ def portfolio_refresh_cmd(
                                          help="Batch not completed by the deadline: abort (exit 75, nothing written) or "
                                               "proceed (value from the cache: partial snapshots heal later; exit 1)."),
     wait_for_lock: bool = WaitForLock,
-    max_backfill_days: int = MaxBackfill,
+    max_backfill_days: Optional[int] = MaxBackfill,
     max_price_age: Optional[int] = MaxPriceAge,
     chunk_size: int = ChunkSize,
     workers: int = Workers,
@@ -441,7 +449,8 @@ def portfolio_refresh_cmd(
     opts = Options(
         wait_timeout_s=wait_timeout, poll_interval_s=poll_interval, wait_for_batch=not no_wait, on_timeout=on_timeout.value,
         wait_for_lock=wait_for_lock,
-        max_backfill_days=max_backfill_days, chunk_size=chunk_size, workers=workers, alert_failure_ratio=alert_failure_ratio,
+        max_backfill_days=_backfill_days(state, max_backfill_days), chunk_size=chunk_size, workers=workers,
+        alert_failure_ratio=alert_failure_ratio,
         dry_run=dry_run, explain=explain and explain.value, max_price_age=_price_age(state, max_price_age),
     )
     result = portfolio_refresh(state.engine, parse_date(date_), opts, now=state.now, run_id=state.monitor.run_id)
@@ -481,7 +490,7 @@ def backfill_cmd(
     date_from: Optional[str] = typer.Option(None, "--from", help="First day [default: --to minus --max-backfill-days]."),
     date_to: Optional[str] = typer.Option(None, "--to", help="Last day [default: the latest closed trading day]."),
     force: bool = typer.Option(False, "--force", help="Recompute snapshots that already exist."),
-    max_backfill_days: int = MaxBackfill,
+    max_backfill_days: Optional[int] = MaxBackfill,
     max_price_age: Optional[int] = MaxPriceAge,
     wait_for_lock: bool = WaitForLock,
     dry_run: bool = DryRun,
@@ -493,7 +502,7 @@ def backfill_cmd(
     from snapshotter.jobs.snapshots import backfill
 
     state: State = ctx.obj
-    opts = Options(max_backfill_days=max_backfill_days, wait_for_lock=wait_for_lock, dry_run=dry_run,
+    opts = Options(max_backfill_days=_backfill_days(state, max_backfill_days), wait_for_lock=wait_for_lock, dry_run=dry_run,
                    explain=explain and explain.value, max_price_age=_price_age(state, max_price_age))
     result = backfill(state.engine, portfolio, parse_date(date_from), parse_date(date_to), force, opts, now=state.now,
                       run_id=state.monitor.run_id)
@@ -505,7 +514,7 @@ def backfill_cmd(
 def recompute_cmd(
     ctx: typer.Context,
     portfolio: Optional[str] = typer.Option(None, "--portfolio", help="Only this portfolio's pending invalidations (UUID)."),
-    max_backfill_days: int = MaxBackfill,
+    max_backfill_days: Optional[int] = MaxBackfill,
     wait_for_lock: bool = WaitForLock,
     chunk_size: int = ChunkSize,
     workers: int = Workers,
@@ -518,8 +527,8 @@ def recompute_cmd(
     from snapshotter.jobs.snapshots import recompute
 
     state: State = ctx.obj
-    opts = Options(max_backfill_days=max_backfill_days, wait_for_lock=wait_for_lock, chunk_size=chunk_size, workers=workers,
-                   dry_run=dry_run, max_price_age=_price_age(state, max_price_age))
+    opts = Options(max_backfill_days=_backfill_days(state, max_backfill_days), wait_for_lock=wait_for_lock, chunk_size=chunk_size,
+                   workers=workers, dry_run=dry_run, max_price_age=_price_age(state, max_price_age))
     result = recompute(state.engine, portfolio, opts, now=state.now, run_id=state.monitor.run_id)
     state.monitor.report(result)
     if as_json:
@@ -530,6 +539,45 @@ def recompute_cmd(
         typer.echo(("dry run: " if dry_run else "") + refresh_line(result))
         for f in result.stats["failed_portfolios"]:
             typer.echo(f"  failed {f['portfolio_id']}: {f['error']}", err=True)
+    return int(result.exit_code)
+
+
+def _horizon(value: str) -> Horizon:
+    try:
+        return parse_horizon(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@app.command("prune")
+@command(job="prune", max_runtime_s=D.max_runtime_s)
+def prune_cmd(
+    ctx: typer.Context,
+    keep_daily: Horizon = typer.Option(..., "--keep-daily", parser=_horizon, metavar="HORIZON",
+                                       help="Keep every snapshot of the last Ny, Nm or Nd (years, months, days; calendar "
+                                            "arithmetic from the latest closed trading day); older ones are thinned."),
+    then: Policy = typer.Option(..., "--then", help="What each older period keeps: monthly (each portfolio's last snapshot "
+                                                  "of each calendar month)."),
+    max_backfill_days: Optional[int] = typer.Option(None, "--max-backfill-days", min=1, show_default=False,
+                                                    help="The nightly's backfill window (calendar days), which --keep-daily must "
+                                                         "cover: pass what portfolio-refresh runs with "
+                                                         f"[env: SNAPSHOTTER_MAX_BACKFILL_DAYS; default: {D.max_backfill_days}]."),
+    wait_for_lock: bool = WaitForLock,
+    chunk_size: int = ChunkSize,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be deleted; delete nothing (no lock, no tracking row)."),
+    as_json: bool = AsJson,
+    max_runtime: Optional[float] = MaxRuntime(D.max_runtime_s),
+) -> int:
+    """Thin snapshot history older than --keep-daily to one snapshot per portfolio per month (retention)."""
+    from snapshotter.jobs.prune import PruneOptions, prune
+    from snapshotter.ops.report import prune_line
+
+    state: State = ctx.obj
+    opts = PruneOptions(keep=keep_daily, policy=then, max_backfill_days=_backfill_days(state, max_backfill_days),
+                        chunk_size=chunk_size, dry_run=dry_run, wait_for_lock=wait_for_lock)
+    result = prune(state.engine, opts, now=state.now, run_id=state.monitor.run_id)
+    state.monitor.report(result)
+    emit_json(result.summary()) if as_json else typer.echo(prune_line(result))
     return int(result.exit_code)
 
 

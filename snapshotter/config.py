@@ -57,6 +57,9 @@ class Settings:
     # --max-price-age of portfolio-refresh, refresh and backfill; raw text, parsed by
     # :meth:`price_age` when a snapshot command needs it (a bad value exits 78 there).
     max_price_age: str | int | None = None
+    # --max-backfill-days of portfolio-refresh, backfill, recompute and prune: one value for every job,
+    # so the nightly's window and the prune's safety check agree; raw text, parsed by :meth:`backfill_days`.
+    max_backfill_days: str | int | None = None
     # deployment (README "Deployment"): raw text, parsed where used so a bad value is a ConfigError
     environment: str | None = None  # SNAPSHOTTER_ENV; "production" means --no-migrate by default
     max_runtime: str | None = None  # SNAPSHOTTER_MAX_RUNTIME: replaces every job command's default
@@ -86,6 +89,7 @@ class Settings:
             calls_per_minute=env.get("SNAPSHOTTER_CALLS_PER_MINUTE") or None,
             calls_per_day=env.get("SNAPSHOTTER_CALLS_PER_DAY") or None,
             max_price_age=env.get("SNAPSHOTTER_MAX_PRICE_AGE") or None,
+            max_backfill_days=env.get("SNAPSHOTTER_MAX_BACKFILL_DAYS") or None,
             environment=(env.get("SNAPSHOTTER_ENV") or "").strip().lower() or None,
             max_runtime=env.get("SNAPSHOTTER_MAX_RUNTIME") or None,
             pg_statement_timeout=env.get("SNAPSHOTTER_PG_STATEMENT_TIMEOUT") or None,
@@ -110,6 +114,17 @@ class Settings:
         if not (text.isascii() and text.isdigit()) or int(text) > MAX_PRICE_AGE:
             raise ConfigError(f"SNAPSHOTTER_MAX_PRICE_AGE must be a whole number of trading days from 0 to {MAX_PRICE_AGE}, got {raw!r}")
         return int(text)
+
+    def backfill_days(self, default: int) -> int:
+        """SNAPSHOTTER_MAX_BACKFILL_DAYS as calendar days (``default`` when unset; a bad value exits 78)."""
+        raw = self.max_backfill_days
+        if raw is None:
+            return default
+        text = str(raw).strip()
+        if not (text.isascii() and text.isdigit()) or int(text) < 1:
+            raise ConfigError(f"SNAPSHOTTER_MAX_BACKFILL_DAYS must be a whole number of calendar days from 1, got {raw!r}")
+        return int(text)
+
     @property
     def production(self) -> bool:
         return self.environment == PRODUCTION

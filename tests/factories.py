@@ -114,9 +114,10 @@ def values(row: dict) -> tuple:
     return tuple(row[k] for k in VALUE_KEYS)
 
 
-def crash_on_call(monkeypatch, name: str, nth: int) -> None:
-    """Make the job's chunk function ``name`` raise on its ``nth`` call, as if the process died there."""
-    original, calls = getattr(job, name), {"n": 0}
+def crash_on_call(monkeypatch, name: str, nth: int, module=job) -> None:
+    """Make the job's chunk function ``name`` (of ``module``, the snapshot engine by default) raise on
+    its ``nth`` call, as if the process died there."""
+    original, calls = getattr(module, name), {"n": 0}
 
     def crashing(*a, **kw):
         calls["n"] += 1
@@ -124,7 +125,7 @@ def crash_on_call(monkeypatch, name: str, nth: int) -> None:
             raise KeyboardInterrupt("simulated crash")
         return original(*a, **kw)
 
-    monkeypatch.setattr(job, name, crashing)
+    monkeypatch.setattr(module, name, crashing)
 
 
 def add_snapshot(conn, pid, day, total, partial=False, missing=None):

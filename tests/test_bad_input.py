@@ -77,6 +77,10 @@ CASES = [
     Case("unknown option", ("portfolio-refresh", "--bogus"), 64, "--bogus"),
     Case("missing required option", ("refresh",), 64, "--date"),
     Case("explain mode", ("portfolio-refresh", "--explain", "everything"), 64, "--explain"),
+    Case("prune horizon", ("prune", "--keep-daily", "abc", "--then", "monthly"), 64, "'abc' is not a horizon"),
+    Case("prune policy", ("prune", "--keep-daily", "2y", "--then", "weekly"), 64, "--then"),
+    Case("prune inside the nightly window", ("prune", "--keep-daily", "6m", "--then", "monthly"), 64,
+         "reaches into the nightly backfill window"),
     # files
     Case("nothing to load", ("load",), 64, "nothing to load"),
     Case("missing file", ("load", "--portfolios", "{tmp}/none.csv"), 64, "cannot read"),

@@ -139,6 +139,15 @@ def test_the_nightly_chain_runs_as_the_job_role_with_exactly_the_readme_grants(r
         assert c.execute(sa.text("SELECT count(*) FROM pg_class WHERE relowner = CAST(:r AS regrole)"), {"r": job_role}).scalar() == 0
         assert c.execute(sa.text("SELECT has_table_privilege(:r, 'portfolios', 'INSERT')"), {"r": job_role}).scalar() is False
 
+    # retention as the job role: a 30-day window and horizon, so the year of sample history is thinned
+    r = cli("prune", "--keep-daily", "30d", "--then", "monthly", "--max-backfill-days", "30", "--json", env=job)
+    assert r.returncode == 0, r.stderr
+    pruned = json.loads(r.stdout)
+    assert pruned["snapshots_deleted"] > 0 and pruned["portfolios_pruned"] > 0
+    with in_db_admin.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM portfolio_snapshots")).scalar_one() == refresh["snapshots_created"] - pruned["snapshots_deleted"]
+        assert c.execute(sa.text("SELECT status FROM batch_run_tracking WHERE batch_type = 'prune'")).scalar_one() == "completed"
+
     # an upgrade whose job role was not granted the partition function: fine while the months exist;
     # a month to create stops the run with the fix (exit 78), and once the owner made it, the run goes
     with in_db_admin.connect() as c:

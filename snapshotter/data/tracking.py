@@ -21,6 +21,7 @@ FETCHES = (SYMBOL_BATCH, PRICE_REFETCH)  # runs that spend provider calls
 PORTFOLIO_REFRESH = "portfolio_refresh"
 PORTFOLIO_BACKFILL = "portfolio_backfill"
 PORTFOLIO_RECOMPUTE = "portfolio_recompute"  # snapshotter recompute: invalidated history only
+PRUNE = "prune"  # snapshotter prune: retention; nothing waits for it or counts it as a snapshot run
 STALE_AFTER = timedelta(minutes=10)
 ERROR_CHARS = 8000  # a failed run's error: its one line, then the traceback
 KEEPALIVE_S = 60.0  # a long wait heartbeats this often, far inside STALE_AFTER

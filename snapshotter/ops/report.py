@@ -95,6 +95,18 @@ def refresh_line(result) -> str:
     )
 
 
+def prune_line(result) -> str:
+    """The one summary line of prune (a dry run says what would go)."""
+    s = result.stats
+    span = f" ({s['oldest_pruned_date']}..{s['newest_pruned_date']})" if s["snapshots_deleted"] else ""
+    return (
+        f"{'dry run: ' if s['dry_run'] else ''}prune {s['target_date']} --keep-daily {s['keep_daily']} --then {s['then']}: "
+        f"cutoff {s['cutoff']}, {s['snapshots_deleted']} snapshots {'would be ' if s['dry_run'] else ''}deleted from "
+        f"{s['portfolios_pruned']} portfolios{span}, {s['months_kept']} month-end snapshots kept before the cutoff, "
+        f"{s['duration_s']}s"
+    )
+
+
 def quality(r: dict, partial: str) -> str:
     """A snapshot's partial/stale note for a table: ``partial`` when partial, ``stale: X`` when
     symbols were valued at an older close (--max-price-age), both separated by "; "."""

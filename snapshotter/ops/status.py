@@ -29,6 +29,7 @@ KEY_STATS = {
     tracking.SYMBOL_BATCH: ("provider", "mode", "symbols_requested", "symbols_fetched", "symbols_failed", "symbols_deferred",
                             "provider_calls", "rows_upserted"),
     "portfolio": ("mode", "portfolios_active", "snapshots_created", "snapshots_recomputed", "portfolios_failed", "days_backfilled"),
+    tracking.PRUNE: ("keep_daily", "then", "cutoff", "snapshots_deleted", "portfolios_pruned", "months_kept"),
 }
 
 
@@ -97,7 +98,7 @@ def _run_view(r: dict, now: datetime) -> dict:
     duration = None
     if r.get("finished_at") and r.get("started_at"):
         duration = round((_aware(r["finished_at"]) - _aware(r["started_at"])).total_seconds(), 3)
-    kind = tracking.SYMBOL_BATCH if r["batch_type"] in tracking.FETCHES else "portfolio"
+    kind = tracking.SYMBOL_BATCH if r["batch_type"] in tracking.FETCHES else r["batch_type"] if r["batch_type"] in KEY_STATS else "portfolio"
     stats = r.get("stats") if isinstance(r.get("stats"), dict) else {}
     key = {k: (len(stats[k]) if isinstance(stats[k], (list, dict)) else stats[k]) for k in KEY_STATS[kind] if k in stats}
     return {

@@ -1,0 +1,164 @@
+"""``snapshotter prune``: thin old snapshot history to one snapshot per portfolio per period.
+
+The imperative shell around :mod:`snapshotter.core.retention` (the horizon, the cutoff, the
+window check and which snapshot a period keeps) and :mod:`snapshotter.data.prune_sql` (the
+SQL). The arguments are checked before the database is touched (exit 64, nothing changed).
+Then, under the snapshot writers' lock (so a prune never runs beside a refresh) and in a
+``batch_run_tracking`` row (``prune``), portfolios are walked in id order in chunks; each chunk
+is one transaction that counts and deletes its thinned snapshots, so a crash loses at most
+the chunk in flight and a rerun finishes the job (a pruned chunk has nothing left to thin).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+
+from snapshotter.core import gaps, retention, targets
+from snapshotter.core.calendar import trading_days_between
+from snapshotter.data import dialect, prune_sql, tracking
+from snapshotter.data.locks import run_lock
+from snapshotter.errors import ExitCode, Stopped
+from snapshotter.jobs.snapshots import ChunkSizer, EngineSource, _engine
+from snapshotter.ops.logs import bind_target, get_logger
+from snapshotter.ops.signals import STOP, StopFlag
+
+log = get_logger(__name__)
+
+
+@dataclass
+class PruneOptions:
+    keep: retention.Horizon  # --keep-daily: history newer than this stays daily
+    policy: retention.Policy = retention.Policy.monthly  # --then: what each older period keeps
+    max_backfill_days: int = gaps.DEFAULT_MAX_BACKFILL_DAYS  # the nightly's window, which a prune must stay out of
+    chunk_size: int = 20_000  # most portfolios per transaction, as the snapshot engine's
+    rows_per_chunk: int = 100_000  # about this many snapshots read per transaction (fewer portfolios with long histories)
+    dry_run: bool = False
+    wait_for_lock: bool = False
+
+
+@dataclass
+class PruneResult:
+    stats: dict
+    target: date  # the effective trading date the horizon is counted back from
+    exit_code: ExitCode = ExitCode.OK
+    run_id: str | None = None
+
+    def summary(self) -> dict:
+        return {"run_id": self.run_id, "exit_code": int(self.exit_code), **self.stats}
+
+    @property
+    def error(self) -> None:
+        return None  # a prune either finishes (exit 0) or raises
+
+    @property
+    def alert(self) -> None:
+        return None
+
+
+def prune(engine: EngineSource, opts: PruneOptions, *, now: datetime, stop: StopFlag = STOP, run_id: str | None = None) -> PruneResult:
+    """Thin every portfolio's snapshots before ``--keep-daily`` (counted back from the effective
+    trading date of ``now``) to what ``--then`` keeps; a dry run only counts."""
+    started = time.monotonic()
+    target = targets.nightly_target(None, now)
+    first_kept = retention.cutoff(target, opts.keep)
+    window_start = retention.check_outside_window(first_kept, target, opts.max_backfill_days, opts.keep)
+    engine = _engine(engine)
+    bind_target(target)
+    stats = _new_stats(opts, target, first_kept, window_start)
+    if opts.dry_run:  # no lock, no tracking row, nothing deleted
+        _thin(engine, stats, opts, first_kept, stop, None)
+        return _finished(stats, target, None, started)
+    with run_lock(engine, wait=opts.wait_for_lock, stop=stop):
+        run = tracking.Run(engine, tracking.PRUNE, target, run_id).start()
+        try:
+            _thin(engine, stats, opts, first_kept, stop, run)
+        except Stopped as exc:
+            stats["duration_s"] = round(time.monotonic() - started, 3)
+            run.finish("interrupted", stats, str(exc))
+            raise
+        except BaseException as exc:
+            stats["duration_s"] = round(time.monotonic() - started, 3)
+            run.finish("failed", stats, tracking.error_with_traceback(exc))
+            raise
+        result = _finished(stats, target, run.run_id, started)
+        run.finish("completed", stats)
+        return result
+
+
+def _finished(stats: dict, target: date, run_id: str | None, started: float) -> PruneResult:
+    stats["duration_s"] = round(time.monotonic() - started, 3)
+    log.info("prune.finished", **stats)
+    return PruneResult(stats, target, ExitCode.OK, run_id)
+
+
+def _new_stats(opts: PruneOptions, target: date, first_kept: date, window_start: date) -> dict:
+    return {
+        "dry_run": opts.dry_run,
+        "keep_daily": str(opts.keep),
+        "then": opts.policy.value,
+        "target_date": target.isoformat(),
+        "cutoff": first_kept.isoformat(),
+        "max_backfill_days": opts.max_backfill_days,
+        "window_start": window_start.isoformat(),
+        "snapshots_deleted": 0,  # a dry run: that would be deleted
+        "portfolios_pruned": 0,
+        "months_kept": 0,  # snapshots left before the cutoff: one per portfolio and month
+        "oldest_pruned_date": None,
+        "newest_pruned_date": None,
+        "portfolios_scanned": 0,
+        "chunks": 0,
+    }
+
+
+def _thin(engine: sa.Engine, stats: dict, opts: PruneOptions, first_kept: date, stop: StopFlag, run) -> None:
+    """Walk every portfolio in chunks, each chunk one transaction (counted, then deleted unless a dry run)."""
+    with engine.connect() as conn:
+        with conn.begin():
+            oldest = conn.execute(prune_sql.oldest_snapshot()).scalar()
+        if oldest is None or oldest >= first_kept:
+            log.info("prune.nothing_before_cutoff", cutoff=first_kept.isoformat())
+            return
+        days = len(trading_days_between(oldest, first_kept - timedelta(days=1)))
+        sizer = ChunkSizer(opts.chunk_size, opts.rows_per_chunk, days)
+        after = None
+        while True:
+            stop.check()
+            with conn.begin():
+                ids = list(conn.execute(prune_sql.portfolio_ids(after, sizer.size)).scalars())
+            if not ids:
+                return
+            delta = _prune_chunk(conn, ids[0], ids[-1], first_kept, opts.policy, opts.dry_run)
+            _merge(stats, delta, len(ids))
+            sizer.observe(len(ids), delta["before_cutoff"])
+            log.debug("prune.chunk", first=str(ids[0]), last=str(ids[-1]), deleted=delta["deleted"], total=stats["snapshots_deleted"])
+            if run is not None:
+                run.heartbeat(dict(stats))
+            after = ids[-1]
+
+
+def _prune_chunk(conn: sa.Connection, lo, hi, first_kept: date, policy: retention.Policy, dry_run: bool) -> dict:
+    """One transaction: count the chunk's thinned snapshots, then delete them (a dry run only counts)."""
+    with dialect.begin_chunk(conn):
+        s = conn.execute(prune_sql.chunk_summary(lo, hi, first_kept, policy)).one()
+        deleted = s.rows
+        if s.rows and not dry_run:
+            stmt = prune_sql.delete_thinned(lo, hi, first_kept, policy).execution_options(preserve_rowcount=True)
+            deleted = conn.execute(stmt).rowcount
+    return {"deleted": deleted, "portfolios": s.portfolios, "oldest": s.oldest, "newest": s.newest,
+            "before_cutoff": s.before_cutoff}
+
+
+def _merge(stats: dict, delta: dict, portfolios: int) -> None:
+    stats["snapshots_deleted"] += delta["deleted"]
+    stats["portfolios_pruned"] += delta["portfolios"]
+    stats["months_kept"] += delta["before_cutoff"] - delta["deleted"]
+    stats["portfolios_scanned"] += portfolios
+    stats["chunks"] += 1
+    for key, pick, day in (("oldest_pruned_date", min, delta["oldest"]), ("newest_pruned_date", max, delta["newest"])):
+        if day is not None:
+            day = day.isoformat() if isinstance(day, date) else str(day)
+            stats[key] = day if stats[key] is None else pick(stats[key], day)
