@@ -19,16 +19,16 @@ The walk:
 
 Two uses of the same Table object (not aliased) are one instance in the tree; what SQL they
 become depends on SQLAlchemy's correlation (a subquery naming the outer table correlates to it
-only when the enclosing query has it in its FROM), so the compiled PostgreSQL text is read too:
-a distributed table named twice in FROM or JOIN clauses without an alias is reported (an
-uncorrelated copy of the table, a join on nothing). A ``text()`` fragment is opaque (the
-engine's are the ctid span bounds). A UNION's columns are values of their own: its branches are
-checked, and Citus plans them apart.
+only when the enclosing query has it in its FROM), so the statement is also compiled, and a
+WHERE subquery that lists in its FROM a distributed table an enclosing query has in its own is
+reported (an uncorrelated copy of the table, a join on nothing; a derived table in FROM that
+reads the table again, as ``snapshots``' newest-per-portfolio does, is a join of its own and
+is fine). A ``text()`` fragment is opaque (the engine's are the ctid span bounds). A UNION's
+columns are values of their own: its branches are checked, and Citus plans them apart.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -157,7 +157,7 @@ def check(stmt) -> Report:
             if a is not None and b is not None:
                 edges.append((origin(a), origin(b)))
     report = Report(list(instances.values()))
-    report.problems += [f"{name} named twice without an alias (an uncorrelated copy?)" for name in repeated_tables(stmt)]
+    report.problems += [f"{name} read again by a subquery that does not correlate to it" for name in uncorrelated_copies(stmt)]
     if len(instances) < 2:
         return report
     find, nodes = _classes(edges)
@@ -188,20 +188,42 @@ def check(stmt) -> Report:
     return report
 
 
-_FROM = re.compile(r"\b(FROM|JOIN)\s+((?:\w+(?:\s+AS\s+\w+)?)(?:\s*,\s*\w+(?:\s+AS\s+\w+)?)*)")
+def _mixin(base):
+    class Compiler(base):
+        """Records a SELECT that is not a derived table (a WHERE subquery: EXISTS, IN, scalar) yet lists
+        in its FROM a distributed table an enclosing query has in its own: SQLAlchemy did not
+        correlate it, so it reads a second copy of the table (a join on nothing)."""
+
+        def __init__(self, *args, **kw):
+            self.uncorrelated: list[str] = []  # filled while the base class compiles, in its __init__
+            super().__init__(*args, **kw)
+
+        def _setup_select_stack(self, select, compile_state, entry, asfrom, lateral, compound_index):
+            froms = super()._setup_select_stack(select, compile_state, entry, asfrom, lateral, compound_index)
+            if not asfrom:
+                for f in froms:
+                    if isinstance(f, sa.Table) and f.metadata is schema.metadata and f.name in DISTRIBUTED and f in entry["correlate_froms"]:
+                        self.uncorrelated.append(f.name)
+            return froms
+
+    return Compiler
 
 
-def repeated_tables(stmt) -> list[str]:
-    """Distributed tables that the compiled statement names more than once, unaliased, in FROM and
-    JOIN clauses (the DML target of DELETE FROM counts as one)."""
-    try:
-        sql = str(stmt.compile(dialect=postgresql.dialect()))
-    except Exception:  # noqa: BLE001 - a SQLite-only construct (its ON CONFLICT)
-        sql = str(stmt.compile(dialect=sqlite.dialect()))
-    counts: dict[str, int] = {}
-    for _kw, names in _FROM.findall(sql):
-        for item in names.split(","):
-            parts = item.split()
-            if len(parts) == 1 and parts[0] in DISTRIBUTED:
-                counts[parts[0]] = counts.get(parts[0], 0) + 1
-    return sorted(name for name, n in counts.items() if n > 1)
+class _PG(postgresql.dialect):
+    statement_compiler = _mixin(postgresql.dialect.statement_compiler)
+
+
+class _SQLite(sqlite.dialect):
+    statement_compiler = _mixin(sqlite.dialect.statement_compiler)
+
+
+def uncorrelated_copies(stmt) -> list[str]:
+    """Distributed tables that a WHERE subquery of the compiled statement reads again instead of
+    correlating to the enclosing query's (see :func:`_mixin`)."""
+    for dialect in (_PG, _SQLite):  # a SQLite-only construct (its ON CONFLICT) compiles on SQLite only
+        try:
+            compiled = stmt.compile(dialect=dialect())
+        except Exception:  # noqa: BLE001
+            continue
+        return sorted(set(getattr(compiled, "uncorrelated", ())))  # DDL (the scratch tables) has none
+    raise AssertionError(f"cannot compile {stmt!r}")

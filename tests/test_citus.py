@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from snapshotter.core.valuation import portfolio_activity
 from snapshotter.data import citus, invalidation_sql, market_value_sql, planning_sql, schema, snapshot_sql, spans, steps_sql
 from tests.citus_joins import check
-from tests.conftest import ROOT, invoke, row_counts, scratch_database, _admin_engine
+from tests.conftest import ROOT, invoke, row_counts, scratch_database
 
 SPEC_KEYS = {"positions": ["id"], "cash_transactions": ["id"], "portfolio_snapshots": ["id"]}
 
@@ -225,10 +225,169 @@ def test_the_join_check_sees_a_join_on_another_column_and_a_missing_join():
     pf = schema.portfolios
     inner = sa.exists().where(pf.c.id == s.c.portfolio_id)
     uncorrelated_copy = s.delete().where(sa.exists().where(pairs.c.portfolio_id == s.c.portfolio_id, inner))
-    assert check(uncorrelated_copy).problems == ["portfolio_snapshots named twice without an alias (an uncorrelated copy?)"]
+    assert check(uncorrelated_copy).problems == ["portfolio_snapshots read again by a subquery that does not correlate to it"]
     uncorrelated = sa.select(s.c.id).where(s.c.snapshot_date == sa.select(sa.func.max(p.c.entry_date)).scalar_subquery())
     assert check(uncorrelated).problems == ["distributed tables not joined on their distribution columns: portfolio_snapshots | positions"]
     # INSERT ... SELECT fills portfolio_id from another column
     wrong_insert = s.insert().from_select(["portfolio_id", "snapshot_date"], sa.select(p.c.id, p.c.entry_date))
     assert check(wrong_insert).problems
     assert check(s.insert().from_select(["portfolio_id", "snapshot_date"], sa.select(p.c.portfolio_id, p.c.entry_date))).problems == []
+
+
+# --- a real PostgreSQL database, prepared as README says ------------------------------------
+
+NOW_ARG = "2026-11-25T12:00:00Z"  # effective trading date 2026-11-24, the last sample close
+README = ROOT / "README.md"
+
+
+def readme_script() -> str:
+    """The ```sql block of README's "Running on Citus" that `db citus-plan` prints."""
+    text = README.read_text()
+    section = text[text.index("## Running on Citus\n"):]
+    section = section[: section.index("\n## ", 1)]
+    return re.search(r"```sql\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.fixture
+def fresh_pg(pg_server_url):
+    """A new database on the test server (this test changes keys), dropped afterwards; its URL."""
+    admin = sa.create_engine(sa.engine.make_url(pg_server_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with scratch_database(admin, "snapshotter_citus") as url:
+            yield url
+    finally:
+        admin.dispose()
+
+
+def _run_script(url: str, script: str) -> None:
+    eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")  # the script's own BEGIN and COMMIT
+    try:
+        with eng.connect() as c:
+            c.exec_driver_sql(script)
+    finally:
+        eng.dispose()
+
+
+def _reflected(url: str) -> sa.MetaData:
+    eng = sa.create_engine(url)
+    try:
+        with eng.connect() as c:
+            return citus.reflect(c)
+    finally:
+        eng.dispose()
+
+
+def cli(*args: str, url: str):
+    r = invoke("--now", NOW_ARG, *args, db_url=url)
+    assert r.returncode == 0, (args, r.stderr[-3000:])
+    return r
+
+
+def last_json(r) -> dict:
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+class Captured:
+    """Every SQLAlchemy statement any engine of this process executes while it is open."""
+
+    def __enter__(self):
+        self.statements: list = []
+        self._fn = lambda conn, clause, *rest: self.statements.append(clause)
+        sa.event.listen(sa.engine.Engine, "before_execute", self._fn)
+        return self
+
+    def __exit__(self, *exc):
+        sa.event.remove(sa.engine.Engine, "before_execute", self._fn)
+
+
+def test_a_database_prepared_for_citus_keeps_its_rules_and_runs_the_whole_chain(fresh_pg, tmp_path):
+    """README's preparation on a real database at head (everything but the Citus calls, which need
+    the extension): Citus's rules then hold on the reflected database, and the jobs run on it
+    with the same results as on the default schema (the counts below are test_demo's sample
+    run's, the same on both). Every statement they executed is put through the join check."""
+    url = fresh_pg
+    cli("db", "upgrade", url=url)
+    before = _reflected(url)
+    assert citus.violations(before) == citus.violations(schema.metadata)  # the migrations give the shipped keys
+    full = cli("db", "citus-plan", url=url).stdout
+    assert full == readme_script()  # README shows exactly what the command prints for this version
+    script = cli("db", "citus-plan", "--prepare-only", url=url).stdout
+    assert full.startswith(script) and "create_distributed_table" not in script
+    _run_script(url, script)
+    after = _reflected(url)
+    assert citus.violations(after) == []
+    assert [c.name for c in after.tables["positions"].primary_key.columns] == ["id", "portfolio_id"]
+    assert [c.name for c in after.tables["cash_transactions"].primary_key.columns] == ["id", "portfolio_id"]
+    assert [c.name for c in after.tables["portfolios"].primary_key.columns] == ["id"]
+    assert "-- nothing to change" in cli("db", "citus-plan", "--prepare-only", url=url).stdout  # a second run changes nothing
+
+    with Captured() as seen:
+        cli("load", "--sample", url=url)
+        batch = last_json(cli("symbol-batch", "--provider", "csv", "--from", "2025-11-24", "--to", "2026-11-24", "--json", url=url))
+        assert batch["status"] == "completed"
+        r = last_json(cli("portfolio-refresh", "--json", url=url))
+        assert (r["snapshots_created"], r["portfolios_active"], r["portfolios_failed"], r["days_backfilled"], r["positions_valued"]) == (
+            1163, 5, 0, 244, 18)
+        cli("load", "--sample", url=url)  # a reload upserts by (id, portfolio_id): nothing new
+        (tmp_path / "splits.csv").write_text("symbol,ex_date,split_from,split_to\nKO,2026-06-01,1,2\n")
+        cli("load", "--splits", str(tmp_path / "splits.csv"), url=url)  # history changes: the triggers record it
+        r = last_json(cli("portfolio-refresh", "--json", url=url))
+        assert (r["portfolios_invalidated"], r["snapshots_recomputed_by_invalidation"], r["snapshots_created"]) == (3, 372, 0)
+        r = last_json(cli("refresh", "--date", "2026-11-24", "--force", "--json", url=url))
+        assert (r["snapshots_created"], r["snapshots_recomputed"]) == (0, 5)
+        r = last_json(cli("portfolio-refresh", "--max-price-age", "3", "--json", url=url))
+        assert (r["snapshots_created"], r["snapshots_recomputed"]) == (0, 0)
+        pid = "927774d2-11e2-58fa-9b74-1cf4c240933a"  # Retirement
+        r = last_json(cli("backfill", "--portfolio", pid, "--from", "2026-11-02", "--to", "2026-11-24", "--force", "--json", url=url))
+        assert (r["snapshots_created"], r["snapshots_recomputed"]) == (0, 17)
+        cli("status", "--json", url=url)
+        assert len(cli("snapshots", "--json", url=url).stdout.splitlines()) == 5
+    eng = sa.create_engine(url)
+    try:
+        counts = row_counts(eng)
+    finally:
+        eng.dispose()
+    assert (counts["portfolios"], counts["positions"], counts["cash_transactions"], counts["portfolio_snapshots"]) == (5, 25, 11, 1163)
+
+    clauses = [s for s in seen.statements if isinstance(s, sa.sql.ClauseElement)]
+    assert len(clauses) > 100
+    problems = sorted({p for s in clauses for p in check(s).problems})
+    assert problems == []
+    upserts = [str(s.compile(dialect=postgresql.dialect())) for s in clauses
+               if isinstance(s, sa.sql.dml.Insert) and s.table.name in ("positions", "cash_transactions")]
+    assert upserts and all("ON CONFLICT (id, portfolio_id)" in u for u in upserts)
+
+
+def test_the_preparation_follows_the_keys_the_database_has(fresh_pg):
+    """portfolio_snapshots range-partitioned by snapshot_date, as PostgreSQL forces it, has the key
+    (id, snapshot_date): the preparation adds portfolio_id to that key, on the parent and so on
+    every partition, and reads the parent only."""
+    url = fresh_pg
+    cli("db", "upgrade", url=url)
+    _run_script(url, """
+        DROP TABLE portfolio_snapshots;
+        CREATE TABLE portfolio_snapshots (
+            id bigserial NOT NULL, portfolio_id uuid NOT NULL, snapshot_date date NOT NULL,
+            CONSTRAINT pk_portfolio_snapshots PRIMARY KEY (id, snapshot_date),
+            CONSTRAINT uq_portfolio_snapshots_portfolio_id_snapshot_date UNIQUE (portfolio_id, snapshot_date),
+            CONSTRAINT fk_portfolio_snapshots_portfolio_id_portfolios FOREIGN KEY (portfolio_id) REFERENCES portfolios (id)
+        ) PARTITION BY RANGE (snapshot_date);
+        CREATE TABLE portfolio_snapshots_2026_11 PARTITION OF portfolio_snapshots FOR VALUES FROM ('2026-11-01') TO ('2026-12-01');
+    """)
+    md = _reflected(url)
+    assert "portfolio_snapshots_2026_11" not in md.tables
+    assert "portfolio_snapshots: primary key (id, snapshot_date) lacks the distribution column portfolio_id" in citus.violations(md)
+    statements = citus.prepare(md)
+    assert statements[-1] == ("ALTER TABLE portfolio_snapshots DROP CONSTRAINT pk_portfolio_snapshots, "
+                              "ADD CONSTRAINT pk_portfolio_snapshots PRIMARY KEY (id, snapshot_date, portfolio_id)")
+    _run_script(url, ";\n".join(statements))
+    assert citus.violations(_reflected(url)) == []
+    eng = sa.create_engine(url)
+    try:
+        with eng.connect() as c:
+            key = c.execute(sa.text(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'portfolio_snapshots_2026_11'::regclass AND contype = 'p'"
+            )).scalar_one()
+    finally:
+        eng.dispose()
+    assert key == "PRIMARY KEY (id, snapshot_date, portfolio_id)"
