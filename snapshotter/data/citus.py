@@ -53,7 +53,7 @@ class Plan:
     def group(self, table: str) -> str:
         """The co-location group of a distributed table: its group's first table."""
         seen = set()
-        while (nxt := self.distributed[table].colocate_with) is not None and table not in seen:
+        while table in self.distributed and (nxt := self.distributed[table].colocate_with) is not None and table not in seen:
             seen.add(table)
             table = nxt
         return table
