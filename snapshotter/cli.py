@@ -33,7 +33,7 @@ from snapshotter.core.durations import format_duration, parse_duration
 from snapshotter.core.retention import Horizon, Policy, parse_horizon
 from snapshotter.core.valuation import MAX_PRICE_AGE
 from snapshotter.data import db
-from snapshotter.errors import SnapshotterError, UsageError, exit_code_for, exit_code_for_failures
+from snapshotter.errors import ConfigError, SnapshotterError, UsageError, exit_code_for, exit_code_for_failures
 from snapshotter.jobs.snapshots import Options
 from snapshotter.jobs.symbol_batch import ALERT_FAILURE_RATIO, MAX_RUNTIME_S as SYMBOL_BATCH_MAX_RUNTIME_S
 from snapshotter.ops import logs
@@ -275,6 +275,30 @@ def db_current(ctx: typer.Context) -> int:
     state: State = ctx.obj
     engine = state.connect()
     typer.echo(f"current: {db.current_revision(engine) or 'none'}\nhead: {db.head_revision()}")
+    return 0
+
+
+@db_app.command("citus-plan")
+@command
+def db_citus_plan(
+    ctx: typer.Context,
+    prepare_only: bool = typer.Option(False, "--prepare-only", help="Only the key changes (plain PostgreSQL), not the Citus calls."),
+) -> int:
+    """Print the SQL that moves this PostgreSQL database (at head) to Citus (README "Running on Citus"); runs nothing."""
+    from snapshotter.data import citus
+
+    state: State = ctx.obj
+    url = state.settings.migration_database_url or state.settings.database_url
+    if not url.startswith(("postgres://", "postgresql")):  # before connecting: SQLite would create the file
+        raise UsageError("Citus is PostgreSQL: the database URL is not a PostgreSQL one")
+    engine = state.connect(url)
+    db.ensure_schema(engine, migrate=False)
+    with engine.connect() as conn:
+        metadata = citus.reflect(conn)
+    try:
+        typer.echo(citus.script(metadata, prepare_only=prepare_only), nl=False)
+    except citus.CitusPlanError as exc:
+        raise ConfigError(f"the schema breaks Citus's rules where the conversion cannot help: {exc}".replace("\n", "; ")) from None
     return 0
 
 

@@ -324,6 +324,13 @@ def dialect_insert(conn: sa.Connection, table: sa.Table):
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
+def stored_primary_key(conn: sa.Connection, table: sa.Table) -> tuple[str, ...]:
+    """The primary key of ``table`` as the database has it, which an upsert by primary key must
+    name: the schema's own, or with the distribution column added on a database prepared for
+    Citus (``positions`` (id, portfolio_id), README "Running on Citus"). One catalog query."""
+    return tuple(sa.inspect(conn).get_pk_constraint(table.name)["constrained_columns"])
+
+
 def upsert(
     conn: sa.Connection,
     table: sa.Table,

@@ -180,14 +180,13 @@ def delete_stale(lo, hi, window_start: date, target: date):
     """The chunk's snapshots from each live affected portfolio's from_date (in the window) that
     are no longer due: before its new first activity, or with no activity left."""
     s, i, pr = snaps, affected, pairs_t
-    live = sa.exists().where(
-        i.c.portfolio_id == s.c.portfolio_id, s.c.snapshot_date >= i.c.from_date,
-        sa.exists().where(portfolios.c.id == i.c.portfolio_id, portfolios.c.deleted_at.is_(None)),
-    )
+    affected_from = sa.exists().where(i.c.portfolio_id == s.c.portfolio_id, s.c.snapshot_date >= i.c.from_date)
+    # the snapshot's own portfolio joined directly (not through _inv_chunk): co-located on Citus
+    live = sa.exists().where(portfolios.c.id == s.c.portfolio_id, portfolios.c.deleted_at.is_(None))
     due = sa.exists().where(pr.c.portfolio_id == s.c.portfolio_id, pr.c.d == s.c.snapshot_date)
     return s.delete().where(
         s.c.portfolio_id >= lo, s.c.portfolio_id <= hi, s.c.snapshot_date >= window_start, s.c.snapshot_date <= target,
-        live, ~due,
+        affected_from, live, ~due,
     )
 
 

@@ -24,7 +24,7 @@ from snapshotter.core import validation
 from snapshotter.core.bars import Bar, Split, SymbolChange
 from snapshotter.core.calendar import new_york_date
 from snapshotter.data import corporate_actions
-from snapshotter.data.dialect import upsert
+from snapshotter.data.dialect import stored_primary_key, upsert
 
 MAX_REPORTED = 20
 
@@ -96,9 +96,13 @@ def _symbol_change(row: dict, today: date) -> dict:
 
 
 def _upsert(kind: "Kind", conn: sa.Connection, rows: list[dict], now: datetime) -> int:
-    keep = set(kind.key) | {"created_at", "added_at"}  # first-seen times survive a reload
+    # By the primary key as stored: on a database prepared for Citus a lot's or cash row's is
+    # (id, portfolio_id), so the conflict target names both and the update never moves a row to
+    # another portfolio (Citus cannot change a row's distribution column).
+    key = stored_primary_key(conn, kind.table) if rows else kind.key
+    keep = set(key) | {"created_at", "added_at"}  # first-seen times survive a reload
     update = [c for c in rows[0] if c not in keep] if rows else []
-    return upsert(conn, kind.table, rows, kind.key, update)
+    return upsert(conn, kind.table, rows, key, update)
 
 
 IMPORTED = "csv-import"  # ``source`` of the rows an operator loads
