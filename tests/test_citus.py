@@ -307,7 +307,10 @@ def test_a_database_prepared_for_citus_keeps_its_rules_and_runs_the_whole_chain(
     url = fresh_pg
     cli("db", "upgrade", url=url)
     before = _reflected(url)
-    assert citus.violations(before) == citus.violations(schema.metadata)  # the migrations give the shipped keys
+    # the migrations give the shipped keys, but for the snapshots' on PostgreSQL: partitioned by month (0008)
+    shipped = [v.replace("primary key (id) lacks", "primary key (id, snapshot_date) lacks") if v.startswith("portfolio_snapshots:") else v
+               for v in citus.violations(schema.metadata)]
+    assert citus.violations(before) == shipped
     full = cli("db", "citus-plan", url=url).stdout
     assert full == readme_script()  # README shows exactly what the command prints for this version
     script = cli("db", "citus-plan", "--prepare-only", url=url).stdout
