@@ -1,4 +1,4 @@
-"""Migrations 0004 to 0007 on populated databases, on SQLite and PostgreSQL.
+"""Migrations 0004 to 0009 on populated databases, on SQLite and PostgreSQL.
 
 Each test starts from its own scratch database at revision 0003 (a file on SQLite,
 a uniquely named database on the PostgreSQL server of ``pg_server_url``, dropped
@@ -566,3 +566,34 @@ def test_0008_partitions_the_snapshots_of_a_populated_0007_database(at_0003, bac
     after = typed_rows(engine, cols)["portfolio_snapshots"]
     assert sorted(r["snapshot_date"] for r in after if r["id"] > top) == [may_2019, first_day - timedelta(days=1)]
     assert [r for r in after if r["id"] <= top] == rows["portfolio_snapshots"]
+
+
+def test_0009_adds_the_partition_compaction_to_a_populated_0008_database(at_0003, backend):
+    """Every row kept; on PostgreSQL the function that rewrites a month's partition compact, closed to
+    PUBLIC, which keeps the month's rows; SQLite: nothing changes."""
+    engine = at_0003
+    db.upgrade(engine, "0008")
+    with engine.begin() as c:  # the month populate writes into, as a job makes it first
+        partitions.ensure_snapshot_partitions(c, date(2026, 11, 1), date(2026, 11, 30))
+    populate(engine)
+    cols, rows, raw = columns(engine), typed_rows(engine), raw_rows(engine)
+
+    assert db.upgrade(engine, "0009") == ("0008", "0009")
+
+    assert typed_rows(engine, cols) == rows and raw_rows(engine, cols) == raw
+    if backend == "sqlite":
+        return
+    month = min(r["snapshot_date"] for r in rows["portfolio_snapshots"]).replace(day=1)
+    with engine.begin() as c:
+        public = c.execute(sa.text("SELECT has_function_privilege('public', 'snapshotter_compact_snapshot_partition(date)', "
+                                   "'EXECUTE')")).scalar_one()
+        kept = c.execute(sa.text("SELECT snapshotter_compact_snapshot_partition(:m)"), {"m": month}).scalar_one()
+        none = c.execute(sa.text("SELECT snapshotter_compact_snapshot_partition('1990-01-01')")).scalar_one()
+    assert public is False and none is None
+    assert kept == sum(1 for r in rows["portfolio_snapshots"] if r["snapshot_date"].replace(day=1) == month)
+    assert typed_rows(engine, cols) == rows and raw_rows(engine, cols) == raw
+
+    downgrade(engine, "0008")
+    with engine.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM pg_proc WHERE proname = 'snapshotter_compact_snapshot_partition'")).scalar_one() == 0
+    assert typed_rows(engine, cols) == rows

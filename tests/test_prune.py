@@ -119,19 +119,24 @@ def test_prune_keeps_each_month_end_before_the_cutoff_and_every_day_after(db_url
     assert run["stats"]["snapshots_deleted"] == deleted and run["stats"]["cutoff"] == "2025-12-04"
 
 
-def test_the_console_line_and_a_second_identical_prune_deletes_nothing(db_url, engine, history):
+def test_the_console_line_and_a_second_identical_prune_deletes_nothing(db_url, engine, history, backend):
     first = invoke(*AT, *PRUNE_1Y, db_url=db_url)
     assert first.returncode == 0, first.stderr
     deleted = sum(map(len, history.values())) - sum(map(len, EXPECTED.values()))
+    (run,) = prune_runs(engine)
+    compacted = (  # PostgreSQL: the 11 months wholly before the cutoff (2025-01..11) rewritten compact
+        f"11 month partitions rewritten compact ({run['stats']['compacted_mb_before']} MB -> {run['stats']['compacted_mb_after']} MB), "
+        if backend == "postgresql" else "")
     assert first.stdout.splitlines() == [
         f"prune 2026-12-04 --keep-daily 1y --then monthly: cutoff 2025-12-04, {deleted} snapshots deleted from 3 portfolios "
-        f"(2025-01-02..2025-12-03), 25 month-end snapshots kept before the cutoff, {first.stdout.split(', ')[-1].strip()}"
+        f"(2025-01-02..2025-12-03), 25 month-end snapshots kept before the cutoff, {compacted}{first.stdout.split(', ')[-1].strip()}"
     ]
     rows = by_key(engine)
     again = invoke(*AT, *PRUNE_1Y, "--json", db_url=db_url)
     assert again.returncode == 0, again.stderr
     s = json.loads(again.stdout)
-    assert (s["snapshots_deleted"], s["portfolios_pruned"], s["months_kept"], s["oldest_pruned_date"]) == (0, 0, 25, None)
+    assert (s["snapshots_deleted"], s["portfolios_pruned"], s["months_kept"], s["oldest_pruned_date"], s["partitions_compacted"]) == (
+        0, 0, 25, None, 0)  # nothing thinned, every old month already compacted
     assert by_key(engine) == rows
     assert [r["status"] for r in prune_runs(engine)] == ["completed", "completed"]
 
@@ -362,6 +367,58 @@ def test_the_delete_works_through_a_table_partitioned_by_month(pg_server_url):
                 eng.dispose()
     finally:
         admin.dispose()
+
+
+def test_postgresql_rewrites_the_thinned_old_months_compact_and_a_crash_between_them_is_finished_by_the_rerun(
+        engine, backend, monkeypatch):
+    """The deleted rows' space comes back: each month wholly before the cutoff that the prune thinned
+    is rewritten with its live rows (migration 0009); a crash between two months leaves the months
+    of the failed run to the rerun (which deletes nothing more), and a third prune rewrites nothing."""
+    if backend != "postgresql":
+        pytest.skip("SQLite deletes in place: no partitions")
+    pids = [uuid.UUID(int=100 + i) for i in range(40)]
+    with engine.begin() as c:
+        for pid in pids:
+            add_portfolio(c, "p", pid=pid)
+            add_lot(c, pid, "AAA", "10", "100", "2025-01-02")
+        add_closes(c, "AAA", {d: Decimal(100 + i % 50) for i, d in enumerate(PRICED)})
+    job.portfolio_refresh(engine, None, job.Options(progress=False, wait_for_batch=False, max_backfill_days=800), now=NOW)
+
+    def state():
+        with engine.connect() as c:
+            return {m: c.execute(sa.text(
+                "SELECT pg_relation_filenode(to_regclass(:p)), pg_relation_size(to_regclass(:p)), "
+                "(SELECT count(*) FROM portfolio_snapshots "
+                "WHERE snapshot_date >= :a AND snapshot_date < :b)"),
+                {"p": f"portfolio_snapshots_{m}", "a": D(f"{m.replace('_', '-')}-01"),
+                 "b": D(f"{m.replace('_', '-')}-01").replace(day=28) + (D("2025-01-05") - D("2025-01-01"))}).one()
+                for m in ("2025_03", "2025_05", "2026_03")}
+
+    before = state()
+    crash_on_call(monkeypatch, "compact_month", 2, module=prune_job.partitions)
+    with pytest.raises(KeyboardInterrupt):
+        prune_job.prune(engine, prune_job.PruneOptions(keep=retention.Horizon(1, "y")), now=NOW)
+    monkeypatch.undo()
+    crashed = state()
+    # every chunk's delete committed; January compacted, then the crash on February
+    assert crashed["2025_03"][0] == before["2025_03"][0] and crashed["2025_03"][2] == 40
+    r = prune_job.prune(engine, prune_job.PruneOptions(keep=retention.Horizon(1, "y")), now=NOW)
+    # nothing left to delete; the failed run's months, January to November, rewritten (January again)
+    assert (r.stats["snapshots_deleted"], r.stats["partitions_compacted"], r.stats["compact_from"][:7], r.stats["compact_to"][:7]) == (
+        0, 11, "2025-01", "2025-12")
+    after = state()
+    for m in ("2025_03", "2025_05"):  # old months: rewritten, marked, a page or two instead of ~15
+        filenode, size, rows = after[m]
+        assert filenode != before[m][0] and rows == 40
+        assert size * 4 < before[m][1], (m, size, before[m][1])
+    assert after["2026_03"] == before["2026_03"]  # after the cutoff: daily, untouched
+    again = prune_job.prune(engine, prune_job.PruneOptions(keep=retention.Horizon(1, "y")), now=NOW)
+    assert (again.stats["snapshots_deleted"], again.stats["partitions_compacted"]) == (0, 0) and state() == after
+    with engine.connect() as c:  # still one table to the application: keys, the foreign key, the month's bounds
+        assert c.execute(sa.text("SELECT count(*) FROM portfolio_snapshots WHERE snapshot_date < '2025-12-01'")).scalar_one() == 40 * 11
+        fks = c.execute(sa.text("SELECT count(*) FROM pg_constraint WHERE conrelid = 'portfolio_snapshots_2025_05'::regclass "
+                                "AND contype IN ('f', 'p', 'u')")).scalar_one()
+        assert fks == 3
 
 
 # --- the pure rules ---------------------------------------------------------------------------

@@ -59,3 +59,32 @@ def months(conn: sa.Connection) -> list[str]:
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = 'portfolio_snapshots'::regclass ORDER BY c.relname"
     )).scalars())
+
+
+def month_start(name: str) -> date:
+    """The first day of a partition's month, from its name ``portfolio_snapshots_YYYY_MM``."""
+    return date(int(name[-7:-3]), int(name[-2:]), 1)
+
+
+def old_months(conn: sa.Connection, before: date) -> list[tuple[date, int]]:
+    """The monthly partitions wholly before ``before``, oldest first: (first day of the month,
+    total bytes with its indexes); [] on SQLite."""
+    if conn.dialect.name != "postgresql":
+        return []
+    rows = conn.execute(sa.text(
+        "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'portfolio_snapshots'::regclass ORDER BY c.relname"
+    )).all()
+    out = []
+    for name, size in rows:
+        start = month_start(name)
+        if date(start.year + start.month // 12, start.month % 12 + 1, 1) <= before:
+            out.append((start, size))
+    return out
+
+
+def compact_month(conn: sa.Connection, month: date) -> int:
+    """Rewrite one month's partition with only its live rows (migration 0009); the bytes it takes after."""
+    conn.execute(sa.text("SELECT snapshotter_compact_snapshot_partition(:m)"), {"m": month})
+    return conn.execute(sa.text("SELECT pg_total_relation_size(to_regclass(:p))"),
+                        {"p": f"portfolio_snapshots_{month.year:04d}_{month.month:02d}"}).scalar_one()

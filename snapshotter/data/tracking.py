@@ -93,6 +93,20 @@ class Run:
             )
 
 
+def record_stats(conn: sa.Connection, run_id: str, stats: dict) -> None:
+    """A run's stats written in the caller's transaction: what a chunk did, committed with it
+    (a heartbeat has its own transaction, and a crash between the two would lose the record)."""
+    conn.execute(brt.update().where(brt.c.run_id == run_id).values(stats=stats, heartbeat_at=utcnow()))
+
+
+def unfinished_stats(conn: sa.Connection, batch_type: str, before_run: str) -> dict | None:
+    """The stats of the latest run of ``batch_type`` started before ``before_run``, when it did not complete."""
+    me = sa.select(brt.c.id).where(brt.c.run_id == before_run).scalar_subquery()
+    row = conn.execute(sa.select(brt.c.status, brt.c.stats).where(brt.c.batch_type == batch_type, brt.c.id < me)
+                       .order_by(brt.c.id.desc()).limit(1)).first()
+    return dict(row.stats or {}) if row is not None and row.status != "completed" else None
+
+
 def error_with_traceback(exc: BaseException) -> str:
     """A failed run's ``error``: the one line an operator reads first, then the traceback (redacted)."""
     line = f"{type(exc).__name__}: {exc}".splitlines()[0]

@@ -19,9 +19,9 @@ import sqlalchemy as sa
 
 from snapshotter.core import gaps, retention, targets
 from snapshotter.core.calendar import trading_days_between
-from snapshotter.data import dialect, prune_sql, tracking
+from snapshotter.data import dialect, partitions, prune_sql, tracking
 from snapshotter.data.locks import run_lock
-from snapshotter.errors import ExitCode, Stopped
+from snapshotter.errors import ConfigError, ExitCode, Stopped
 from snapshotter.jobs.snapshots import ChunkSizer, EngineSource, _engine
 from snapshotter.ops.logs import bind_target, get_logger
 from snapshotter.ops.signals import STOP, StopFlag
@@ -76,6 +76,7 @@ def prune(engine: EngineSource, opts: PruneOptions, *, now: datetime, stop: Stop
         run = tracking.Run(engine, tracking.PRUNE, target, run_id).start()
         try:
             _thin(engine, stats, opts, first_kept, stop, run)
+            _compact(engine, stats, first_kept, stop, run)
         except Stopped as exc:
             stats["duration_s"] = round(time.monotonic() - started, 3)
             run.finish("interrupted", stats, str(exc))
@@ -111,6 +112,9 @@ def _new_stats(opts: PruneOptions, target: date, first_kept: date, window_start:
         "newest_pruned_date": None,
         "portfolios_scanned": 0,
         "chunks": 0,
+        "partitions_compacted": 0,  # PostgreSQL: old months' partitions rewritten with their live rows only
+        "compacted_mb_before": 0.0,  # their size with indexes before and after
+        "compacted_mb_after": 0.0,
     }
 
 
@@ -131,8 +135,11 @@ def _thin(engine: sa.Engine, stats: dict, opts: PruneOptions, first_kept: date, 
                 ids = list(conn.execute(prune_sql.portfolio_ids(after, sizer.size)).scalars())
             if not ids:
                 return
-            delta = _prune_chunk(conn, ids[0], ids[-1], first_kept, opts.policy, opts.dry_run)
-            _merge(stats, delta, len(ids))
+            with dialect.begin_chunk(conn):
+                delta = _prune_chunk(conn, ids[0], ids[-1], first_kept, opts.policy, opts.dry_run)
+                _merge(stats, delta, len(ids))
+                if run is not None and delta["deleted"]:  # which months it thinned, committed with the delete
+                    tracking.record_stats(conn, run.run_id, stats)
             sizer.observe(len(ids), delta["before_cutoff"])
             log.debug("prune.chunk", first=str(ids[0]), last=str(ids[-1]), deleted=delta["deleted"], total=stats["snapshots_deleted"])
             if run is not None:
@@ -140,14 +147,52 @@ def _thin(engine: sa.Engine, stats: dict, opts: PruneOptions, first_kept: date, 
             after = ids[-1]
 
 
+def _compact(engine: sa.Engine, stats: dict, first_kept: date, stop: StopFlag, run) -> None:
+    """PostgreSQL: rewrite compact the partitions of the months wholly before the cutoff that this
+    prune thinned, and those the previous prune thinned if it did not complete (it stopped before
+    or during this step), so the deleted rows' space goes back to the file system: a partition of
+    an old month never reuses it. One month per transaction. SQLite deletes in place (``VACUUM``
+    returns the space)."""
+    with engine.connect() as conn:
+        with conn.begin():
+            months = partitions.old_months(conn, first_kept)
+            before = tracking.unfinished_stats(conn, tracking.PRUNE, run.run_id) or {}
+        spans = [(x.get("compact_from") or x.get("oldest_pruned_date"), x.get("compact_to") or x.get("newest_pruned_date"))
+                 for x in (before, stats)]
+        spans = [(lo, hi) for lo, hi in spans if lo and hi]
+        if not spans:
+            return
+        stats["compact_from"], stats["compact_to"] = min(lo for lo, _ in spans), max(hi for _, hi in spans)
+        run.heartbeat(dict(stats), force=True)  # a stop during this step leaves the range to the rerun
+        for month, size in months:
+            if not any(lo[:7] <= month.isoformat()[:7] <= hi[:7] for lo, hi in spans):
+                continue
+            stop.check()
+            try:
+                with conn.begin():
+                    after = partitions.compact_month(conn, month)
+            except sa.exc.ProgrammingError as exc:
+                if not partitions.permission_denied(exc):
+                    raise
+                raise ConfigError(
+                    "the snapshots are thinned, but this role may not rewrite the old months' partitions compact: as the "
+                    "owner, GRANT EXECUTE ON FUNCTION snapshotter_compact_snapshot_partition(date) TO the job role "
+                    "(README Database roles), then prune again"
+                ) from None
+            stats["partitions_compacted"] += 1
+            stats["compacted_mb_before"] = round(stats["compacted_mb_before"] + size / 2**20, 1)
+            stats["compacted_mb_after"] = round(stats["compacted_mb_after"] + after / 2**20, 1)
+            log.info("prune.compacted", month=month.isoformat()[:7], mb_before=round(size / 2**20, 1), mb_after=round(after / 2**20, 1))
+            run.heartbeat(dict(stats))
+
+
 def _prune_chunk(conn: sa.Connection, lo, hi, first_kept: date, policy: retention.Policy, dry_run: bool) -> dict:
-    """One transaction: count the chunk's thinned snapshots, then delete them (a dry run only counts)."""
-    with dialect.begin_chunk(conn):
-        s = conn.execute(prune_sql.chunk_summary(lo, hi, first_kept, policy)).one()
-        deleted = s.rows
-        if s.rows and not dry_run:
-            stmt = prune_sql.delete_thinned(lo, hi, first_kept, policy).execution_options(preserve_rowcount=True)
-            deleted = conn.execute(stmt).rowcount
+    """In the caller's transaction: count the chunk's thinned snapshots, then delete them (a dry run only counts)."""
+    s = conn.execute(prune_sql.chunk_summary(lo, hi, first_kept, policy)).one()
+    deleted = s.rows
+    if s.rows and not dry_run:
+        stmt = prune_sql.delete_thinned(lo, hi, first_kept, policy).execution_options(preserve_rowcount=True)
+        deleted = conn.execute(stmt).rowcount
     return {"deleted": deleted, "portfolios": s.portfolios, "oldest": s.oldest, "newest": s.newest,
             "before_cutoff": s.before_cutoff}
 

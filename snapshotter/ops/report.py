@@ -103,7 +103,10 @@ def prune_line(result) -> str:
         f"{'dry run: ' if s['dry_run'] else ''}prune {s['target_date']} --keep-daily {s['keep_daily']} --then {s['then']}: "
         f"cutoff {s['cutoff']}, {s['snapshots_deleted']} snapshots {'would be ' if s['dry_run'] else ''}deleted from "
         f"{s['portfolios_pruned']} portfolios{span}, {s['months_kept']} month-end snapshots kept before the cutoff, "
-        f"{s['duration_s']}s"
+        + (f"{s['partitions_compacted']} month partitions rewritten compact ({s['compacted_mb_before']} MB -> "
+           f"{s['compacted_mb_after']} MB), "
+           if s.get("partitions_compacted") else "")
+        + f"{s['duration_s']}s"
     )
 
 
