@@ -26,12 +26,17 @@ def is_partition(table_name: str) -> bool:
     return bool(_PARTITION.match(table_name))
 
 
+def next_month(day: date) -> date:
+    """The first day of the month after ``day``'s."""
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
 def month_names(first: date, last: date) -> list[str]:
     """The partition names of the calendar months from ``first``'s to ``last``'s."""
-    out, y, m = [], first.year, first.month
-    while (y, m) <= (last.year, last.month):
-        out.append(f"portfolio_snapshots_{y:04d}_{m:02d}")
-        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    out, m = [], first.replace(day=1)
+    while m <= last:
+        out.append(f"portfolio_snapshots_{m.year:04d}_{m.month:02d}")
+        m = next_month(m)
     return out
 
 
@@ -78,7 +83,7 @@ def old_months(conn: sa.Connection, before: date) -> list[tuple[date, int]]:
     out = []
     for name, size in rows:
         start = month_start(name)
-        if date(start.year + start.month // 12, start.month % 12 + 1, 1) <= before:
+        if next_month(start) <= before:
             out.append((start, size))
     return out
 
