@@ -12,10 +12,11 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 
 from snapshotter.data import db, schema
 from snapshotter.ops.report import partial_marks, sparkline
-from snapshotter.core.calendar import effective_trading_date, previous_trading_day, trading_days_back
+from snapshotter.core.calendar import effective_trading_date, previous_trading_day, trading_days_back, trading_days_between
 from tests.conftest import invoke, table_rows
 from tests.factories import add_cash, add_close, add_lot, add_portfolio, add_snapshot
 
@@ -244,3 +245,75 @@ def _heartbeat_query(run_id: str):
 
     t = schema.batch_run_tracking
     return sa.select(t.c.heartbeat_at).where(t.c.run_id == run_id)
+
+
+def _freshness_from_scratch(engine) -> dict:
+    """status's snapshot freshness computed in Python from every row (the SPEC's "active" on the
+    newest snapshot day, each portfolio's last snapshot), to hold the SQL's probes to."""
+    with engine.connect() as c:
+        snaps = c.execute(sa.select(schema.portfolio_snapshots.c.portfolio_id, schema.portfolio_snapshots.c.snapshot_date)).all()
+        ports = c.execute(sa.select(schema.portfolios.c.id, schema.portfolios.c.deleted_at)).all()
+        lots = c.execute(sa.select(schema.positions)).mappings().all()
+        cash = c.execute(sa.select(schema.cash_transactions)).mappings().all()
+    newest = max((d for _, d in snaps), default=None)
+    out = {"newest_snapshot_date": newest.isoformat() if newest else None}
+    if newest is None:
+        return out
+    last: dict = {}
+    for p, d in snaps:
+        last[p] = max(last.get(p, d), d)
+
+    def active(p):
+        holds = any(x["portfolio_id"] == p and x["deleted_at"] is None and x["entry_date"] <= newest
+                    and (x["exit_date"] is None or x["exit_date"] > newest) for x in lots)
+        balance = sum((Decimal(x["amount"]) for x in cash if x["portfolio_id"] == p and x["txn_date"] <= newest), Decimal(0))
+        return holds or balance != 0
+
+    act = [p for p, deleted in ports if deleted is None and active(p)]
+    behind = [p for p in act if last.get(p) != newest]
+    olds = [last[p] for p in behind if p in last]
+    out.update(active_portfolios=len(act), portfolios_behind=len(behind), portfolios_without_snapshot=sum(p not in last for p in behind),
+               oldest_behind_date=min(olds).isoformat() if olds else None)
+    return out
+
+
+def test_status_freshness_equals_a_from_scratch_computation_after_every_kind_of_run(engine, monkeypatch):
+    """The probes of status/check (the newest day's partition, the last snapshot only of those behind)
+    against every row, after a backfill, a nightly that crashed between chunks, its rerun, a forced
+    refresh, a new portfolio never snapshotted, a sold-out one and a deleted one."""
+    from snapshotter.jobs import snapshots as job
+    from snapshotter.ops import status as ops_status
+    from tests.factories import NOW, add_closes, crash_on_call
+
+    days = trading_days_between(date(2026, 8, 24), date(2026, 9, 18))
+    with engine.begin() as c:
+        pids = [add_portfolio(c, f"p{i}") for i in range(4)]
+        for i, pid in enumerate(pids):
+            add_lot(c, pid, "AAA", "10", "100", "2026-08-24", exit_date="2026-09-10" if i == 3 else None)
+        add_cash(c, pids[0], "2026-08-24", "50")
+        add_closes(c, "AAA", {d: Decimal(100 + i) for i, d in enumerate(days)})
+    opts = dict(progress=False, wait_for_batch=False, chunk_size=1)
+
+    def same():
+        with engine.connect() as c:
+            got = ops_status.snapshot_freshness(c, date(2026, 12, 4))
+        got.pop("lag_trading_days")
+        assert got == _freshness_from_scratch(engine)
+        return got
+
+    job.backfill(engine, str(pids[1]), date(2026, 8, 24), date(2026, 9, 4), opts=job.Options(**opts), now=NOW)
+    assert same()["portfolios_without_snapshot"] == 3
+    crash_on_call(monkeypatch, "_snapshot_chunk", 3)
+    with pytest.raises(KeyboardInterrupt):
+        job.portfolio_refresh(engine, date(2026, 9, 11), job.Options(**opts), now=NOW)
+    monkeypatch.undo()
+    assert same()["portfolios_behind"] > 0
+    job.portfolio_refresh(engine, date(2026, 9, 11), job.Options(**opts), now=NOW)
+    assert same()["portfolios_behind"] == 0
+    job.refresh_date(engine, date(2026, 9, 11), force=True, opts=job.Options(**opts), now=NOW)
+    same()
+    with engine.begin() as c:
+        add_lot(c, add_portfolio(c, "new"), "AAA", "1", "100", "2026-09-01")
+        c.execute(schema.portfolios.update().where(schema.portfolios.c.id == pids[2]).values(deleted_at=NOW))
+    got = same()
+    assert (got["active_portfolios"], got["portfolios_behind"], got["portfolios_without_snapshot"]) == (3, 1, 1)
