@@ -7,6 +7,8 @@ Then, under the snapshot writers' lock (so a prune never runs beside a refresh) 
 ``batch_run_tracking`` row (``prune``), portfolios are walked in id order in chunks; each chunk
 is one transaction that counts and deletes its thinned snapshots, so a crash loses at most
 the chunk in flight and a rerun finishes the job (a pruned chunk has nothing left to thin).
+On PostgreSQL the old months' partitions it thinned are then rewritten compact (:func:`_compact`),
+since a partition of an old month never reuses the space its deleted rows leave.
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ def _compact(engine: sa.Engine, stats: dict, first_kept: date, stop: StopFlag, r
     or during this step), so the deleted rows' space goes back to the file system: a partition of
     an old month never reuses it. One month per transaction. SQLite deletes in place (``VACUUM``
     returns the space)."""
+    if engine.dialect.name != "postgresql":
+        return
     with engine.connect() as conn:
         with conn.begin():
             months = partitions.old_months(conn, first_kept)
