@@ -410,7 +410,7 @@ def _ensure_partitions(conn: sa.Connection, first: date, last: date) -> None:
         raise ConfigError(
             f"this role may not create the monthly partitions of portfolio_snapshots for {first} to {last}: as the owner, "
             "GRANT EXECUTE ON FUNCTION snapshotter_ensure_snapshot_partitions(date, date) TO the job role "
-            "(README Database roles); nothing was written"
+            "(README Database roles); the run stopped before writing those days"
         ) from None
 
 
