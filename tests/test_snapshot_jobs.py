@@ -483,6 +483,9 @@ def test_a_run_writes_into_the_partitions_of_its_months(engine, backend, four_we
         with engine.begin() as c:
             c.execute(sa.text("DROP TABLE IF EXISTS portfolio_snapshots_2026_08, portfolio_snapshots_2026_09, portfolio_snapshots_2026_10"))
             c.execute(schema.snapshot_invalidations.delete())  # the nightly pass itself, not the recompute's, must create them
+    before = snapshots(engine)
+    preview = job.portfolio_refresh(engine, D("2026-09-18"), opts(dry_run=True), now=NOW)  # writes nothing: no month needed
+    assert preview.exit_code == 0 and preview.stats["snapshots_created"] == 19 and snapshots(engine) == before == []
     job.portfolio_refresh(engine, D("2026-09-18"), opts(), now=NOW)
     with engine.connect() as c:
         months = partitions.months(c)
@@ -493,3 +496,23 @@ def test_a_run_writes_into_the_partitions_of_its_months(engine, backend, four_we
             "SELECT tableoid::regclass::text, count(*) FROM portfolio_snapshots GROUP BY 1")).all())
     assert {"portfolio_snapshots_2026_08", "portfolio_snapshots_2026_09", "portfolio_snapshots_2026_10"} <= set(months)
     assert per_partition == {"portfolio_snapshots_2026_08": 6, "portfolio_snapshots_2026_09": 13}
+
+
+def test_a_recompute_dry_run_into_a_month_without_its_partition(engine, backend, four_week_portfolio):
+    """A lot backdated into a month no snapshot was ever written in: the recompute's dry run runs its
+    writes and rolls them back, so it makes that month's partition first (PostgreSQL), and changes no row."""
+    pid, _ = four_week_portfolio
+    lots = schema.positions
+    with engine.begin() as c:  # the history starts on 09-01 (the lot and the cash)
+        c.execute(lots.update().values(entry_date=D("2026-09-01")))
+        c.execute(schema.cash_transactions.update().values(txn_date=D("2026-09-01")))
+    job.portfolio_refresh(engine, D("2026-09-18"), opts(), now=NOW)
+    with engine.begin() as c:
+        c.execute(schema.snapshot_invalidations.delete())
+        if backend == "postgresql":
+            c.execute(sa.text("DROP TABLE IF EXISTS portfolio_snapshots_2026_08"))
+        c.execute(lots.update().values(entry_date=D("2026-08-24")))  # the trigger records it from 08-24
+    before = snapshots(engine)
+    r = job.recompute(engine, opts=opts(dry_run=True), now=NOW)
+    assert r.exit_code == 0 and r.stats["snapshots_created_by_invalidation"] == 6  # Aug 24-31
+    assert snapshots(engine) == before and snapshot_dates(engine, pid)[0] == "2026-09-01"

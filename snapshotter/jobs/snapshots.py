@@ -349,7 +349,7 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
     actions = bool(steps)
     prepare = partial(_prepare_connection, plan=plan, max_price_age=opts.max_price_age, steps=steps)
     with engine.connect() as conn, Workers(engine, n, prepare, _drop_temp_tables) as pool:
-        if snapshots and plan.days and not opts.dry_run:
+        if snapshots and plan.days and not opts.dry_run:  # a dry run writes no snapshot
             _ensure_partitions(conn, min(plan.days), max(*plan.days, plan.target))
         total = None
         if portfolio_id is None:
@@ -400,7 +400,10 @@ def _execute(engine, plan: gaps.Plan, stats: dict, opts: Options, stop: StopFlag
 
 def _ensure_partitions(conn: sa.Connection, first: date, last: date) -> None:
     """The monthly partitions of the days a run may write (:mod:`snapshotter.data.partitions`),
-    before its first write. A role that may not create a missing one stops the run with the fix."""
+    before its first write; also before the writes that a recompute's dry run and ``--explain
+    analyze`` run and roll back (a month without its partition would fail them; the empty
+    partitions they leave hold no rows).
+    A role that may not create a missing one stops the run with the fix."""
     try:
         with conn.begin():
             partitions.ensure_snapshot_partitions(conn, first, last)
@@ -657,6 +660,9 @@ def _explain(engine, plan: gaps.Plan, opts: Options, portfolio_id, require_activ
     server's plan (``plan``) or its measured plan (``analyze``, which runs them); rolled back."""
     steps: list[dict] = []
     with engine.connect() as conn:
+        if plan.days:  # EXPLAIN ANALYZE runs the writes (rolled back): their months must exist
+            _ensure_partitions(conn, min(plan.days), max(*plan.days, plan.target))
+
         def execute(stmt, step=None):
             if step is None:
                 return conn.execute(stmt.execution_options(preserve_rowcount=True))
@@ -755,7 +761,7 @@ def _apply_invalidations(engine, target: date, stats: dict, opts: Options, stop:
         with conn.begin():
             p = conn.execute(invalidation_sql.pending(start, max_id)).one()
             priced = tuple(sorted(conn.execute(planning_sql.priced_days_between(start, end)).scalars()))
-        if priced and not opts.dry_run:
+        if priced:  # a dry run too: it runs the writes and rolls them back
             _ensure_partitions(conn, priced[0], target)
     stats["invalidations_pending"] = p.rows
     stats["invalidations_oldest_from"] = p.oldest.isoformat() if p.oldest else None
