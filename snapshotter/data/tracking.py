@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import traceback
 import uuid
 from datetime import date, datetime, timedelta, timezone
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 
 from snapshotter.data.schema import batch_run_tracking as brt
 from snapshotter.clock import utcnow
+from snapshotter.errors import Stopped
 from snapshotter.ops.logs import redact
 
 SYMBOL_BATCH = "symbol_batch"
@@ -82,6 +84,15 @@ class Run:
                 sleep(left)
 
         return sleep_alive
+
+    def finish_raised(self, exc: BaseException, stats: dict, started: float) -> None:
+        """The run ended by ``exc``: ``interrupted`` for a stop (a signal, --max-runtime), else
+        ``failed`` with the traceback; ``stats`` get the duration since ``started`` (monotonic)."""
+        stats["duration_s"] = round(time.monotonic() - started, 3)
+        if isinstance(exc, Stopped):
+            self.finish("interrupted", stats, str(exc))
+        else:
+            self.finish("failed", stats, error_with_traceback(exc))
 
     def finish(self, status: str, stats: dict | None = None, error: str | None = None) -> None:
         now = utcnow()

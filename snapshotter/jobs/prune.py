@@ -23,7 +23,7 @@ from snapshotter.core import gaps, retention, targets
 from snapshotter.core.calendar import trading_days_between
 from snapshotter.data import dialect, partitions, prune_sql, tracking
 from snapshotter.data.locks import run_lock
-from snapshotter.errors import ConfigError, ExitCode, Stopped
+from snapshotter.errors import ConfigError, ExitCode
 from snapshotter.jobs.snapshots import ChunkSizer, EngineSource, _engine
 from snapshotter.ops.logs import bind_target, get_logger
 from snapshotter.ops.signals import STOP, StopFlag
@@ -79,13 +79,8 @@ def prune(engine: EngineSource, opts: PruneOptions, *, now: datetime, stop: Stop
         try:
             _thin(engine, stats, opts, first_kept, stop, run)
             _compact(engine, stats, first_kept, stop, run)
-        except Stopped as exc:
-            stats["duration_s"] = round(time.monotonic() - started, 3)
-            run.finish("interrupted", stats, str(exc))
-            raise
         except BaseException as exc:
-            stats["duration_s"] = round(time.monotonic() - started, 3)
-            run.finish("failed", stats, tracking.error_with_traceback(exc))
+            run.finish_raised(exc, stats, started)
             raise
         result = _finished(stats, target, run.run_id, started)
         run.finish("completed", stats)

@@ -29,7 +29,7 @@ from snapshotter.data import (
     dialect, invalidation_sql, market_value_sql, partitions, planning_sql, snapshot_sql, spans, steps_sql, temp_tables, tracking,
 )
 from snapshotter.data.locks import run_lock
-from snapshotter.errors import BatchNotReady, ConfigError, DatabaseUnavailable, ExitCode, Stopped, UsageError, exit_code_for_failures
+from snapshotter.errors import BatchNotReady, ConfigError, DatabaseUnavailable, ExitCode, UsageError, exit_code_for_failures
 from snapshotter.jobs.workers import Workers
 from snapshotter.ops.logs import bind_target, get_logger, redact
 from snapshotter.ops.progress import progress_bar
@@ -224,15 +224,10 @@ def _run(engine, batch_type, target, plan_fn, opts: Options, stop: StopFlag, now
             if portfolio_id is None:  # portfolio-refresh and refresh first make the past true again
                 _apply_invalidations(engine, target, stats, opts, stop, run, now)
             _execute(engine, plan, stats, opts, stop, run, portfolio_id, require_active, now)
-        except Stopped as exc:
-            stats["duration_s"] = round(time.monotonic() - started, 3)
-            run.finish("interrupted", stats, str(exc))
-            raise
         except BatchNotReady:
             raise
         except BaseException as exc:
-            stats["duration_s"] = round(time.monotonic() - started, 3)
-            run.finish("failed", stats, tracking.error_with_traceback(exc))
+            run.finish_raised(exc, stats, started)
             raise
         stats["duration_s"] = round(time.monotonic() - started, 3)
         failed = stats["portfolios_failed"]
@@ -722,13 +717,8 @@ def recompute(
             _apply_invalidations(engine, target, stats, opts, stop, run, now, pid)
             # the market values of every lot (one portfolio's with --portfolio): the normal pass, no snapshot days
             _execute(engine, gaps.Plan("recompute", target, ()), stats, opts, stop, run, pid, True, now, snapshots=False)
-        except Stopped as exc:
-            stats["duration_s"] = round(time.monotonic() - started, 3)
-            run.finish("interrupted", stats, str(exc))
-            raise
         except BaseException as exc:
-            stats["duration_s"] = round(time.monotonic() - started, 3)
-            run.finish("failed", stats, tracking.error_with_traceback(exc))
+            run.finish_raised(exc, stats, started)
             raise
         stats["portfolios_skipped"] = 0
         stats["duration_s"] = round(time.monotonic() - started, 3)
