@@ -169,10 +169,14 @@ BAD_SPLITS = [
 @pytest.mark.parametrize("line, says", BAD_SPLITS, ids=[s.split(": ", 1)[1][:30] for _, s in BAD_SPLITS])
 def test_a_bad_splits_file_is_one_line_exit_64_and_writes_nothing(db_url, engine, tmp_path, line, says):
     snapshot_on(engine, "2026-11-20")
-    f = tmp_path / "splits.csv"
-    f.write_text("symbol,ex_date,split_from,split_to\n" + line + "\n")
+    load_is_refused(db_url, engine, tmp_path / "splits.csv", "--splits", "symbol,ex_date,split_from,split_to\n" + line, says)
+
+
+def load_is_refused(db_url, engine, f, option: str, text: str, says: str) -> None:
+    """``load OPTION f`` of ``text``: exit 64, the one error line ``says`` (after f's directory), no row changed."""
+    f.write_text(text + "\n")
     before = row_counts(engine)
-    r = invoke(*NOW_ARGS, "load", "--splits", str(f), db_url=db_url)
+    r = invoke(*NOW_ARGS, "load", option, str(f), db_url=db_url)
     assert r.returncode == 64
     assert [x for x in r.stderr.splitlines() if x.startswith("snapshotter:")] == [f"snapshotter: error: {f.parent}/{says}"]
     assert row_counts(engine) == before
@@ -186,13 +190,7 @@ def test_a_bad_splits_file_is_one_line_exit_64_and_writes_nothing(db_url, engine
     ("FB,,2022-06-09", "changes.csv:2: new_symbol is empty"),
 ])
 def test_a_bad_symbol_changes_file_is_one_line_exit_64_and_writes_nothing(db_url, engine, tmp_path, body, says):
-    f = tmp_path / "changes.csv"
-    f.write_text("old_symbol,new_symbol,effective_date\n" + body + "\n")
-    before = row_counts(engine)
-    r = invoke(*NOW_ARGS, "load", "--symbol-changes", str(f), db_url=db_url)
-    assert r.returncode == 64
-    assert [x for x in r.stderr.splitlines() if x.startswith("snapshotter:")] == [f"snapshotter: error: {f.parent}/{says}"]
-    assert row_counts(engine) == before
+    load_is_refused(db_url, engine, tmp_path / "changes.csv", "--symbol-changes", "old_symbol,new_symbol,effective_date\n" + body, says)
 
 
 # --- the batch: splits from the providers, once a day --------------------------------------
