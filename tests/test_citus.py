@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from snapshotter.core.valuation import portfolio_activity
-from snapshotter.data import citus, invalidation_sql, market_value_sql, planning_sql, schema, snapshot_sql, spans, steps_sql
+from snapshotter.data import citus, frontier_sql, invalidation_sql, market_value_sql, planning_sql, schema, snapshot_sql, spans, steps_sql
 from tests.citus_joins import check
 from tests.conftest import ROOT, invoke, row_counts, scratch_database
 
@@ -126,6 +126,7 @@ def test_distribute_makes_reference_tables_first_then_the_co_located_group():
         "SELECT create_distributed_table('positions', 'portfolio_id', colocate_with => 'portfolios')",
         "SELECT create_distributed_table('cash_transactions', 'portfolio_id', colocate_with => 'portfolios')",
         "SELECT create_distributed_table('portfolio_snapshots', 'portfolio_id', colocate_with => 'portfolios')",
+        "SELECT create_distributed_table('portfolio_frontier', 'portfolio_id', colocate_with => 'portfolios')",
     ]
 
 
@@ -188,6 +189,11 @@ def engine_statements():
             *(("last_cached", s) for s in planning_sql.last_cached(["A", "B"], D2)),
             *(("cached_days", s) for s in planning_sql.cached_days(["A", "B"], D1, D2)),
             ("portfolio_activity", sa.select(portfolio_activity(D2)))]
+    for ins in (postgresql.insert, sqlite.insert):
+        out += [("record_chunk", frontier_sql.record_chunk(ins, 1, 2, D2, from_chunk=f)) for f in (True, False)]
+        out.append(("forget_recomputed", frontier_sql.forget_recomputed(ins, sa.select(invalidation_sql.affected.c.portfolio_id))))
+    out += [("known_active", frontier_sql.known_active(D2)),
+            ("unknown_activity", sa.select(portfolio_activity(D2, lambda col: frontier_sql.is_unknown(col, D2))))]
     return out
 
 

@@ -597,3 +597,33 @@ def test_0009_adds_the_partition_compaction_to_a_populated_0008_database(at_0003
     with engine.connect() as c:
         assert c.execute(sa.text("SELECT count(*) FROM pg_proc WHERE proname = 'snapshotter_compact_snapshot_partition'")).scalar_one() == 0
     assert typed_rows(engine, cols) == rows
+
+
+def test_0010_adds_the_frontier_to_a_populated_0009_database(at_0003, backend):
+    """Every row kept; every portfolio gets a frontier row, not known yet (a deleted one: inactive for
+    good), so status computes them exactly until the next run; the downgrade drops the table."""
+    engine = at_0003
+    db.upgrade(engine, "0009")
+    with engine.begin() as c:
+        partitions.ensure_snapshot_partitions(c, date(2026, 11, 1), date(2026, 11, 30))
+    populate(engine)
+    cols, rows, raw = columns(engine), typed_rows(engine), raw_rows(engine)
+
+    assert db.upgrade(engine, "0010") == ("0009", "0010")
+
+    assert typed_rows(engine, cols) == rows and raw_rows(engine, cols) == raw
+    f = schema.portfolio_frontier
+    with engine.connect() as c:
+        got = {r.portfolio_id: (r.as_of, r.active) for r in c.execute(sa.select(f))}
+    assert got == {p["id"]: (None if p["deleted_at"] is None else date(9999, 12, 31), False) for p in rows["portfolios"]}
+    assert len(got) == 2 and {v[0] for v in got.values()} == {None, date(9999, 12, 31)}
+    assert_matches_metadata(engine)
+    with engine.begin() as c:  # an application hard-deletes a portfolio: its frontier row goes with it
+        live = next(p["id"] for p in rows["portfolios"] if p["deleted_at"] is None)
+        for t in (schema.portfolio_snapshots, schema.positions, schema.cash_transactions):
+            c.execute(t.delete().where(t.c.portfolio_id == live))
+        c.execute(schema.portfolios.delete().where(schema.portfolios.c.id == live))
+        assert c.execute(sa.select(sa.func.count()).select_from(f)).scalar_one() == 1
+
+    downgrade(engine, "0009")
+    assert "portfolio_frontier" not in sa.inspect(engine).get_table_names()

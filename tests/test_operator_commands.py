@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from snapshotter.data import db, schema
+from snapshotter.data import db, frontier_sql, schema
 from snapshotter.ops.report import partial_marks, sparkline
 from snapshotter.core.calendar import effective_trading_date, previous_trading_day, trading_days_back, trading_days_between
 from tests.conftest import invoke, table_rows
@@ -277,6 +277,27 @@ def _freshness_from_scratch(engine) -> dict:
     return out
 
 
+def _frontier_is_true(engine) -> None:
+    """Every frontier row status trusts (``as_of`` set, no change pending) is the SPEC's activity
+    on its day, computed from every row in Python, and an active portfolio has that day's snapshot."""
+    with engine.connect() as c:
+        rows = c.execute(sa.select(schema.portfolio_frontier)).all()
+        pending = set(c.execute(sa.select(schema.snapshot_invalidations.c.portfolio_id)).scalars())
+        snaps = set(c.execute(sa.select(schema.portfolio_snapshots.c.portfolio_id, schema.portfolio_snapshots.c.snapshot_date)).all())
+        ports = dict(c.execute(sa.select(schema.portfolios.c.id, schema.portfolios.c.deleted_at)).all())
+        lots = c.execute(sa.select(schema.positions)).mappings().all()
+        cash = c.execute(sa.select(schema.cash_transactions)).mappings().all()
+    for pid, as_of, active in rows:
+        if as_of is None or pid in pending:
+            continue
+        holds = any(x["portfolio_id"] == pid and x["deleted_at"] is None and x["entry_date"] <= as_of
+                    and (x["exit_date"] is None or x["exit_date"] > as_of) for x in lots)
+        balance = sum((Decimal(x["amount"]) for x in cash if x["portfolio_id"] == pid and x["txn_date"] <= as_of), Decimal(0))
+        truth = ports[pid] is None and (holds or balance != 0)
+        assert active == truth, (pid, as_of, active)
+        assert not active or (pid, as_of) in snaps, (pid, as_of)
+
+
 def test_status_freshness_equals_a_from_scratch_computation_after_every_kind_of_run(engine, monkeypatch):
     """The probes of status/check (the newest day's partition, the last snapshot only of those behind)
     against every row, after a backfill, a nightly that crashed between chunks, its rerun, a forced
@@ -299,7 +320,19 @@ def test_status_freshness_equals_a_from_scratch_computation_after_every_kind_of_
             got = ops_status.snapshot_freshness(c, date(2026, 12, 4))
         got.pop("lag_trading_days")
         assert got == _freshness_from_scratch(engine)
+        _frontier_is_true(engine)
         return got
+
+    def partial_on_15th():
+        ps = schema.portfolio_snapshots
+        with engine.connect() as c:
+            return list(c.execute(sa.select(ps.c.is_partial).where(ps.c.portfolio_id == pids[0], ps.c.snapshot_date == date(2026, 9, 15))).scalars())
+
+    def unknown():
+        with engine.connect() as c:
+            newest = c.execute(sa.select(sa.func.max(schema.portfolio_snapshots.c.snapshot_date))).scalar()
+            p = schema.portfolios
+            return c.execute(sa.select(sa.func.count()).where(frontier_sql.is_unknown(p.c.id, newest))).scalar_one()
 
     job.backfill(engine, str(pids[1]), date(2026, 8, 24), date(2026, 9, 4), opts=job.Options(**opts), now=NOW)
     assert same()["portfolios_without_snapshot"] == 3
@@ -317,3 +350,23 @@ def test_status_freshness_equals_a_from_scratch_computation_after_every_kind_of_
         c.execute(schema.portfolios.update().where(schema.portfolios.c.id == pids[2]).values(deleted_at=NOW))
     got = same()
     assert (got["active_portfolios"], got["portfolios_behind"], got["portfolios_without_snapshot"]) == (3, 1, 1)
+    assert unknown() == 2  # the new portfolio and the deleted one: their changes are pending
+    job.recompute(engine, opts=job.Options(**opts), now=NOW)  # history rewritten, the newest days not made
+    same()
+    assert unknown() == 1  # the new portfolio (the gaps pass makes its days); the deleted one is inactive for good
+    job.portfolio_refresh(engine, date(2026, 9, 14), job.Options(**opts), now=NOW)
+    assert same()["portfolios_behind"] == 0 and unknown() == 0  # every portfolio known again: nothing computed
+    with engine.begin() as c:  # cash into a portfolio without lots, a lot closed in the past, a close missing then
+        add_cash(c, add_portfolio(c, "cash only"), "2026-09-02", "75")
+        c.execute(schema.positions.update().where(schema.positions.c.portfolio_id == pids[1]).values(exit_date=date(2026, 9, 8)))
+        c.execute(schema.portfolios.update().where(schema.portfolios.c.id == pids[2]).values(deleted_at=None))
+        add_lot(c, pids[0], "BBB", "2", "50", "2026-09-01")
+        add_closes(c, "BBB", {d: Decimal(50) for d in days if d < date(2026, 9, 15)})  # none on the 15th yet
+    got = same()
+    assert (got["active_portfolios"], got["portfolios_behind"]) == (4, 2)
+    job.portfolio_refresh(engine, date(2026, 9, 15), job.Options(**opts), now=NOW)  # pids[0] partial on the 15th
+    assert same()["portfolios_behind"] == 0 and unknown() == 0 and partial_on_15th() == [True]
+    with engine.begin() as c:
+        add_close(c, "BBB", date(2026, 9, 15), Decimal(51))
+    job.portfolio_refresh(engine, date(2026, 9, 15), job.Options(**opts), now=NOW)  # healed
+    assert same()["active_portfolios"] == 4 and unknown() == 0 and partial_on_15th() == [False]

@@ -2,7 +2,7 @@
 rules as a check, and the SQL that converts a database at head.
 
 The plan: ``portfolios`` distributed by ``id``; ``positions``, ``cash_transactions`` and
-``portfolio_snapshots`` by ``portfolio_id``, co-located with it (a portfolio's rows on one
+``portfolio_snapshots`` (and ``portfolio_frontier``) by ``portfolio_id``, co-located with it (a portfolio's rows on one
 node); ``symbol_prices_daily`` and the other small tables the engine joins or the triggers
 write are reference tables (a copy on every node); ``batch_run_tracking`` and
 ``alembic_version`` stay plain tables on the coordinator (nothing joins them).
@@ -65,6 +65,7 @@ PLAN = Plan(
         "positions": Distributed("portfolio_id", "portfolios"),
         "cash_transactions": Distributed("portfolio_id", "portfolios"),
         "portfolio_snapshots": Distributed("portfolio_id", "portfolios"),
+        "portfolio_frontier": Distributed("portfolio_id", "portfolios"),
     },
     reference=(
         "symbol_prices_daily", "watchlist", "symbol_splits", "symbol_changes", "price_rejections", "symbol_fetch_failures",

@@ -221,6 +221,28 @@ def _pg_csv(el, c, **kw):
     return f"string_agg(DISTINCT {a}, ',' ORDER BY {a})"
 
 
+class date_value(FunctionElement):
+    """A date value typed as a date wherever it stands, a CASE branch included: PostgreSQL reads an
+    inlined '2026-11-24' (EXPLAIN, ``--explain``) there as text; SQLite stores ISO text and must
+    not get a CAST (its DATE affinity is numeric)."""
+
+    name = "date_value"
+    inherit_cache = True
+    type = sa.Date()
+
+
+@compiles(date_value, "postgresql")
+def _pg_date_value(el, c, **kw):
+    (a,) = _args(c, el, **kw)
+    return f"CAST({a} AS DATE)"
+
+
+@compiles(date_value)
+def _date_value(el, c, **kw):
+    (a,) = _args(c, el, **kw)
+    return a
+
+
 def _default(el, c, **kw):
     """SQLite (and any other dialect): call the registered function by name."""
     return f"{el.name}({', '.join(_args(c, el, **kw))})"

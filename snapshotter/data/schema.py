@@ -219,6 +219,17 @@ snapshot_invalidations = sa.Table(
     sa.Index(None, "portfolio_id", "from_date"),
 )
 
+# What the last run knew about each portfolio, written in the same transaction as its snapshots
+# (migration 0010; the rule: snapshotter/data/frontier_sql.py): ``status`` and ``check`` read this
+# instead of every lot and snapshot. ``as_of`` NULL: not known (the next run, or status, computes it).
+portfolio_frontier = sa.Table(
+    "portfolio_frontier",
+    metadata,
+    sa.Column("portfolio_id", sa.Uuid, sa.ForeignKey("portfolios.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("as_of", sa.Date, nullable=True),
+    sa.Column("active", sa.Boolean, nullable=False),
+)
+
 # Corporate actions (migration 0007; the valuation rule is "quantity as of the day", README
 # Corporate actions). A split: from ex_date on, a lot entered before it holds
 # quantity x split_to / split_from shares (10-for-1: from 1, to 10). A ticker change: from

@@ -26,7 +26,8 @@ import sqlalchemy as sa
 from snapshotter.clock import utcnow
 from snapshotter.core import gaps, targets, valuation
 from snapshotter.data import (
-    dialect, invalidation_sql, market_value_sql, partitions, planning_sql, snapshot_sql, spans, steps_sql, temp_tables, tracking,
+    dialect, frontier_sql, invalidation_sql, market_value_sql, partitions, planning_sql, snapshot_sql, spans, steps_sql, temp_tables,
+    tracking,
 )
 from snapshotter.data.locks import run_lock
 from snapshotter.errors import BatchNotReady, ConfigError, DatabaseUnavailable, ExitCode, UsageError, exit_code_for_failures
@@ -628,6 +629,8 @@ def _snapshot_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Plan
             heal = snapshot_sql.insert_snapshots(insert, ch, heal=True, force=False, now=now)
             healed = execute(heal, "recompute the partial and stale snapshots" if stale_ok else "recompute the partial snapshots").rowcount if counts.heal_pairs else 0
             healed += recomputed_forced
+            if plan.target in plan.days:  # the chunk's portfolios now have the target day: what status reads
+                execute(frontier_sql.record_chunk(insert, lo, hi, plan.target, from_chunk=require_active), "the frontier status reads")
             for stmt in snapshot_sql.clear_chunk():
                 conn.execute(stmt)
             trans.rollback() if opts.explain else trans.commit()
@@ -858,6 +861,7 @@ def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Pla
                 changed = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount - (pairs - existing)
             if max_price_age and not dry_run:
                 delta["snapshots_stale"] += conn.execute(snapshot_sql.stale_written()).scalar_one()
+        conn.execute(frontier_sql.forget_recomputed(lambda t: dialect.dialect_insert(conn, t), sa.select(invalidation_sql.affected.c.portfolio_id)))
         for stmt in [*snapshot_sql.clear_chunk(), *invalidation_sql.clear()]:
             conn.execute(stmt)
         trans.rollback() if dry_run else trans.commit()

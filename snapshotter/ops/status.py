@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from snapshotter.core import corporate_actions as actions
 from snapshotter.core.calendar import effective_trading_date, trading_days_back, trading_days_between
 from snapshotter.core.valuation import portfolio_activity, priced_by
-from snapshotter.data import corporate_actions, db, fetch_memory, invalidation_sql, planning_sql, schema, steps_sql, tracking
+from snapshotter.data import corporate_actions, db, fetch_memory, frontier_sql, invalidation_sql, planning_sql, schema, steps_sql, tracking
 from snapshotter.data.schema import batch_run_tracking as brt
 
 COUNTED = tuple(t.name for t in schema.metadata.sorted_tables)  # every table of the schema
@@ -125,10 +125,12 @@ def snapshot_freshness(conn: sa.Connection, effective: date) -> dict:
     """The newest snapshot date, its lag in trading days, and the active portfolios behind it.
 
     Active is the SPEC rule (:func:`snapshotter.core.valuation.portfolio_activity`) on the
-    newest snapshot date. A portfolio is behind when it has no snapshot on that day; only for
-    those is its last snapshot looked up. Both are index probes per portfolio (on PostgreSQL
-    into the newest month's partition first), so the cost does not grow with the years of
-    history: grouping the whole table by portfolio did (README "Years of history").
+    newest snapshot date N; a portfolio is behind when it is active and has no snapshot on N.
+    The portfolios the last run left known for N (:mod:`snapshotter.data.frontier_sql`) are
+    counted from their frontier rows alone (one narrow row each, never behind); only the
+    unknown ones (a run that stopped between chunks, a change not yet recomputed) are computed
+    exactly, with an index probe each. Nothing reads the history or every lot, so the cost does
+    not grow with the years of history or with the lots (README "Monitoring").
     """
     s = schema.portfolio_snapshots
     newest = conn.execute(sa.select(sa.func.max(s.c.snapshot_date))).scalar()
@@ -136,7 +138,7 @@ def snapshot_freshness(conn: sa.Connection, effective: date) -> dict:
            "active_portfolios": 0, "portfolios_behind": 0, "portfolios_without_snapshot": 0, "oldest_behind_date": None}
     if newest is None:
         return out
-    act = portfolio_activity(newest)
+    act = portfolio_activity(newest, lambda col: frontier_sql.is_unknown(col, newest))
     behind = ~sa.exists().where(s.c.portfolio_id == act.c.id, s.c.snapshot_date == newest)
     last = sa.select(sa.func.max(s.c.snapshot_date)).where(s.c.portfolio_id == act.c.id).scalar_subquery()
     q = (
@@ -150,6 +152,7 @@ def snapshot_freshness(conn: sa.Connection, effective: date) -> dict:
         .where(act.c.active == sa.true())
     )
     active, n_behind, never, oldest = conn.execute(q).one()
+    active += conn.execute(frontier_sql.known_active(newest)).scalar_one()
     out.update(active_portfolios=active, portfolios_behind=n_behind, portfolios_without_snapshot=never, oldest_behind_date=_iso(oldest))
     return out
 

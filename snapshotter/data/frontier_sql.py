@@ -1,0 +1,109 @@
+"""The portfolio frontier: what the last run knew about each portfolio, so that ``status`` and
+``check`` read one narrow row per portfolio instead of every lot and every snapshot.
+
+**The rule** (table ``portfolio_frontier``, migration 0010). A row (portfolio_id, as_of, active)
+with ``as_of`` set says: in the transaction that wrote it, ``active`` was the SPEC rule
+(:func:`snapshotter.core.valuation.portfolio_activity`) on ``as_of``, and an active portfolio
+had its snapshot on ``as_of``. It is written by:
+
+* the snapshot engine's chunk (nightly, refresh, backfill, heal), for every live portfolio of
+  the chunk, when the run's target is one of the days it values (:func:`record_chunk`); never
+  moved back to an earlier day (a ``refresh --date`` of a past day leaves a later row alone);
+* the recompute's chunk, which changes history without creating the newest days: its
+  portfolios become "not known" (``as_of`` NULL, :func:`forget_recomputed`) until the next run.
+
+A row stays true until the portfolio's lots, cash or deletion change; every such write records a
+portfolio row in ``snapshot_invalidations`` (migration 0006) in the writer's transaction. So
+for a day N a portfolio is **known** when its row has ``as_of`` = N and no portfolio
+invalidation is pending, and **unknown** otherwise: :mod:`snapshotter.ops.status` counts the
+known ones from their rows and computes the unknown ones exactly (:func:`unknown_ids`). A live
+portfolio without a row and without a pending invalidation never had a lot or cash since the
+migration (each would have recorded one): it is inactive, and known. A deleted portfolio's row
+has ``as_of`` = :data:`FOREVER`: inactive on every day until it is restored (which records an
+invalidation), so years of deleted portfolios never become work for ``status``.
+
+What this trusts: that only snapshotter writes ``portfolio_snapshots`` (a snapshot deleted by
+hand is not noticed until the portfolio's next change).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import sqlalchemy as sa
+
+from snapshotter.core.valuation import portfolio_activity
+from snapshotter.data.dialect import date_value
+from snapshotter.data.schema import portfolio_frontier as front
+from snapshotter.data.schema import portfolios
+from snapshotter.data.schema import snapshot_invalidations as inv
+from snapshotter.data.temp_tables import chunk as chunk_t
+
+FOREVER = date(9999, 12, 31)  # as_of of a deleted portfolio: inactive whatever the day
+
+
+def record_chunk(insert, lo, hi, day: date, *, from_chunk: bool):
+    """Every portfolio lo..hi: (``day``, active on ``day``), unless its row is for a later day; a
+    deleted one in the range: (:data:`FOREVER`, inactive).
+
+    ``from_chunk``: the chunk's ``_snap_chunk`` holds exactly its portfolios active on ``day``
+    (the nightly and refresh); otherwise (a backfill of one portfolio, which values inactive
+    ones too) the activity is computed here. ``insert``: the dialect's INSERT (ON CONFLICT).
+    """
+    p = portfolios
+    if from_chunk:
+        active = sa.exists().where(chunk_t.c.portfolio_id == p.c.id)
+        sel = sa.select(p.c.id, _as_of(day), active)
+    else:
+        act = portfolio_activity(day, lambda col: sa.and_(col >= lo, col <= hi))
+        sel = sa.select(p.c.id, _as_of(day), sa.func.coalesce(act.c.active, sa.false())).select_from(
+            p.outerjoin(act, act.c.id == p.c.id))
+    sel = sel.where(p.c.id >= lo, p.c.id <= hi)
+    stmt = insert(front).from_select(["portfolio_id", "as_of", "active"], sel)
+    new = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[front.c.portfolio_id],
+        set_={"as_of": new.as_of, "active": new.active},
+        # a rerun writes nothing it would not change; a past day never replaces a later one
+        where=sa.or_(front.c.as_of.is_(None), front.c.as_of < new.as_of,
+                     sa.and_(front.c.as_of == new.as_of, front.c.active != new.active)),
+    )
+
+
+def forget_recomputed(insert, affected_ids):
+    """The recompute's portfolios (``affected_ids``: a select of ids) become "not known": the
+    recompute rewrites their history but does not create their newest days (the gaps pass does)."""
+    p = portfolios
+    sel = sa.select(p.c.id, _as_of(None), sa.false()).where(p.c.id.in_(affected_ids))
+    stmt = insert(front).from_select(["portfolio_id", "as_of", "active"], sel)
+    new = stmt.excluded
+    return stmt.on_conflict_do_update(index_elements=[front.c.portfolio_id], set_={"as_of": new.as_of, "active": new.active},
+                                      where=front.c.as_of.is_distinct_from(new.as_of))
+
+
+def _as_of(day: date | None):
+    """``day`` for a live portfolio, :data:`FOREVER` for a deleted one."""
+    return sa.case((portfolios.c.deleted_at.is_not(None), date_value(sa.literal(FOREVER, sa.Date))),
+                   else_=date_value(sa.literal(day, sa.Date)))
+
+
+def pending_portfolio(col):
+    """A portfolio row of ``snapshot_invalidations`` is pending for the portfolio ``col``."""
+    return sa.exists().where(inv.c.portfolio_id == col)
+
+
+def known_active(day: date):
+    """How many portfolios are known (above) and active on ``day``, from their rows alone."""
+    f = front
+    return sa.select(sa.func.count()).where(f.c.as_of == day, f.c.active == sa.true(), ~pending_portfolio(f.c.portfolio_id))
+
+
+def is_unknown(col, day: date):
+    """``col`` (a portfolio id) is not known for ``day``: its row is for another day (not
+    :data:`FOREVER`) or not known yet, or a portfolio invalidation is pending for it.
+    :mod:`snapshotter.ops.status` computes these exactly. Two semi-joins on the portfolio id,
+    not a UNION, so Citus runs it shard by shard."""
+    f = front
+    stale = sa.select(f.c.portfolio_id).where(sa.or_(f.c.as_of.is_(None), f.c.as_of.not_in([day, FOREVER])))
+    changed = sa.select(inv.c.portfolio_id).where(inv.c.portfolio_id.is_not(None))
+    return sa.or_(col.in_(stale), col.in_(changed))
