@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from snapshotter.core.valuation import portfolio_activity
+from snapshotter.ops import status
 from snapshotter.data import citus, frontier_sql, invalidation_sql, market_value_sql, planning_sql, schema, snapshot_sql, spans, steps_sql
 from tests.citus_joins import check
 from tests.conftest import ROOT, invoke, row_counts, scratch_database
@@ -192,8 +193,8 @@ def engine_statements():
     for ins in (postgresql.insert, sqlite.insert):
         out += [("record_chunk", frontier_sql.record_chunk(ins, 1, 2, D2, from_chunk=f)) for f in (True, False)]
         out.append(("forget_recomputed", frontier_sql.forget_recomputed(ins, sa.select(invalidation_sql.affected.c.portfolio_id))))
-    out += [("known_active", frontier_sql.known_active(D2)),
-            ("unknown_activity", sa.select(portfolio_activity(D2, lambda col: frontier_sql.is_unknown(col, D2))))]
+    out += [("frontier_counts", frontier_sql.counts(D2)), ("any_pending", frontier_sql.any_pending()),
+            ("unknown_ids", frontier_sql.unknown_ids(D2, 1, 10)), ("exact_freshness", status._exact_freshness(D2, [1, 2]))]
     return out
 
 

@@ -128,7 +128,7 @@ def test_explain_prints_the_first_chunks_statements_and_keeps_nothing(db_url, en
     steps = [line for line in r.stdout.splitlines() if line.startswith("-- ") and line[3:4].isdigit()]
     assert steps == [
         "-- 1. the chunk's portfolios", "-- 2. days after each portfolio's last snapshot", "-- 3. partial snapshots to heal",
-        "-- 4. value the new snapshots", "-- 5. market values of the first slice",
+        "-- 4. value the new snapshots", "-- 5. the frontier status reads", "-- 6. market values of the first slice",
     ]
     assert "INSERT INTO portfolio_snapshots" in r.stdout and "UPDATE positions" in r.stdout
     plans = [line for line in r.stdout.splitlines() if line.startswith("--   ")]

@@ -263,7 +263,7 @@ def test_without_an_age_the_statements_are_todays(db_url, engine, delisted):
 
     steps = explained()
     today = ["the chunk's portfolios", "days after each portfolio's last snapshot", "partial snapshots to heal",
-             "value the new snapshots", "market values of the first slice"]
+             "value the new snapshots", "the frontier status reads", "market values of the first slice"]
     assert [s["step"] for s in steps] == today
     assert not any("_snap_stale_closes" in s["sql"] or "stale_symbols IS NOT NULL" in s["sql"] for s in steps)
     assert "LEFT OUTER JOIN symbol_prices_daily" in steps[3]["sql"]

@@ -8,10 +8,6 @@ import sqlite3
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
@@ -131,28 +127,43 @@ def _readonly_uri(engine: sa.Engine) -> bool:
     return "mode=ro" in str(engine.url) or engine.url.query.get("mode") == "ro"
 
 
-def _alembic_config(conn: sa.Connection) -> Config:
+# Alembic is imported where it is used: it is a tenth of a second of start-up that `check` and
+# `status`, polled by monitoring systems, do not need (they read the revision with one query).
+
+
+def _alembic_config(conn: sa.Connection | None = None):
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.attributes["connection"] = conn
+    if conn is not None:
+        cfg.attributes["connection"] = conn
     return cfg
 
 
+def _scripts():
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config())
+
+
 def head_revision() -> str:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return ScriptDirectory.from_config(cfg).get_current_head()
+    return _scripts().get_current_head()
 
 
 def current_revision(engine: sa.Engine) -> str | None:
+    """The revision stamped in ``alembic_version`` (None: no schema), as Alembic reads it."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+    if len(rows) > 1:
+        raise ConfigError(f"the database is stamped with several revisions ({', '.join(sorted(rows))}); this version has one line of migrations")
+    return rows[0] if rows else None
 
 
 def known_revisions() -> list[str]:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return sorted(rev.revision for rev in ScriptDirectory.from_config(cfg).walk_revisions())
+    return sorted(rev.revision for rev in _scripts().walk_revisions())
 
 
 def check_revision(revision: str) -> None:
@@ -173,6 +184,8 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> tuple[str | None, str]
             conn.execute(sa.text("SET LOCAL lock_timeout = 0"))
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(MIGRATION_LOCK)})
             conn.execute(sa.text("SET LOCAL lock_timeout TO DEFAULT"))
+        from alembic import command
+
         command.upgrade(_alembic_config(conn), revision)
     after = current_revision(engine)
     if before != after:

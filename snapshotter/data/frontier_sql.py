@@ -87,23 +87,32 @@ def _as_of(day: date | None):
                    else_=date_value(sa.literal(day, sa.Date)))
 
 
-def pending_portfolio(col):
-    """A portfolio row of ``snapshot_invalidations`` is pending for the portfolio ``col``."""
-    return sa.exists().where(inv.c.portfolio_id == col)
+def any_pending():
+    """Whether any portfolio invalidation is pending (one index probe)."""
+    return sa.select(sa.exists().where(inv.c.portfolio_id.is_not(None)))
 
 
-def known_active(day: date):
-    """How many portfolios are known (above) and active on ``day``, from their rows alone."""
+def counts(day: date):
+    """(known and active on ``day``, rows not known for ``day``) in one scan of the frontier; the
+    first from the rows alone. Pending invalidations make their portfolios unknown too
+    (:func:`unknown_ids`), counted there."""
     f = front
-    return sa.select(sa.func.count()).where(f.c.as_of == day, f.c.active == sa.true(), ~pending_portfolio(f.c.portfolio_id))
+    # the pending ids hash-joined once, not an EXISTS per row (which PostgreSQL runs a million times)
+    pend = sa.select(inv.c.portfolio_id).where(inv.c.portfolio_id.is_not(None)).distinct().subquery("pending")
+    known = sa.and_(f.c.as_of == day, pend.c.portfolio_id.is_(None))
+    stale = sa.or_(f.c.as_of.is_(None), f.c.as_of.not_in([day, FOREVER]))
+    return sa.select(sa.func.count(sa.case((sa.and_(known, f.c.active == sa.true()), 1))), sa.func.count(sa.case((stale, 1)))).select_from(
+        f.outerjoin(pend, pend.c.portfolio_id == f.c.portfolio_id))
 
 
-def is_unknown(col, day: date):
-    """``col`` (a portfolio id) is not known for ``day``: its row is for another day (not
-    :data:`FOREVER`) or not known yet, or a portfolio invalidation is pending for it.
-    :mod:`snapshotter.ops.status` computes these exactly. Two semi-joins on the portfolio id,
-    not a UNION, so Citus runs it shard by shard."""
+def unknown_ids(day: date, after, limit: int):
+    """The next page (keyset, by id) of portfolios not known for ``day``: a row for another day (not
+    :data:`FOREVER`) or not known yet, or a pending portfolio invalidation (a portfolio without a
+    row included). :mod:`snapshotter.ops.status` computes these exactly. One scan of the frontier."""
     f = front
-    stale = sa.select(f.c.portfolio_id).where(sa.or_(f.c.as_of.is_(None), f.c.as_of.not_in([day, FOREVER])))
-    changed = sa.select(inv.c.portfolio_id).where(inv.c.portfolio_id.is_not(None))
-    return sa.or_(col.in_(stale), col.in_(changed))
+    stale = sa.select(f.c.portfolio_id.label("portfolio_id")).where(sa.or_(f.c.as_of.is_(None), f.c.as_of.not_in([day, FOREVER])))
+    changed = sa.select(inv.c.portfolio_id.label("portfolio_id")).where(inv.c.portfolio_id.is_not(None))
+    if after is not None:
+        stale, changed = stale.where(f.c.portfolio_id > after), changed.where(inv.c.portfolio_id > after)
+    both = sa.union(stale, changed).subquery("unknown")
+    return sa.select(both.c.portfolio_id).order_by(both.c.portfolio_id).limit(limit)

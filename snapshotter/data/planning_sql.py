@@ -54,15 +54,16 @@ def symbols_needed(day: date, renamed=()):
     symbol by the symbol(s) whose closes price it then: the new symbol from the change's
     effective date on, and no longer the old one, which stops trading."""
     since = day - timedelta(days=RECENTLY_CLOSED_DAYS)
-    lots = (
-        sa.select(positions.c.symbol.label("symbol"))
-        .join(portfolios, portfolios.c.id == positions.c.portfolio_id)
-        .where(
-            positions.c.deleted_at.is_(None),
-            portfolios.c.deleted_at.is_(None),
-            sa.or_(positions.c.exit_date.is_(None), positions.c.exit_date >= since),
+
+    def needing(lot):  # a lot that needs its symbol's closes
+        return sa.and_(
+            lot.c.deleted_at.is_(None),
+            sa.or_(lot.c.exit_date.is_(None), lot.c.exit_date >= since),
+            sa.exists().where(portfolios.c.id == lot.c.portfolio_id, portfolios.c.deleted_at.is_(None)),
         )
-    )
+
+    seen = lot_symbols(needing)
+    lots = sa.select(seen.c.symbol.label("symbol")).where(seen.c.symbol.is_not(None))
     held = sa.union(lots, sa.select(watchlist.c.symbol.label("symbol")))
     if not renamed:
         return held.subquery("needed")
@@ -73,6 +74,22 @@ def symbols_needed(day: date, renamed=()):
         .select_from(held.outerjoin(rn, rn.c.held == held.c.symbol))
         .subquery("needed")
     )
+
+
+def lot_symbols(where):
+    """The distinct symbols of the lots ``where(lot)`` accepts, by a loose index scan of the symbol
+    index: a recursive CTE (one ``symbol`` column, NULL once past the last) whose every step asks
+    for the smallest accepted symbol after the previous one, an index walk that stops at the first
+    accepted lot. Thousands of symbols cost thousands of short walks however many lots hold them;
+    ``SELECT DISTINCT`` over a join read all ten million lots at a million portfolios (2.3 s)."""
+    first, nxt = positions.alias("first_lot"), positions.alias("next_lot")
+
+    def smallest(lot, *where_more):  # ORDER BY ... LIMIT 1, not min(): the planner then walks the index in order
+        return sa.select(lot.c.symbol).where(where(lot), *where_more).order_by(lot.c.symbol).limit(1).scalar_subquery()
+
+    seen = sa.select(smallest(first).label("symbol")).cte("lot_symbols", recursive=True)
+    step = sa.select(smallest(nxt, nxt.c.symbol > seen.c.symbol).label("symbol")).where(seen.c.symbol.is_not(None))
+    return seen.union_all(step)
 
 
 def symbols_without_close(day: date, renamed=()):

@@ -14,9 +14,9 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 def print_status(report: dict) -> None:
     console.print(f"schema: {report['schema_revision'] or 'none'} (head {report['schema_head']})")
     if report.get("tables"):
-        t = Table("table", "rows", title="tables")
+        t = Table("table", "rows", title="tables (~: the planner's estimate)" if report.get("tables_estimated") else "tables")
         for name, n in report["tables"].items():
-            t.add_row(name, f"{n:,}")
+            t.add_row(name, ("~" if name in report.get("tables_estimated", ()) else "") + f"{n:,}")
         console.print(t)
     console.print(f"effective trading date: {report['effective_trading_date']}")
     if "newest_price_date" in report:

@@ -16,7 +16,9 @@ import sqlalchemy as sa
 from snapshotter.core import corporate_actions as actions
 from snapshotter.core.calendar import effective_trading_date, trading_days_back, trading_days_between
 from snapshotter.core.valuation import portfolio_activity, priced_by
-from snapshotter.data import corporate_actions, db, fetch_memory, frontier_sql, invalidation_sql, planning_sql, schema, steps_sql, tracking
+from snapshotter.data import (
+    corporate_actions, db, fetch_memory, frontier_sql, invalidation_sql, planning_sql, row_counts, schema, steps_sql, tracking,
+)
 from snapshotter.data.schema import batch_run_tracking as brt
 
 COUNTED = tuple(t.name for t in schema.metadata.sorted_tables)  # every table of the schema
@@ -38,13 +40,12 @@ def status_report(engine: sa.Engine, now: datetime, runs_per_job: int = RUNS_PER
     report: dict = {"schema_revision": db.current_revision(engine), "schema_head": db.head_revision(),
                     "effective_trading_date": day.isoformat()}
     if report["schema_revision"] is None:
-        report.update(tables={}, last_runs={}, dead_runs=[])
+        report.update(tables={}, tables_estimated=[], last_runs={}, dead_runs=[])
         return report
     with engine.connect() as conn:
-        report["tables"] = {
-            name: conn.execute(sa.select(sa.func.count()).select_from(schema.metadata.tables[name])).scalar_one()
-            for name in COUNTED
-        }
+        counted = {name: row_counts.count_rows(conn, schema.metadata.tables[name]) for name in COUNTED}
+        report["tables"] = {name: n for name, (n, _) in counted.items()}
+        report["tables_estimated"] = sorted(name for name, (_, estimated) in counted.items() if estimated)
         report["last_runs"] = last_runs_per_job(conn, runs_per_job, now)
         report["dead_runs"] = dead_runs(conn, now)
         report["newest_price_date"] = _iso(conn.execute(sa.select(sa.func.max(schema.symbol_prices_daily.c.price_date))).scalar())
@@ -121,6 +122,9 @@ def _run_view(r: dict, now: datetime) -> dict:
 # --- snapshots and closes --------------------------------------------------------------
 
 
+UNKNOWN_PAGE = 5_000  # unknown portfolios computed exactly per query (a run that stopped between chunks leaves many)
+
+
 def snapshot_freshness(conn: sa.Connection, effective: date) -> dict:
     """The newest snapshot date, its lag in trading days, and the active portfolios behind it.
 
@@ -129,8 +133,8 @@ def snapshot_freshness(conn: sa.Connection, effective: date) -> dict:
     The portfolios the last run left known for N (:mod:`snapshotter.data.frontier_sql`) are
     counted from their frontier rows alone (one narrow row each, never behind); only the
     unknown ones (a run that stopped between chunks, a change not yet recomputed) are computed
-    exactly, with an index probe each. Nothing reads the history or every lot, so the cost does
-    not grow with the years of history or with the lots (README "Monitoring").
+    exactly, a page of ids at a time, with index probes. Nothing reads the history or every
+    lot, so the cost does not grow with the years of history (README "Monitoring").
     """
     s = schema.portfolio_snapshots
     newest = conn.execute(sa.select(sa.func.max(s.c.snapshot_date))).scalar()
@@ -138,10 +142,26 @@ def snapshot_freshness(conn: sa.Connection, effective: date) -> dict:
            "active_portfolios": 0, "portfolios_behind": 0, "portfolios_without_snapshot": 0, "oldest_behind_date": None}
     if newest is None:
         return out
-    act = portfolio_activity(newest, lambda col: frontier_sql.is_unknown(col, newest))
+    active, stale = conn.execute(frontier_sql.counts(newest)).one()
+    n_behind, never, oldest, after = 0, 0, None, None
+    pending = conn.execute(frontier_sql.any_pending()).scalar_one()
+    while (stale or pending) and (page := list(conn.execute(frontier_sql.unknown_ids(newest, after, UNKNOWN_PAGE)).scalars())):
+        a, b, n, o = conn.execute(_exact_freshness(newest, page)).one()
+        active, n_behind, never = active + a, n_behind + b, never + n
+        oldest = o if oldest is None or (o is not None and o < oldest) else oldest
+        after = page[-1]
+    out.update(active_portfolios=active, portfolios_behind=n_behind, portfolios_without_snapshot=never, oldest_behind_date=_iso(oldest))
+    return out
+
+
+def _exact_freshness(newest: date, ids: list):
+    """(active, behind, behind without any snapshot, oldest last snapshot of those behind) among
+    ``ids``, from their lots, cash and snapshots: an index probe per portfolio."""
+    s = schema.portfolio_snapshots
+    act = portfolio_activity(newest, lambda col: col.in_(ids))
     behind = ~sa.exists().where(s.c.portfolio_id == act.c.id, s.c.snapshot_date == newest)
     last = sa.select(sa.func.max(s.c.snapshot_date)).where(s.c.portfolio_id == act.c.id).scalar_subquery()
-    q = (
+    return (
         sa.select(
             sa.func.count(),
             sa.func.count(sa.case((behind, 1))),
@@ -151,10 +171,6 @@ def snapshot_freshness(conn: sa.Connection, effective: date) -> dict:
         .select_from(act)
         .where(act.c.active == sa.true())
     )
-    active, n_behind, never, oldest = conn.execute(q).one()
-    active += conn.execute(frontier_sql.known_active(newest)).scalar_one()
-    out.update(active_portfolios=active, portfolios_behind=n_behind, portfolios_without_snapshot=never, oldest_behind_date=_iso(oldest))
-    return out
 
 
 def lag_trading_days(newest: date | None, effective: date) -> int | None:
