@@ -61,7 +61,8 @@ def _redact_processor(_logger, _name, event_dict):
 
 
 _HANDLER_NAME = "snapshotter"
-QUIET_UNLESS_DEBUG = ("httpx", "httpcore")  # one line per HTTP request: shown at --log-level debug
+# one line per HTTP request; one per plugin Alembic loads (it is imported only when used): shown at --log-level debug
+QUIET_UNLESS_DEBUG = ("httpx", "httpcore", "alembic.runtime.plugins")
 
 
 class _AlembicChatter(logging.Filter):
