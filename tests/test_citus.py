@@ -186,7 +186,6 @@ def engine_statements():
             ("live_portfolio_ids", planning_sql.live_portfolio_ids(1, 100)), ("live_portfolio_count", planning_sql.live_portfolio_count()),
             ("portfolio_state", planning_sql.portfolio_state(1)),
             ("symbols_needed", planning_sql.symbols_needed(D2)), ("symbols_needed", planning_sql.symbols_needed(D2, [("FB", "META")])),
-            ("symbols_without_close", planning_sql.symbols_without_close(D2, [("FB", "META")])),
             *(("last_cached", s) for s in planning_sql.last_cached(["A", "B"], D2)),
             *(("cached_days", s) for s in planning_sql.cached_days(["A", "B"], D1, D2)),
             ("portfolio_activity", sa.select(portfolio_activity(D2)))]

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from snapshotter.core.bars import Split, SymbolChange
 from snapshotter.core.valuation import Step, price_symbols_between, priced_by, quantity_steps
 from snapshotter.data import steps_sql, invalidation_sql, planning_sql, schema
+from snapshotter.ops import status
 from snapshotter.data.dialect import Money, dquot
 from snapshotter.jobs import snapshots as job
 from snapshotter.jobs import symbol_batch
@@ -310,8 +311,8 @@ def test_symbols_needed_asks_for_the_new_symbol_and_stops_asking_for_the_old(eng
     assert needed("2026-09-15") == ["NEW"]
     assert needed("2026-09-08", "2026-09-15") == ["NEW", "OLD"]  # a range across the change: both
     with engine.connect() as c:
-        q = planning_sql.symbols_without_close(D("2026-09-14"), steps_sql.renamed(c, D("2026-09-14")))
-        assert list(c.execute(q).scalars()) == ["NEW"]
+        needed = sorted(c.execute(sa.select(planning_sql.symbols_needed(D("2026-09-14"), steps_sql.renamed(c, D("2026-09-14"))).c.symbol)).scalars())
+        assert status.missing_closes(c, D("2026-09-14"), needed)["symbols"] == ["NEW"]
 
 
 def test_a_ticker_change_learned_late_recomputes_the_old_symbols_holders_from_its_date(engine, renamed):

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from snapshotter.core.symbol_health import SymbolHealth
 from snapshotter.data.dialect import dialect_insert
-from snapshotter.data.planning_sql import chunks, symbols_needed
+from snapshotter.data.planning_sql import chunks
 from snapshotter.data.schema import price_rejections as rej
 from snapshotter.data.schema import symbol_fetch_failures as sff
 
@@ -97,16 +97,12 @@ def clear_health(conn: sa.Connection, symbols: list[str]) -> None:
         conn.execute(sff.delete().where(sff.c.symbol.in_(part)))
 
 
-def unavailable_held(conn: sa.Connection, day: date, renamed) -> list[dict]:
-    """Symbols marked unavailable that the portfolios still need on ``day`` (status; ``renamed``:
-    :func:`snapshotter.data.steps_sql.renamed_on`)."""
-    need = symbols_needed(day, renamed)
-    q = (
-        sa.select(sff)
-        .where(sff.c.unavailable_since.is_not(None), sff.c.symbol.in_(sa.select(need.c.symbol)))
-        .order_by(sff.c.symbol)
-    )
-    return [dict(r._mapping) for r in conn.execute(q)]
+def unavailable_held(conn: sa.Connection, needed: list[str]) -> list[dict]:
+    """Symbols marked unavailable that the portfolios still need (``needed``: status's
+    :func:`snapshotter.data.planning_sql.symbols_needed` on the day)."""
+    q = sa.select(sff).where(sff.c.unavailable_since.is_not(None)).order_by(sff.c.symbol)
+    wanted = set(needed)
+    return [dict(r._mapping) for r in conn.execute(q) if r.symbol in wanted]
 
 
 def recent_rejections(conn: sa.Connection, limit: int = RECENT_REJECTIONS) -> dict:

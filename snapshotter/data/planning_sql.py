@@ -92,14 +92,6 @@ def lot_symbols(where):
     return seen.union_all(step)
 
 
-def symbols_without_close(day: date, renamed=()):
-    """The needed symbols (for ``day``) with no cached close on ``day``."""
-    need = symbols_needed(day, renamed)
-    return sa.select(need.c.symbol).where(
-        need.c.symbol.is_not(None), ~sa.exists().where(prices.c.symbol == need.c.symbol, prices.c.price_date == day)
-    )
-
-
 def chunks(items: list[str]):
     for i in range(0, len(items), IN_CHUNK):
         yield items[i : i + IN_CHUNK]

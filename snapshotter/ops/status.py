@@ -54,14 +54,16 @@ def status_report(engine: sa.Engine, now: datetime, runs_per_job: int = RUNS_PER
         report["snapshots"] = fresh
         steps = steps_sql.load_steps(conn)  # the corporate actions on file, read once for every question below
         renamed = steps_sql.renamed_on(steps, day)
-        report["missing_closes"] = missing_closes(conn, day, renamed)
-        report["unavailable_symbols"] = [_jsonable(r) for r in fetch_memory.unavailable_held(conn, day, renamed)]
+        # the symbols the portfolios need (the batch's rule), read once for the three questions about them
+        needed = sorted(s for s in conn.execute(sa.select(planning_sql.symbols_needed(day, renamed).c.symbol)).scalars() if s)
+        report["missing_closes"] = missing_closes(conn, day, needed)
+        report["unavailable_symbols"] = [_jsonable(r) for r in fetch_memory.unavailable_held(conn, needed)]
         pend = conn.execute(invalidation_sql.pending()).one()
         report["invalidations"] = {  # history other writers changed, recomputed by the next run
             "pending": pend.rows, "oldest_from_date": _iso(pend.oldest), "symbol_rows": pend.symbols,
             "portfolios": conn.execute(invalidation_sql.affected_portfolios(priced_by(steps))).scalar_one() if pend.rows else 0,
         }
-        report["possible_unrecorded_splits"] = [x.as_dict() for x in possible_unrecorded_splits(conn, day, renamed)]
+        report["possible_unrecorded_splits"] = [x.as_dict() for x in possible_unrecorded_splits(conn, day, needed)]
         rej = fetch_memory.recent_rejections(conn)
         report["rejected_bars"] = {
             "count": rej["count"],
@@ -180,20 +182,17 @@ def lag_trading_days(newest: date | None, effective: date) -> int | None:
     return len(trading_days_between(newest + timedelta(days=1), effective))
 
 
-def missing_closes(conn: sa.Connection, day: date, renamed) -> dict:
-    """The symbols the portfolios need on ``day`` (:func:`planning_sql.symbols_needed`, ``renamed``:
-    :func:`steps_sql.renamed_on`) without a close that day."""
-    without = planning_sql.symbols_without_close(day, renamed)
-    count = conn.execute(sa.select(sa.func.count()).select_from(without.subquery())).scalar_one()
-    names = list(conn.execute(without.order_by(without.selected_columns.symbol).limit(MISSING_LISTED)).scalars())
-    return {"date": day.isoformat(), "count": count, "symbols": names}
+def missing_closes(conn: sa.Connection, day: date, needed: list[str]) -> dict:
+    """Which of the ``needed`` symbols (:func:`planning_sql.symbols_needed` on ``day``) have no close that day."""
+    have = {symbol for stmt in planning_sql.cached_days(needed, day, day) for symbol, _ in conn.execute(stmt)}
+    missing = [s for s in needed if s not in have]
+    return {"date": day.isoformat(), "count": len(missing), "symbols": missing[:MISSING_LISTED]}
 
 
-def possible_unrecorded_splits(conn: sa.Connection, day: date, renamed) -> list[actions.SuspectedSplit]:
-    """Closes of the needed symbols in the last ``SUSPECT_WINDOW`` trading days that moved like a split
+def possible_unrecorded_splits(conn: sa.Connection, day: date, needed: list[str]) -> list[actions.SuspectedSplit]:
+    """Closes of the ``needed`` symbols in the last ``SUSPECT_WINDOW`` trading days that moved like a split
     with none on file (the batch's rule; one window query). Gone once the split is loaded."""
-    needed = planning_sql.symbols_needed(day, renamed)
-    return corporate_actions.suspected_splits(conn, sa.select(needed.c.symbol), trading_days_back(day, SUSPECT_WINDOW - 1), day)
+    return corporate_actions.suspected_splits(conn, needed, trading_days_back(day, SUSPECT_WINDOW - 1), day)
 
 
 # --- check ----------------------------------------------------------------------------------
