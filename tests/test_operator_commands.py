@@ -369,3 +369,35 @@ def test_status_freshness_equals_a_from_scratch_computation_after_every_kind_of_
         add_close(c, "BBB", date(2026, 9, 15), Decimal(51))
     job.portfolio_refresh(engine, date(2026, 9, 15), job.Options(**opts), now=NOW)  # healed
     assert same()["active_portfolios"] == 4 and unknown() == 0 and partial_on_15th() == [False]
+
+
+def test_the_frontier_moves_only_forward_and_a_dry_run_leaves_it(engine):
+    """A refresh of a past day leaves the newest day's rows; a dry run and --explain keep nothing; a
+    backfill of one portfolio computes its activity itself (it values inactive portfolios too)."""
+    from snapshotter.jobs import snapshots as job
+    from tests.factories import NOW, add_closes
+
+    days = trading_days_between(date(2026, 9, 1), date(2026, 9, 4))
+    with engine.begin() as c:
+        held, sold, empty = add_portfolio(c, "held"), add_portfolio(c, "sold"), add_portfolio(c, "empty")
+        add_lot(c, held, "AAA", "1", "10", "2026-09-01")
+        add_lot(c, sold, "AAA", "1", "10", "2026-09-01", exit_date="2026-09-03")
+        add_closes(c, "AAA", {d: Decimal(10) for d in days})
+    opts = job.Options(progress=False, wait_for_batch=False)
+
+    def frontier():
+        with engine.connect() as c:
+            return {r.portfolio_id: (r.as_of, r.active) for r in c.execute(sa.select(schema.portfolio_frontier))}
+
+    job.portfolio_refresh(engine, date(2026, 9, 3), opts, now=NOW)
+    assert frontier() == {held: (date(2026, 9, 3), True), sold: (date(2026, 9, 3), False), empty: (date(2026, 9, 3), False)}
+    job.refresh_date(engine, date(2026, 9, 2), force=True, opts=opts, now=NOW)
+    assert frontier()[held] == (date(2026, 9, 3), True)  # not moved back to the 2nd
+    before = frontier()
+    job.portfolio_refresh(engine, date(2026, 9, 4), job.Options(progress=False, wait_for_batch=False, dry_run=True), now=NOW)
+    job.portfolio_refresh(engine, date(2026, 9, 4), job.Options(progress=False, wait_for_batch=False, explain="analyze"), now=NOW)
+    assert frontier() == before
+    job.backfill(engine, str(sold), date(2026, 9, 1), date(2026, 9, 4), opts=opts, now=NOW)
+    assert frontier()[sold] == (date(2026, 9, 4), False)  # sold on the 3rd: inactive on the 4th, computed, not taken from the chunk
+    job.backfill(engine, str(held), date(2026, 9, 1), date(2026, 9, 4), opts=opts, now=NOW)
+    assert frontier()[held] == (date(2026, 9, 4), True)
