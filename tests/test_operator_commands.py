@@ -401,3 +401,20 @@ def test_the_frontier_moves_only_forward_and_a_dry_run_leaves_it(engine):
     assert frontier()[sold] == (date(2026, 9, 4), False)  # sold on the 3rd: inactive on the 4th, computed, not taken from the chunk
     job.backfill(engine, str(held), date(2026, 9, 1), date(2026, 9, 4), opts=opts, now=NOW)
     assert frontier()[held] == (date(2026, 9, 4), True)
+
+
+def test_status_reads_one_moment_while_a_run_commits(engine):
+    """status's several reads (frontier, invalidations, snapshots) see one snapshot of the database:
+    a chunk committed between two of them is not half seen."""
+    from snapshotter.ops import status as ops_status
+
+    with engine.begin() as c:
+        add_portfolio(c, "first")
+    count = sa.select(sa.func.count()).select_from(schema.portfolios)
+    with ops_status.one_snapshot(engine) as conn:
+        before = conn.execute(count).scalar_one()
+        with engine.begin() as other:
+            add_portfolio(other, "committed meanwhile")
+        assert conn.execute(count).scalar_one() == before == 1
+    with engine.connect() as c:
+        assert c.execute(count).scalar_one() == 2

@@ -42,7 +42,7 @@ def status_report(engine: sa.Engine, now: datetime, runs_per_job: int = RUNS_PER
     if report["schema_revision"] is None:
         report.update(tables={}, tables_estimated=[], last_runs={}, dead_runs=[])
         return report
-    with engine.connect() as conn:
+    with one_snapshot(engine) as conn:
         counted = {name: row_counts.count_rows(conn, schema.metadata.tables[name]) for name in COUNTED}
         report["tables"] = {name: n for name, (n, _) in counted.items()}
         report["tables_estimated"] = sorted(name for name, (_, estimated) in counted.items() if estimated)
@@ -71,6 +71,20 @@ def status_report(engine: sa.Engine, now: datetime, runs_per_job: int = RUNS_PER
                        for r in rej["latest"]],
         }
     return report
+
+
+def one_snapshot(engine: sa.Engine) -> sa.Connection:
+    """A connection whose reads all see one moment: the frontier, the pending invalidations and the
+    snapshots read by several statements must agree while a run commits chunks. PostgreSQL:
+    REPEATABLE READ (read committed takes a new snapshot per statement); SQLite: an explicit
+    BEGIN (the driver starts no transaction for a SELECT, so each would see the newest commit);
+    the connection's close rolls either back."""
+    conn = engine.connect()
+    if engine.dialect.name == "postgresql":
+        conn.execution_options(isolation_level="REPEATABLE READ")
+    else:
+        conn.exec_driver_sql("BEGIN")
+    return conn
 
 
 # --- runs ----------------------------------------------------------------------------
@@ -203,7 +217,7 @@ def check_freshness(engine: sa.Engine, max_lag: int, now: datetime) -> tuple[boo
     day = effective_trading_date(now)
     if db.current_revision(engine) is None:
         return False, f"stale: the database has no snapshotter schema (effective trading date {day})"
-    with engine.connect() as conn:
+    with one_snapshot(engine) as conn:
         fresh = snapshot_freshness(conn, day)
     newest, lag = fresh["newest_snapshot_date"], fresh["lag_trading_days"]
     if newest is None:
