@@ -311,7 +311,7 @@ def test_symbols_needed_asks_for_the_new_symbol_and_stops_asking_for_the_old(eng
     assert needed("2026-09-15") == ["NEW"]
     assert needed("2026-09-08", "2026-09-15") == ["NEW", "OLD"]  # a range across the change: both
     with engine.connect() as c:
-        needed = sorted(c.execute(sa.select(planning_sql.symbols_needed(D("2026-09-14"), steps_sql.renamed(c, D("2026-09-14"))).c.symbol)).scalars())
+        needed = planning_sql.read_symbols_needed(c, D("2026-09-14"), steps_sql.renamed(c, D("2026-09-14")))
         assert status.missing_closes(c, D("2026-09-14"), needed)["symbols"] == ["NEW"]
 
 

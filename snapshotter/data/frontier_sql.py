@@ -87,9 +87,19 @@ def _as_of(day: date | None):
                    else_=date_value(sa.literal(day, sa.Date)))
 
 
+def _pending_row():
+    """A portfolio row of ``snapshot_invalidations`` (a symbol row names no portfolio)."""
+    return inv.c.portfolio_id.is_not(None)
+
+
+def _not_known_row(day: date):
+    """A frontier row that says nothing about ``day``: another day (not :data:`FOREVER`), or none yet."""
+    return sa.or_(front.c.as_of.is_(None), front.c.as_of.not_in([day, FOREVER]))
+
+
 def any_pending():
     """Whether any portfolio invalidation is pending (one index probe)."""
-    return sa.select(sa.exists().where(inv.c.portfolio_id.is_not(None)))
+    return sa.select(sa.exists().where(_pending_row()))
 
 
 def counts(day: date):
@@ -98,9 +108,9 @@ def counts(day: date):
     (:func:`unknown_ids`), counted there."""
     f = front
     # the pending ids hash-joined once, not an EXISTS per row (which PostgreSQL runs a million times)
-    pend = sa.select(inv.c.portfolio_id).where(inv.c.portfolio_id.is_not(None)).distinct().subquery("pending")
+    pend = sa.select(inv.c.portfolio_id).where(_pending_row()).distinct().subquery("pending")
     known = sa.and_(f.c.as_of == day, pend.c.portfolio_id.is_(None))
-    stale = sa.or_(f.c.as_of.is_(None), f.c.as_of.not_in([day, FOREVER]))
+    stale = _not_known_row(day)
     return sa.select(sa.func.count(sa.case((sa.and_(known, f.c.active == sa.true()), 1))), sa.func.count(sa.case((stale, 1)))).select_from(
         f.outerjoin(pend, pend.c.portfolio_id == f.c.portfolio_id))
 
@@ -110,8 +120,8 @@ def unknown_ids(day: date, after, limit: int):
     :data:`FOREVER`) or not known yet, or a pending portfolio invalidation (a portfolio without a
     row included). :mod:`snapshotter.ops.status` computes these exactly. One scan of the frontier."""
     f = front
-    stale = sa.select(f.c.portfolio_id.label("portfolio_id")).where(sa.or_(f.c.as_of.is_(None), f.c.as_of.not_in([day, FOREVER])))
-    changed = sa.select(inv.c.portfolio_id.label("portfolio_id")).where(inv.c.portfolio_id.is_not(None))
+    stale = sa.select(f.c.portfolio_id.label("portfolio_id")).where(_not_known_row(day))
+    changed = sa.select(inv.c.portfolio_id.label("portfolio_id")).where(_pending_row())
     if after is not None:
         stale, changed = stale.where(f.c.portfolio_id > after), changed.where(inv.c.portfolio_id > after)
     both = sa.union(stale, changed).subquery("unknown")

@@ -3,6 +3,7 @@ live, which symbols are needed and what the cache already holds. Each is one set
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import date, timedelta
 
 import sqlalchemy as sa
@@ -76,6 +77,12 @@ def symbols_needed(day: date, renamed=()):
     )
 
 
+def read_symbols_needed(conn: sa.Connection, day: date, renamed=()) -> list[str]:
+    """:func:`symbols_needed` read: sorted, each once (the symbol batch and ``status``)."""
+    need = symbols_needed(day, renamed)
+    return sorted({s for s in conn.execute(sa.select(need.c.symbol)).scalars() if s})
+
+
 def lot_symbols(where):
     """The distinct symbols of the lots ``where(lot)`` accepts, by a loose index scan of the symbol
     index: a recursive CTE (one ``symbol`` column, NULL once past the last) whose every step asks
@@ -112,3 +119,12 @@ def cached_days(symbols: list[str], date_from: date, date_to: date):
         yield sa.select(prices.c.symbol, prices.c.price_date).where(
             prices.c.symbol.in_(part), prices.c.price_date.between(date_from, date_to)
         )
+
+
+def read_cached_days(conn: sa.Connection, symbols: list[str], date_from: date, date_to: date) -> dict[str, set[date]]:
+    """:func:`cached_days` read: the days each symbol has a close (the symbol batch and ``status``)."""
+    out: dict[str, set[date]] = defaultdict(set)
+    for q in cached_days(symbols, date_from, date_to):
+        for s, d in conn.execute(q):
+            out[s].add(d)
+    return out

@@ -116,22 +116,13 @@ class wait_retry_after(wait_base):
 def symbols_needed(conn: sa.Connection, day: date, until: date | None = None) -> list[str]:
     """The symbols the portfolios need on ``day`` (:func:`planning_sql.symbols_needed`), sorted; with
     ``until``, over the days up to it (a ticker change within them: the old and the new symbol)."""
-    need = planning_sql.symbols_needed(day, steps_sql.renamed(conn, day, until))
-    return sorted({s for s in conn.execute(sa.select(need.c.symbol)).scalars() if s})
+    return planning_sql.read_symbols_needed(conn, day, steps_sql.renamed(conn, day, until))
 
 
 def last_cached(conn: sa.Connection, symbols: list[str], target: date) -> dict[str, date]:
     out: dict[str, date] = {}
     for q in planning_sql.last_cached(symbols, target):
         out.update({s: d for s, d in conn.execute(q)})
-    return out
-
-
-def cached_days(conn: sa.Connection, symbols: list[str], date_from: date, date_to: date) -> dict[str, set[date]]:
-    out: dict[str, set[date]] = defaultdict(set)
-    for q in planning_sql.cached_days(symbols, date_from, date_to):
-        for s, d in conn.execute(q):
-            out[s].add(d)
     return out
 
 
@@ -565,7 +556,7 @@ def _run(engine: sa.Engine, prov: Provider, limit: RateLimit, req: _Request, run
             if req.refetch:  # overwrite the range whatever the cache holds
                 needs = fetch_plan.range_needs(wanted, {}, req.date_from, req.target)
             elif ranged:
-                known = cached_days(conn, wanted, req.date_from, req.target)
+                known = planning_sql.read_cached_days(conn, wanted, req.date_from, req.target)
                 for sym, days in fetch_memory.rejected_days(conn, wanted, req.date_from, req.target).items():
                     known[sym] |= days  # a rejected bar is an answer, not a missing day
                 needs = fetch_plan.range_needs(wanted, known, req.date_from, req.target)

@@ -55,7 +55,7 @@ def status_report(engine: sa.Engine, now: datetime, runs_per_job: int = RUNS_PER
         steps = steps_sql.load_steps(conn)  # the corporate actions on file, read once for every question below
         renamed = steps_sql.renamed_on(steps, day)
         # the symbols the portfolios need (the batch's rule), read once for the three questions about them
-        needed = sorted(s for s in conn.execute(sa.select(planning_sql.symbols_needed(day, renamed).c.symbol)).scalars() if s)
+        needed = planning_sql.read_symbols_needed(conn, day, renamed)
         report["missing_closes"] = missing_closes(conn, day, needed)
         report["unavailable_symbols"] = [_jsonable(r) for r in fetch_memory.unavailable_held(conn, needed)]
         pend = conn.execute(invalidation_sql.pending()).one()
@@ -198,7 +198,7 @@ def lag_trading_days(newest: date | None, effective: date) -> int | None:
 
 def missing_closes(conn: sa.Connection, day: date, needed: list[str]) -> dict:
     """Which of the ``needed`` symbols (:func:`planning_sql.symbols_needed` on ``day``) have no close that day."""
-    have = {symbol for stmt in planning_sql.cached_days(needed, day, day) for symbol, _ in conn.execute(stmt)}
+    have = planning_sql.read_cached_days(conn, needed, day, day)
     missing = [s for s in needed if s not in have]
     return {"date": day.isoformat(), "count": len(missing), "symbols": missing[:MISSING_LISTED]}
 
