@@ -99,3 +99,33 @@ def test_effective_trading_date_ignores_machine_timezone(monkeypatch):
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_the_nyse_class_loaded_alone_is_holidays_nyse_and_imports_no_country():
+    """calendar._nyse reads the NYSE module alone (start-up time): the same closures and half days
+    as ``holidays.NYSE`` for every year it knows, and no other market or country imported."""
+    import subprocess
+    import sys
+
+    import holidays
+
+    from snapshotter.core import calendar
+
+    years = range(1980, 2061)
+    for category in ("public", "half_day"):
+        assert sorted(calendar._nyse()(years=years, categories=(category,)).items()) == sorted(
+            holidays.NYSE(years=years, categories=(category,)).items())
+    probe = ("import sys; from datetime import date; from snapshotter.core.calendar import is_half_day, is_trading_day; "
+             "assert not is_trading_day(date(2025, 1, 9)) and is_half_day(date(2026, 11, 27)); "
+             "print(sorted(m for m in sys.modules if m.startswith(('holidays.countries', 'holidays.financial'))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_nyse_class_falls_back_to_the_package_when_its_module_moved(monkeypatch):
+    import holidays
+
+    from snapshotter.core import calendar
+
+    monkeypatch.setattr(holidays, "__file__", "/nonexistent/holidays/__init__.py")
+    assert calendar._nyse.__wrapped__() is holidays.NYSE
