@@ -22,7 +22,7 @@ from datetime import date, datetime, timezone
 from enum import Enum
 from functools import partial, wraps
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -37,8 +37,10 @@ from snapshotter.errors import ConfigError, SnapshotterError, UsageError, exit_c
 from snapshotter.jobs.snapshots import Options
 from snapshotter.jobs.symbol_batch import ALERT_FAILURE_RATIO, MAX_RUNTIME_S as SYMBOL_BATCH_MAX_RUNTIME_S
 from snapshotter.ops import logs
-from snapshotter.ops.monitoring import JobMonitor
 from snapshotter.ops.signals import STOP, install_handlers, max_runtime as runtime_limit
+
+if TYPE_CHECKING:  # imported by the job commands only (with httpx): not every poll of `check` needs it
+    from snapshotter.ops.monitoring import JobMonitor
 
 log = logs.get_logger("snapshotter")
 
@@ -158,6 +160,8 @@ def command(fn=None, *, job: str | None = None, max_runtime_s: float | None = No
         monitor = None
         body = fn
         if job and ctx is not None and isinstance(ctx.obj, State):
+            from snapshotter.ops.monitoring import JobMonitor
+
             STOP.reset()  # a new command: no stop asked yet
             install_handlers()
             quiet = kwargs.get("dry_run") or kwargs.get("explain")  # nothing runs for real: no pings, no alert
