@@ -627,3 +627,10 @@ def test_0010_adds_the_frontier_to_a_populated_0009_database(at_0003, backend):
 
     downgrade(engine, "0009")
     assert "portfolio_frontier" not in sa.inspect(engine).get_table_names()
+
+
+def test_the_written_down_head_is_the_head_of_the_migration_scripts():
+    """db.HEAD_REVISION (read by `status` and every job's schema check without loading Alembic)
+    is the head Alembic finds in migrations/versions: a new migration must move it too."""
+    assert db.head_revision() == db.HEAD_REVISION == db.alembic_head()
+    assert db.known_revisions()[-1] == db.HEAD_REVISION
