@@ -123,9 +123,12 @@ def test_the_nyse_class_loaded_alone_is_holidays_nyse_and_imports_no_country():
 
 
 def test_the_nyse_class_falls_back_to_the_package_when_its_module_moved(monkeypatch):
+    import sys
+
     import holidays
 
     from snapshotter.core import calendar
 
     monkeypatch.setattr(holidays, "__file__", "/nonexistent/holidays/__init__.py")
     assert calendar._nyse.__wrapped__() is holidays.NYSE
+    assert "snapshotter._holidays_nyse" not in sys.modules or sys.modules["snapshotter._holidays_nyse"].NYSE is calendar._nyse()

@@ -11,8 +11,9 @@ imports the package's every market, and the Colombian exchange every country,
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
 import importlib.util
+import sys
+from datetime import date, datetime, time, timedelta, timezone
 from functools import cache, lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -30,13 +31,16 @@ def _nyse() -> type:
     (under a private module name) instead of through ``holidays.financial``, whose
     ``__init__`` imports every market and country. Any surprise in that layout (another
     release of ``holidays``) falls back to ``holidays.NYSE``: the same class, slower."""
+    name = "snapshotter._holidays_nyse"
     try:
         path = Path(holidays.__file__).with_name("financial") / "ny_stock_exchange.py"
-        spec = importlib.util.spec_from_file_location("snapshotter._holidays_nyse", path)
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # the importlib recipe: the module exists while it runs
         spec.loader.exec_module(module)
         return module.NYSE
     except Exception:  # noqa: BLE001 - the slow, public way is always right
+        sys.modules.pop(name, None)
         return holidays.NYSE
 
 
