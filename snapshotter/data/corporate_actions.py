@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from snapshotter.core.corporate_actions import COARSE_FACTOR, SuspectedSplit, suspected_split
 from snapshotter.core.validation import same_change, same_ratio
+from snapshotter.data.dialect import bytewise
 from snapshotter.data.planning_sql import chunks
 from snapshotter.data.tracking import SYMBOL_BATCH
 from snapshotter.data.schema import batch_run_tracking as brt
@@ -87,7 +88,7 @@ def close_pairs(symbols, start: date, end: date):
 
     One statement: ``LAG`` over the symbols' closes from ``PREVIOUS_CLOSE_DAYS`` before ``start``.
     """
-    order = {"partition_by": prices.c.symbol, "order_by": prices.c.price_date}
+    order = {"partition_by": bytewise(prices.c.symbol), "order_by": prices.c.price_date}
     w = (
         sa.select(
             prices.c.symbol,
