@@ -245,9 +245,10 @@ def _date_value(el, c, **kw):
 
 class bytewise(FunctionElement):
     """A text column compared byte by byte: PostgreSQL's ``COLLATE "C"`` (a sort under the
-    database's locale, even C.UTF-8, compares through the C library, a third of a 60,000-row window
-    sort); SQLite's default collation is already bytewise. Equality is the same under either (the
-    collations are deterministic): for grouping and window partitions, not for output order."""
+    database's locale, even C.UTF-8, compares through the C library: status's split question over
+    a year of 2,000 symbols' closes took 102 ms, 93 ms bytewise); SQLite's default collation is
+    already bytewise. Equality is the same under either (the collations are deterministic): for
+    grouping and window partitions, not for output order."""
 
     name = "bytewise"
     inherit_cache = True
