@@ -237,12 +237,6 @@ def _pg_date_value(el, c, **kw):
     return f"CAST({a} AS DATE)"
 
 
-@compiles(date_value)
-def _date_value(el, c, **kw):
-    (a,) = _args(c, el, **kw)
-    return a
-
-
 class bytewise(FunctionElement):
     """A text column compared byte by byte: PostgreSQL's ``COLLATE "C"`` (a sort under the
     database's locale, even C.UTF-8, compares through the C library: status's split question over
@@ -261,19 +255,21 @@ def _pg_bytewise(el, c, **kw):
     return f'({a}) COLLATE "C"'
 
 
-@compiles(bytewise)
-def _bytewise(el, c, **kw):
-    (a,) = _args(c, el, **kw)
-    return a
-
-
 def _default(el, c, **kw):
     """SQLite (and any other dialect): call the registered function by name."""
     return f"{el.name}({', '.join(_args(c, el, **kw))})"
 
 
+def _as_is(el, c, **kw):
+    """SQLite (and any other dialect): the one argument unchanged (what PostgreSQL wraps)."""
+    (a,) = _args(c, el, **kw)
+    return a
+
+
 for _cls in (dmul, dsub, dadd, ddiv, dquot, dsum, dround, dsign, sorted_csv):
     compiles(_cls)(_default)
+for _cls in (date_value, bytewise):
+    compiles(_cls)(_as_is)
 
 
 # --- SQLite implementations ----------------------------------------------------

@@ -58,16 +58,9 @@ def record_chunk(insert, lo, hi, day: date, *, from_chunk: bool):
         act = portfolio_activity(day, lambda col: sa.and_(col >= lo, col <= hi))
         sel = sa.select(p.c.id, _as_of(day), sa.func.coalesce(act.c.active, sa.false())).select_from(
             p.outerjoin(act, act.c.id == p.c.id))
-    sel = sel.where(p.c.id >= lo, p.c.id <= hi)
-    stmt = insert(front).from_select(["portfolio_id", "as_of", "active"], sel)
-    new = stmt.excluded
-    return stmt.on_conflict_do_update(
-        index_elements=[front.c.portfolio_id],
-        set_={"as_of": new.as_of, "active": new.active},
-        # a rerun writes nothing it would not change; a past day never replaces a later one
-        where=sa.or_(front.c.as_of.is_(None), front.c.as_of < new.as_of,
-                     sa.and_(front.c.as_of == new.as_of, front.c.active != new.active)),
-    )
+    # a rerun writes nothing it would not change; a past day never replaces a later one
+    return _write(insert, sel.where(p.c.id >= lo, p.c.id <= hi), lambda new: sa.or_(
+        front.c.as_of.is_(None), front.c.as_of < new.as_of, sa.and_(front.c.as_of == new.as_of, front.c.active != new.active)))
 
 
 def forget_recomputed(insert, affected_ids):
@@ -75,10 +68,16 @@ def forget_recomputed(insert, affected_ids):
     recompute rewrites their history but does not create their newest days (the gaps pass does)."""
     p = portfolios
     sel = sa.select(p.c.id, _as_of(None), sa.false()).where(p.c.id.in_(affected_ids))
+    return _write(insert, sel, lambda new: front.c.as_of.is_distinct_from(new.as_of))
+
+
+def _write(insert, sel, replaces):
+    """The frontier rows ``sel`` gives (portfolio_id, as_of, active), each written over the stored
+    one only where ``replaces(new)`` (``new``: the proposed row) holds."""
     stmt = insert(front).from_select(["portfolio_id", "as_of", "active"], sel)
     new = stmt.excluded
     return stmt.on_conflict_do_update(index_elements=[front.c.portfolio_id], set_={"as_of": new.as_of, "active": new.active},
-                                      where=front.c.as_of.is_distinct_from(new.as_of))
+                                      where=replaces(new))
 
 
 def _as_of(day: date | None):
