@@ -54,6 +54,8 @@ def _walk(el, seen=None):
         return  # an aliased table is an instance of its own: its element is not a second use
     if isinstance(el, sa.Table):
         return  # its columns are no references
+    if isinstance(el, ColumnClause) and isinstance(el.table, (Subquery, CTE)):
+        yield from _walk(el.table, seen)  # UPDATE ... FROM a subquery names it only through its columns
     for child in el.get_children():
         yield from _walk(child, seen)
 

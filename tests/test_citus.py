@@ -152,7 +152,7 @@ def engine_statements():
             for ignore in (True, False):
                 out.append(("fill_chunk", snapshot_sql.fill_chunk(ch, require_active=active, ignore_existing=ignore)))
         out += [("fill_pairs_heal", snapshot_sql.fill_pairs_heal(ch)), ("fill_pairs_heal_stale", snapshot_sql.fill_pairs_heal_stale(ch)),
-                ("rewrite_snapshots", snapshot_sql.rewrite_snapshots(ch, NOW))]
+                ("rewrite_stored", snapshot_sql.rewrite_stored(ch, NOW))]
         for heal in (False, True):
             out.append(("valuation_select", snapshot_sql.valuation_select(ch, heal, NOW)))
             for dialect_insert in (postgresql.insert, sqlite.insert):
@@ -163,7 +163,7 @@ def engine_statements():
     out += [("fill_stale_closes", snapshot_sql.fill_stale_closes(D1, D2)), ("fill_pairs_after_last", snapshot_sql.fill_pairs_after_last()),
             ("fill_pairs_holes", snapshot_sql.fill_pairs_holes()), ("pair_counts", snapshot_sql.pair_counts()),
             ("backfilled_days", snapshot_sql.backfilled_days(D2)), ("existing_pairs", snapshot_sql.existing_pairs()),
-            ("stale_written", snapshot_sql.stale_written()), *(("clear_chunk", s) for s in snapshot_sql.clear_chunk())]
+            ("stale_written", snapshot_sql.stale_written()), ("stale_written", snapshot_sql.stale_written(new_only=False)), *(("clear_chunk", s) for s in snapshot_sql.clear_chunk())]
     for actions in (False, True):
         out += [("fill_latest_closes", s) for s in market_value_sql.fill_latest_closes(actions)]
         span = spans.in_span(spans.Span(0, 10), "postgresql")
@@ -179,7 +179,7 @@ def engine_statements():
     for name in ("postgresql", "sqlite"):
         out += [("claim", s) for s in invalidation_sql.claim(name, 1, 2, 10)]
     out += [("high_water", invalidation_sql.high_water()), ("pending", invalidation_sql.pending(D1, 10)),
-            ("affected_ids", invalidation_sql.affected_ids(10, 1, 100, 1)), ("fill_pairs", invalidation_sql.fill_pairs(1, 2, D2)),
+            ("affected_ids", invalidation_sql.affected_ids(10, 1, 100, 1)), *(("describe", s) for s in invalidation_sql.describe(1, 2, D2)), ("fill_pairs", invalidation_sql.fill_pairs(1, 2, D1, D2)),
             ("delete_stale", invalidation_sql.delete_stale(1, 2, D1, D2)), *(("clear", s) for s in invalidation_sql.clear())]
     out += [("priced_days_between", planning_sql.priced_days_between(D1, D2)),
             ("days_without_snapshots", planning_sql.days_without_snapshots(D1, D2)),
@@ -202,13 +202,13 @@ def test_the_engine_joins_distributed_tables_only_on_their_distribution_columns(
     assert [(name, p) for name, r in reports for p in r.problems] == []
     # not vacuous: the valuation, the chunk's plan and the recompute do join distributed tables
     joined = {name for name, r in reports if len(r.instances) > 1}
-    assert {"fill_chunk", "valuation_select", "insert_snapshots", "rewrite_snapshots", "fill_pairs", "delete_stale",
+    assert {"fill_chunk", "valuation_select", "insert_snapshots", "rewrite_stored", "describe",
             "stale_heals", "portfolio_activity", "symbols_needed"} <= joined
     # The valuation joins lots and cash (and writes snapshots) per (portfolio, day) of _snap_pairs: its
     # distribution columns meet only through that scratch table's portfolio_id, which on Citus is local
     # to the coordinator (README "Running on Citus", what is not verified).
     assert {name for name, r in reports if r.through_scratch} == {
-        "valuation_select", "insert_snapshots", "rewrite_snapshots", "stale_valued", "stale_heals"}
+        "valuation_select", "insert_snapshots", "rewrite_stored", "stale_valued", "stale_heals"}
 
 
 def test_the_join_check_sees_a_join_on_another_column_and_a_missing_join():

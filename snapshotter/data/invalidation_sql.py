@@ -30,14 +30,15 @@ portfolio-refresh and refresh, and by ``recompute``):
    portfolio row per holder, in one transaction (a crash after it loses nothing).
 2. Per chunk of affected portfolio ids (keyset pagination, :func:`affected_ids`), one
    transaction: :func:`claim` deletes the chunk's rows up to the high-water id and puts
-   each portfolio's earliest ``from_date`` into ``_inv_chunk``; :func:`fill_pairs` puts
-   every day of the window (``_snap_days``) from ``max(from_date, first activity)`` up to
-   the target (or to the portfolio's last snapshot when it is no longer active) into
-   ``_snap_pairs``; :func:`delete_stale` deletes the chunk's snapshots from ``from_date`` in
-   the window that are no longer due; the snapshot engine values the pairs once and rewrites
-   only the stored rows whose values differ
-   (:func:`snapshotter.data.snapshot_sql.rewrite_snapshots` on PostgreSQL, an upsert on
-   SQLite). Rows written while the run works (a higher id) stay for the next run.
+   each portfolio's earliest ``from_date`` into ``_inv_chunk``; :func:`describe` adds
+   whether it is live, its first activity and its last snapshot; :func:`delete_stale`
+   deletes its stored snapshots that are no longer :func:`due` (reading only those);
+   :func:`fill_pairs` puts every due day of the window (``_snap_days``) into
+   ``_snap_pairs``, marking the pairs that have a stored row (``heal``); the snapshot
+   engine values the pairs once, rewrites the stored rows whose values differ
+   (:func:`snapshotter.data.snapshot_sql.rewrite_stored` on PostgreSQL, an upsert on
+   SQLite) and inserts the others. Rows written while the run works (a higher id) stay
+   for the next run.
 3. A deleted portfolio's history is kept as it was (its rows are consumed, nothing is
    written); restoring it recomputes from the deletion day, which backfills its gap.
    Days before the window (``--max-backfill-days``) are not recomputed: such rows are
@@ -63,6 +64,11 @@ affected = sa.Table(
     "_inv_chunk", metadata,
     sa.Column("portfolio_id", sa.Uuid, primary_key=True),
     sa.Column("from_date", sa.Date, nullable=False),
+    # filled by describe(): the portfolio is not deleted; its first activity (NULL: no lot or cash
+    # left); its last snapshot (NULL: none)
+    sa.Column("live", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("start_day", sa.Date),
+    sa.Column("last_day", sa.Date),
     prefixes=["TEMPORARY"],
 )
 
@@ -159,34 +165,64 @@ def claim(dialect_name: str, lo, hi, max_id) -> list:
     return [affected.insert().from_select(["portfolio_id", "from_date"], sel), inv.delete().where(mine)]
 
 
-def fill_pairs(lo, hi, target: date):
-    """_snap_pairs <- every window day a live affected portfolio must have from its from_date up to
-    its last snapshot: its existing history, extended back to its first activity. Days after the
-    last snapshot are the gaps pass's (portfolio-refresh, refresh), as before; a portfolio without
-    snapshots gets nothing here (the gaps pass builds it from scratch)."""
+def describe(lo, hi, target: date) -> list:
+    """_inv_chunk <- each claimed portfolio's ``live``, ``start_day`` and ``last_day``, which
+    :func:`fill_pairs` and :func:`delete_stale` both read (:func:`due` is the rule)."""
+    i = affected
+    last = sa.select(sa.func.max(snaps.c.snapshot_date)).where(snaps.c.portfolio_id == i.c.portfolio_id).scalar_subquery()
+    live = sa.exists().where(portfolios.c.id == i.c.portfolio_id, portfolios.c.deleted_at.is_(None))
     act = portfolio_activity(target, lambda col: sa.and_(col >= lo, col <= hi))
-    a, i, d = act, affected, days_t
-    last = sa.select(sa.func.max(snaps.c.snapshot_date)).where(snaps.c.portfolio_id == a.c.id).scalar_subquery()
+    return [  # one distributed table per statement (co-located on Citus: README "Running on Citus")
+        i.update().values(live=live),
+        i.update().values(last_day=last),
+        i.update().where(i.c.portfolio_id == act.c.id).values(start_day=act.c.start_day),
+    ]
+
+
+def due(day):
+    """The one rule for which days of a live affected portfolio (an _inv_chunk row) the recompute
+    values: from its from_date and its first activity up to its last snapshot. Days after the last
+    snapshot are the gaps pass's (portfolio-refresh, refresh), as before; a portfolio without
+    snapshots or without any lot or cash has none. Its stored rows from from_date on other days
+    are no longer due (:func:`delete_stale`)."""
+    i = affected
+    return sa.and_(i.c.live, day >= i.c.from_date, day >= i.c.start_day, day <= i.c.last_day)
+
+
+def fill_pairs(lo, hi, first_day: date, last_day: date):
+    """_snap_pairs <- every window day each affected portfolio is :func:`due`, with ``heal`` true
+    when it has a stored row (rewritten where it differs) and false when it has none (created:
+    its history extended back to a backdated first activity, or a hole).
+
+    The stored rows are found by one hash join over the chunk's range of
+    ``portfolio_snapshots`` (the caller prefers hash joins), not a probe per pair."""
+    i, d, s = affected, days_t, snaps
+    stored = (
+        sa.select(s.c.portfolio_id, s.c.snapshot_date)
+        .where(s.c.portfolio_id >= lo, s.c.portfolio_id <= hi, s.c.snapshot_date >= first_day, s.c.snapshot_date <= last_day)
+        .subquery("stored")
+    )
     sel = (
-        sa.select(a.c.id, d.c.d, sa.false())
-        .select_from(a.join(i, i.c.portfolio_id == a.c.id).join(d, sa.and_(d.c.d >= i.c.from_date, d.c.d >= a.c.start_day)))
-        .where(d.c.d <= last)
-        .order_by(a.c.id, d.c.d)  # the recompute then reads and rewrites the chunk's rows in key order
+        sa.select(i.c.portfolio_id, d.c.d, stored.c.portfolio_id.is_not(None))
+        .select_from(
+            i.join(d, due(d.c.d)).outerjoin(stored, sa.and_(stored.c.portfolio_id == i.c.portfolio_id, stored.c.snapshot_date == d.c.d))
+        )
+        .order_by(i.c.portfolio_id, d.c.d)  # the recompute then reads and rewrites the chunk's rows in key order
     )
     return pairs_t.insert().from_select(["portfolio_id", "d", "heal"], sel)
 
 
 def delete_stale(lo, hi, window_start: date, target: date):
-    """The chunk's snapshots from each live affected portfolio's from_date (in the window) that
-    are no longer due: before its new first activity, or with no activity left."""
-    s, i, pr = snaps, affected, pairs_t
-    affected_from = sa.exists().where(i.c.portfolio_id == s.c.portfolio_id, s.c.snapshot_date >= i.c.from_date)
-    # the snapshot's own portfolio joined directly (not through _inv_chunk): co-located on Citus
-    live = sa.exists().where(portfolios.c.id == s.c.portfolio_id, portfolios.c.deleted_at.is_(None))
-    due = sa.exists().where(pr.c.portfolio_id == s.c.portfolio_id, pr.c.d == s.c.snapshot_date)
+    """The chunk's stored snapshots from each live affected portfolio's from_date (in the window)
+    that are no longer :func:`due`: before its new first activity, or all of them when it has no
+    lot or cash left. Bounded by those days, it reads only the rows it deletes."""
+    s, i = snaps, affected
+    not_due = sa.exists().where(
+        i.c.portfolio_id == s.c.portfolio_id, i.c.live, s.c.snapshot_date >= i.c.from_date,
+        sa.or_(i.c.start_day.is_(None), s.c.snapshot_date < i.c.start_day),
+    )
     return s.delete().where(
-        s.c.portfolio_id >= lo, s.c.portfolio_id <= hi, s.c.snapshot_date >= window_start, s.c.snapshot_date <= target,
-        affected_from, live, ~due,
+        s.c.portfolio_id >= lo, s.c.portfolio_id <= hi, s.c.snapshot_date >= window_start, s.c.snapshot_date <= target, not_due,
     )
 
 

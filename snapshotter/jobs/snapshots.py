@@ -840,27 +840,30 @@ def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Pla
         for stmt in invalidation_sql.claim(name, lo, hi, max_id if not nested else _BIG):
             conn.execute(stmt)
         affected = conn.execute(sa.select(sa.func.count()).select_from(invalidation_sql.affected)).scalar_one()
-        conn.execute(invalidation_sql.fill_pairs(lo, hi, plan.target))
-        dialect.analyze(conn, temp_tables.pairs)
-        pairs = conn.execute(sa.select(sa.func.count()).select_from(temp_tables.pairs)).scalar_one()
-        # before the write: it reads the chunk's snapshots while they are one version each
+        for stmt in invalidation_sql.describe(lo, hi, plan.target):
+            conn.execute(stmt)
+        # an index range scan per portfolio over the days it deletes (before the hash joins below)
         deleted = conn.execute(invalidation_sql.delete_stale(lo, hi, window_start, plan.target)
                                .execution_options(preserve_rowcount=True)).rowcount
-        existing = changed = 0
-        if pairs:
-            dialect.prefer_hash_joins(conn)
-            if ch.actions:
-                dialect.without_jit(conn)
+        conn.execute(invalidation_sql.fill_pairs(lo, hi, ch.first_day, ch.last_day))
+        dialect.analyze(conn, temp_tables.pairs)
+        dialect.prefer_hash_joins(conn)
+        if ch.actions:
+            dialect.without_jit(conn)
+        pr = temp_tables.pairs
+        pairs, existing = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.case((pr.c.heal, 1))))).one()
+        changed = 0
+        if existing:  # the stored rows, rewritten where they differ
             if name == "postgresql":
-                changed, created = conn.execute(snapshot_sql.rewrite_snapshots(ch, now)).one()
-                existing = pairs - created
-            else:  # SQLite: one upsert (rewriting only what differs); the existing pairs counted first
-                existing = conn.execute(snapshot_sql.existing_pairs()).scalar_one()
-                stmt = snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=False, force=True, now=now,
+                stmt = snapshot_sql.rewrite_stored(ch, now)
+            else:
+                stmt = snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=True, force=True, now=now,
                                                      only_differing=True)
-                changed = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount - (pairs - existing)
-            if max_price_age and not dry_run:
-                delta["snapshots_stale"] += conn.execute(snapshot_sql.stale_written()).scalar_one()
+            changed = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+        if pairs > existing:  # the pairs without a row
+            conn.execute(snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=False, force=False, now=now))
+        if max_price_age and not dry_run:
+            delta["snapshots_stale"] += conn.execute(snapshot_sql.stale_written(new_only=False)).scalar_one()
         conn.execute(frontier_sql.forget_recomputed(lambda t: dialect.dialect_insert(conn, t), sa.select(invalidation_sql.affected.c.portfolio_id)))
         for stmt in [*snapshot_sql.clear_chunk(), *invalidation_sql.clear()]:
             conn.execute(stmt)
