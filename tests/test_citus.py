@@ -179,7 +179,7 @@ def engine_statements():
     for name in ("postgresql", "sqlite"):
         out += [("claim", s) for s in invalidation_sql.claim(name, 1, 2, 10)]
     out += [("high_water", invalidation_sql.high_water()), ("pending", invalidation_sql.pending(D1, 10)),
-            ("affected_ids", invalidation_sql.affected_ids(10, 1, 100, 1)), *(("describe", s) for s in invalidation_sql.describe(1, 2, D2)), ("fill_pairs", invalidation_sql.fill_pairs(1, 2, D1, D2)),
+            ("affected_ids", invalidation_sql.affected_ids(10, 1, 100, 1)), *(("describe", s) for s in invalidation_sql.describe(1, 2, D2)), ("may_have_stale", invalidation_sql.may_have_stale()), ("fill_pairs", invalidation_sql.fill_pairs(1, 2, D1, D2)),
             ("delete_stale", invalidation_sql.delete_stale(1, 2, D1, D2)), *(("clear", s) for s in invalidation_sql.clear())]
     out += [("priced_days_between", planning_sql.priced_days_between(D1, D2)),
             ("days_without_snapshots", planning_sql.days_without_snapshots(D1, D2)),

@@ -164,6 +164,29 @@ def test_every_kind_of_edit_is_recomputed_exactly(engine, raw, world):
     assert_exact(engine, {p["deleted"]})
 
 
+def test_history_no_longer_due_is_deleted_and_counted(engine, raw):
+    """A portfolio whose every lot and deposit goes has no day due any more: its history from the
+    earliest change is deleted; one whose first activity moves later keeps only the days from it."""
+    with engine.begin() as c:
+        add_closes(c, "AAA", closes("100"))
+        gone, later = add_portfolio(c, "gone"), add_portfolio(c, "later")
+        gone_lot = add_lot(c, gone, "AAA", "1", "90", "2026-09-08")
+        early = add_lot(c, later, "AAA", "1", "90", "2026-09-02")
+        add_lot(c, later, "AAA", "2", "95", "2026-09-15")
+    refresh(engine)
+    assert len(snapshots(engine, gone)) == len([d for d in DAYS if d >= D("2026-09-08")])
+    raw("DELETE FROM positions WHERE id = :id", id=gone_lot)
+    raw("UPDATE positions SET deleted_at = CURRENT_TIMESTAMP WHERE id = :id", id=early)
+    r = refresh(engine)
+    gone_days = len([d for d in DAYS if d >= D("2026-09-08")])
+    later_days = len([d for d in DAYS if D("2026-09-02") <= d < D("2026-09-15")])
+    assert r.stats["snapshots_deleted_by_invalidation"] == gone_days + later_days
+    assert snapshots(engine, gone) == []
+    assert [s["snapshot_date"] for s in snapshots(engine, later)] == [d for d in DAYS if d >= D("2026-09-15")]
+    assert pending(engine) == 0
+    assert_exact(engine, set())
+
+
 def test_a_symbol_correction_reaches_every_holder_and_only_them(engine, raw, world):
     p, _ = world
     untouched = rows(engine)

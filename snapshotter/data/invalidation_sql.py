@@ -212,6 +212,14 @@ def fill_pairs(lo, hi, first_day: date, last_day: date):
     return pairs_t.insert().from_select(["portfolio_id", "d", "heal"], sel)
 
 
+def may_have_stale():
+    """How many claimed portfolios can have stored rows :func:`delete_stale` deletes (live, and their
+    first activity now after their from_date, or none left): most chunks have none, and skip it."""
+    i = affected
+    return sa.select(sa.func.count()).where(
+        i.c.live, i.c.last_day.is_not(None), sa.or_(i.c.start_day.is_(None), i.c.start_day > i.c.from_date))
+
+
 def delete_stale(lo, hi, window_start: date, target: date):
     """The chunk's stored snapshots from each live affected portfolio's from_date (in the window)
     that are no longer :func:`due`: before its new first activity, or all of them when it has no

@@ -842,9 +842,11 @@ def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Pla
         affected = conn.execute(sa.select(sa.func.count()).select_from(invalidation_sql.affected)).scalar_one()
         for stmt in invalidation_sql.describe(lo, hi, plan.target):
             conn.execute(stmt)
-        # an index range scan per portfolio over the days it deletes (before the hash joins below)
-        deleted = conn.execute(invalidation_sql.delete_stale(lo, hi, window_start, plan.target)
-                               .execution_options(preserve_rowcount=True)).rowcount
+        deleted = 0
+        if conn.execute(invalidation_sql.may_have_stale()).scalar_one():
+            # an index range scan per portfolio over the days it deletes (before the hash joins below)
+            deleted = conn.execute(invalidation_sql.delete_stale(lo, hi, window_start, plan.target)
+                                   .execution_options(preserve_rowcount=True)).rowcount
         conn.execute(invalidation_sql.fill_pairs(lo, hi, ch.first_day, ch.last_day))
         dialect.analyze(conn, temp_tables.pairs)
         dialect.prefer_hash_joins(conn)
