@@ -449,6 +449,7 @@ def rewrite_stored(ch: Chunk, now):
     return (
         s.update()
         .where(s.c.portfolio_id == v.c.portfolio_id, s.c.snapshot_date == v.c.snapshot_date, ch.narrow(s.c.portfolio_id),
+               s.c.snapshot_date >= ch.first_day, s.c.snapshot_date <= ch.last_day,  # only the window's months are read
                differs([v.c[c] for c in SNAPSHOT_VALUE_COLUMNS], s.c))
         .values({c: v.c[c] for c in [*SNAPSHOT_VALUE_COLUMNS, "updated_at"]})
     )
