@@ -4,7 +4,9 @@
 ``stale_from``: the first day whose close may value a lot on ``d``, ``d`` itself unless
 ``--max-price-age``);
 ``_snap_chunk``: the chunk's portfolios with their first active day and last snapshot;
-``_snap_pairs``: the (portfolio, day) pairs to value (``heal``: a partial to recompute);
+``_snap_pairs``: the (portfolio, day) pairs to value (``heal``: the pair has a stored row, which is
+rewritten when the new values call for it: a partial or stale one to heal, or in the recompute of
+invalidated history any stored row whose values differ; otherwise a new row is inserted);
 ``_snap_stale_closes``: with ``--max-price-age``, per candidate day the symbols without a
 close that day and the newest close within the window instead
 (:func:`snapshotter.data.snapshot_sql.day_close`);
