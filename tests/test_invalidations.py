@@ -287,17 +287,17 @@ def test_recompute_command_status_and_dry_run(db_url, engine, raw, world):
     assert rep["invalidations"]["pending"] == 2
     assert rep["invalidations"]["portfolios"] == 2
     assert rep["invalidations"]["oldest_from_date"] == "2026-09-02"
-    out = invoke("status", "--json", db_url=db_url)
+    out = invoke("--now", NOW.isoformat(), "status", "--json", db_url=db_url)
     assert '"invalidations"' in out.stdout
     before = rows(engine)
-    dry = invoke("recompute", "--dry-run", "--json", "--max-backfill-days", "120", db_url=db_url)
+    dry = invoke("--now", NOW.isoformat(), "recompute", "--dry-run", "--json", "--max-backfill-days", "120", db_url=db_url)
     assert dry.returncode == 0, dry.stderr
     assert '"snapshots_recomputed_by_invalidation": 24' in dry.stdout
     assert rows(engine) == before and pending(engine) == 2
-    one = invoke("recompute", "--portfolio", str(p["qty"]), "--max-backfill-days", "120", db_url=db_url)
+    one = invoke("--now", NOW.isoformat(), "recompute", "--portfolio", str(p["qty"]), "--max-backfill-days", "120", db_url=db_url)
     assert one.returncode == 0, one.stderr
     assert pending(engine) == 1
-    done = invoke("recompute", "--json", "--max-backfill-days", "120", db_url=db_url)
+    done = invoke("--now", NOW.isoformat(), "recompute", "--json", "--max-backfill-days", "120", db_url=db_url)
     assert done.returncode == 0 and pending(engine) == 0
     with engine.connect() as c:
         row = c.execute(sa.select(schema.batch_run_tracking.c.stats).where(

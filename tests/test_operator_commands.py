@@ -18,9 +18,9 @@ from snapshotter.data import db, frontier_sql, schema
 from snapshotter.ops.report import partial_marks, sparkline
 from snapshotter.core.calendar import effective_trading_date, previous_trading_day, trading_days_back, trading_days_between
 from tests.conftest import invoke, table_rows
-from tests.factories import add_cash, add_close, add_lot, add_portfolio, add_snapshot
+from tests.factories import NOW, add_cash, add_close, add_lot, add_portfolio, add_snapshot
 
-E = effective_trading_date(datetime.now(timezone.utc))
+E = effective_trading_date(NOW)  # the CLI runs as of NOW too (--now): never the clock, whose close moves E
 E1 = previous_trading_day(E)
 E3 = trading_days_back(E, 3)
 
@@ -69,7 +69,7 @@ def fleet(engine):
 
 
 def test_status_json_runs_dead_rows_lag_and_missing_closes(db_url, engine, fleet):
-    now = datetime.now(timezone.utc)
+    now = NOW
     with engine.begin() as c:
         sb = [add_run(c, "symbol_batch", E1, "completed", now - timedelta(hours=30 - i), seconds=90.5,
                       stats={"provider": "csv", "symbols_requested": 3, "symbols_fetched": 3, "symbols_failed": [],
@@ -82,7 +82,7 @@ def test_status_json_runs_dead_rows_lag_and_missing_closes(db_url, engine, fleet
                      stats={"mode": "gaps", "portfolios_active": 3, "snapshots_created": 2, "snapshots_recomputed": 0,
                             "portfolios_failed": 1, "failed_portfolios": [{"portfolio_id": "x", "error": "y"}], "days_backfilled": 0})
     before = table_rows(engine, schema.batch_run_tracking)
-    r = invoke("status", "--json", db_url=db_url)
+    r = invoke("--now", NOW.isoformat(), "status", "--json", db_url=db_url)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert table_rows(engine, schema.batch_run_tracking) == before  # status flags, never changes
@@ -111,7 +111,7 @@ def test_status_json_runs_dead_rows_lag_and_missing_closes(db_url, engine, fleet
         (dead, E.isoformat(), "other-host", 4242, {"symbols_fetched": 1, "symbols_failed": 2})
     ]
 
-    r = invoke("status", db_url=db_url)  # the table view says the same
+    r = invoke("--now", NOW.isoformat(), "status", db_url=db_url)  # the table view says the same
     assert r.returncode == 0, r.stderr
     assert f"newest snapshot date: {E} (0 trading days behind)" in r.stdout
     assert f"active portfolios behind it: 2 of 3 (oldest {E1}), 1 without any snapshot" in r.stdout
@@ -121,7 +121,7 @@ def test_status_json_runs_dead_rows_lag_and_missing_closes(db_url, engine, fleet
 
 
 def test_status_on_a_database_without_schema(tmp_path):
-    r = invoke("status", "--json", db_url=f"sqlite:///{tmp_path / 'empty.db'}")
+    r = invoke("--now", NOW.isoformat(), "status", "--json", db_url=f"sqlite:///{tmp_path / 'empty.db'}")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"schema_revision": None, "schema_head": db.head_revision(), "effective_trading_date": E.isoformat(),
                                     "tables": {}, "tables_estimated": [], "last_runs": {}, "dead_runs": []}
@@ -131,25 +131,25 @@ def test_status_on_a_database_without_schema(tmp_path):
 
 
 def test_check_is_0_when_fresh_and_1_when_stale_beyond_max_lag(db_url, engine, fleet):
-    r = invoke("check", db_url=db_url)
+    r = invoke("--now", NOW.isoformat(), "check", db_url=db_url)
     assert (r.returncode, r.stdout) == (0, f"ok: newest snapshot {E} is 0 trading days behind {E} (max 1); 2 of 3 active portfolios behind it\n")
     with engine.begin() as c:
         c.execute(schema.portfolio_snapshots.delete().where(schema.portfolio_snapshots.c.snapshot_date > E3))
     # active on E3 also counts "flat cash" (its withdrawal came on E1); neither it nor "cash only" has a snapshot
-    r = invoke("check", db_url=db_url)
+    r = invoke("--now", NOW.isoformat(), "check", db_url=db_url)
     assert (r.returncode, r.stdout) == (1, f"stale: newest snapshot {E3} is 3 trading days behind {E} (max 1); 2 of 4 active portfolios behind it\n")
-    r = invoke("check", "--max-lag", "3", db_url=db_url)
+    r = invoke("--now", NOW.isoformat(), "check", "--max-lag", "3", db_url=db_url)
     assert (r.returncode, r.stdout.split(";")[0]) == (0, f"ok: newest snapshot {E3} is 3 trading days behind {E} (max 3)")
-    r = invoke("check", "--max-lag", "2", db_url=db_url)
+    r = invoke("--now", NOW.isoformat(), "check", "--max-lag", "2", db_url=db_url)
     assert r.returncode == 1
 
 
 def test_check_without_snapshots_or_schema_is_stale_and_bad_max_lag_is_64(db_url, engine, tmp_path):
-    r = invoke("check", db_url=db_url)
+    r = invoke("--now", NOW.isoformat(), "check", db_url=db_url)
     assert (r.returncode, r.stdout) == (1, f"stale: no snapshots at all (effective trading date {E})\n")
-    r = invoke("check", db_url=f"sqlite:///{tmp_path / 'empty.db'}")
+    r = invoke("--now", NOW.isoformat(), "check", db_url=f"sqlite:///{tmp_path / 'empty.db'}")
     assert (r.returncode, r.stdout) == (1, f"stale: the database has no snapshotter schema (effective trading date {E})\n")
-    r = invoke("check", "--max-lag", "-1", db_url=db_url)
+    r = invoke("--now", NOW.isoformat(), "check", "--max-lag", "-1", db_url=db_url)
     assert r.returncode == 64 and "'--max-lag'" in r.stderr and "greater than or equal to 0" in r.stderr
 
 
