@@ -834,6 +834,7 @@ def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Pla
     name = conn.dialect.name
     ch = snapshot_sql.Chunk(lo, hi, plan.days[0] if plan.days else plan.target, plan.days[-1] if plan.days else plan.target, plan.target,
                             max_price_age, actions)
+    insert = lambda table: dialect.dialect_insert(conn, table)  # noqa: E731
     nested = conn.in_transaction()
     trans = conn.begin_nested() if nested else dialect.begin_chunk(conn)
     try:
@@ -852,21 +853,20 @@ def _recompute_chunk(conn: sa.Connection, lo, hi, delta: dict, *, plan: gaps.Pla
         dialect.prefer_hash_joins(conn)
         if ch.actions:
             dialect.without_jit(conn)
-        pr = temp_tables.pairs
-        pairs, existing = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.case((pr.c.heal, 1))))).one()
+        counts = conn.execute(snapshot_sql.pair_counts()).one()
+        pairs, existing = counts.new_pairs + counts.heal_pairs, counts.heal_pairs
         changed = 0
         if existing:  # the stored rows, rewritten where they differ
             if name == "postgresql":
                 stmt = snapshot_sql.rewrite_stored(ch, now)
             else:
-                stmt = snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=True, force=True, now=now,
-                                                     only_differing=True)
+                stmt = snapshot_sql.insert_snapshots(insert, ch, heal=True, force=True, now=now, only_differing=True)
             changed = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
         if pairs > existing:  # the pairs without a row
-            conn.execute(snapshot_sql.insert_snapshots(lambda t: dialect.dialect_insert(conn, t), ch, heal=False, force=False, now=now))
+            conn.execute(snapshot_sql.insert_snapshots(insert, ch, heal=False, force=False, now=now))
         if max_price_age and not dry_run:
             delta["snapshots_stale"] += conn.execute(snapshot_sql.stale_written(new_only=False)).scalar_one()
-        conn.execute(frontier_sql.forget_recomputed(lambda t: dialect.dialect_insert(conn, t), sa.select(invalidation_sql.affected.c.portfolio_id)))
+        conn.execute(frontier_sql.forget_recomputed(insert, sa.select(invalidation_sql.affected.c.portfolio_id)))
         for stmt in [*snapshot_sql.clear_chunk(), *invalidation_sql.clear()]:
             conn.execute(stmt)
         trans.rollback() if dry_run else trans.commit()
